@@ -1,0 +1,175 @@
+"""The client library a site's training loop calls.
+
+    client = securefl.connect("aggregator:7000", identity=identity, keyholder_fingerprint=pin)
+    averaged = client.aggregate(model.state_dict(), weight=n_samples)
+
+Security: the update is scaled by its weight and protected (CKKS-encrypted under the pinned
+key-holder's public key) before it leaves this process; only the weighted average of a round
+comes back. The key-holder fingerprint must be pinned: a session whose public context does not
+hash to it is refused, so a malicious aggregator cannot substitute its own key."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .errors import InvalidInput, SecureFLError, VerificationFailed, from_rpc_error
+from .he.codec import encrypt_chunks
+from .he.keys import fingerprint, load_public_context
+from .he.pool import INLINE_MAX_CHUNKS, shared_pool
+from .identity import Identity, sign_receipt
+from .schemes import CKKS, PLAIN, ChunkDigest, chunk_count, join_float64, plain_chunks
+from .services.rpc import channel
+from .tensors import flatten, unflatten
+from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+
+
+@dataclass
+class RoundStats:
+    """What one aggregate() call cost this client."""
+
+    round_id: str
+    protect_seconds: float
+    upload_seconds: float
+    wait_seconds: float
+    bytes_sent: int
+    values: int
+
+
+class Client:
+    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None) -> None:
+        self.identity = identity
+        self._pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
+        self._channel = channel(address)
+        self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
+        self._session: aggregator_pb2.Session | None = None
+        self._he_context = None
+        self.last_stats: RoundStats | None = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> aggregator_pb2.Session:
+        """The aggregator's scheme and (for CKKS) public context, checked against the pin."""
+        if self._session is None:
+            session = self._call(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            if session.scheme == CKKS:
+                if self._pin is None:
+                    raise VerificationFailed("the ckks scheme needs the key-holder's fingerprint pinned")
+                if not hmac.compare_digest(fingerprint(session.he_context), self._pin):
+                    raise VerificationFailed("the key-holder context relayed by the aggregator does not match the pinned fingerprint")
+                self._he_context = load_public_context(session.he_context)
+            elif session.scheme != PLAIN:
+                raise InvalidInput(f"this client does not support scheme {session.scheme!r}")
+            self._session = session
+        return self._session
+
+    @property
+    def scheme(self) -> str:
+        return self.session.scheme
+
+    # -- aggregation -----------------------------------------------------------------------
+
+    def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0,
+                  round_id: str | None = None, timeout: float | None = None) -> Any:
+        """Contribute `update` with `weight` to a round and return the round's weighted average,
+        in the structure given (torch state_dict in, torch state_dict out). Blocks until the
+        round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout)."""
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+            raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
+        session = self.session
+        vector, spec = flatten(update)
+        payload = np.append(vector * float(weight), float(weight))
+        self._check_range(payload, session)
+        if round_id is None:
+            round_id = self._call(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id)).round_id
+
+        started = time.perf_counter()
+        chunks = self._protect(payload)
+        protected = time.perf_counter()
+        receipt = common_pb2.Receipt(
+            round_id=round_id, client_id=self.identity.client_id, scheme=session.scheme, spec_hash=spec.hash,
+            vector_length=payload.size, digest=ChunkDigest.of(chunks),
+        )
+        sign_receipt(self.identity, receipt)
+        ack = self._call(self._stub.Submit, self._submission(receipt, chunks))
+        self._check_ack(ack, receipt)
+        uploaded = time.perf_counter()
+        average = self._await_result(round_id, spec.size, timeout)
+        self.last_stats = RoundStats(
+            round_id, protected - started, uploaded - protected, time.perf_counter() - uploaded,
+            sum(len(c) for c in chunks), payload.size,
+        )
+        return unflatten(average, spec)
+
+    def _check_range(self, payload: np.ndarray, session: aggregator_pb2.Session) -> None:
+        """CKKS sums wrap silently past max_abs_sum; refuse an update that could get there."""
+        bound = session.max_abs_sum / max(1, session.max_clients)
+        largest = float(np.abs(payload).max())
+        if largest > bound:
+            raise InvalidInput(
+                f"weighted update reaches {largest:.3g}, above {bound:.3g} (= the scheme's range / {session.max_clients} "
+                "enrolled clients); use a smaller weight (e.g. a fraction of samples) or clip the update"
+            )
+
+    def _protect(self, payload: np.ndarray) -> list[bytes]:
+        if self.session.scheme == PLAIN:
+            return plain_chunks(payload)
+        slots = self.session.chunk_values
+        if chunk_count(payload.size, slots) <= INLINE_MAX_CHUNKS:
+            return encrypt_chunks(self._he_context, payload, slots)
+        return shared_pool(self.session.he_context).encrypt(payload, slots)
+
+    @staticmethod
+    def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
+        yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
+        for index, data in enumerate(chunks):
+            yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
+
+    @staticmethod
+    def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
+        try:
+            Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
+        except Exception:
+            raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
+
+    def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
+        request = aggregator_pb2.RoundRequest(round_id=round_id)
+        try:
+            messages = list(self._stub.AwaitResult(request, timeout=timeout))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        if not messages or not messages[0].HasField("header"):
+            raise SecureFLError(f"round {round_id}: the aggregator sent no result")
+        return join_float64([m.chunk.data for m in messages[1:]], expected_length)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _call(self, method, request, **kwargs):
+        try:
+            return method(request, **kwargs)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None) -> Client:
+    """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
+    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned."""
+    return Client(address, identity, keyholder_fingerprint)

@@ -1,0 +1,1 @@
+"""CKKS homomorphic encryption: presets, keys, chunked encryption, the encryption pool."""

@@ -1,0 +1,131 @@
+"""Ed25519 site identities, the enrolment roster, and signed receipts.
+
+A receipt binds (round, client, scheme, model-spec hash, vector length, digest of the
+protected bytes) under the client's identity key. The key-holder counts only distinct,
+correctly signed receipts of enrolled clients towards its quorum."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import InvalidInput, UnknownClient, VerificationFailed
+from .v1 import common_pb2
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_RECEIPT_TAG = b"securefl/receipt/v1"
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Round and client ids: 1-64 characters of [A-Za-z0-9._-], starting alphanumeric."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        raise InvalidInput(f"{what} must be 1-64 characters of letters, digits, '.', '_' or '-', got {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A site's signing identity. The private key never leaves the site."""
+
+    client_id: str
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, client_id: str) -> Identity:
+        return cls(check_identifier(client_id, "client id"), Ed25519PrivateKey.generate())
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+    def save(self, path: Path) -> None:
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        path.write_text(json.dumps({"client_id": self.client_id, "key": pem.decode()}))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        data = json.loads(path.read_text())
+        key = serialization.load_pem_private_key(data["key"].encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InvalidInput(f"{path} does not hold an Ed25519 key")
+        return cls(check_identifier(data["client_id"], "client id"), key)
+
+    def __reduce__(self):
+        raise TypeError("identity keys cannot be pickled")
+
+    def __repr__(self) -> str:
+        return f"Identity({self.client_id!r})"
+
+
+class Roster:
+    """Enrolled client ids and their Ed25519 public keys."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        self._keys = {check_identifier(cid, "client id"): Ed25519PublicKey.from_public_bytes(k) for cid, k in keys.items()}
+
+    @classmethod
+    def of(cls, identities: list[Identity]) -> Roster:
+        return cls({i.client_id: i.public_bytes for i in identities})
+
+    @classmethod
+    def load(cls, path: Path) -> Roster:
+        return cls({cid: bytes.fromhex(hexkey) for cid, hexkey in json.loads(path.read_text()).items()})
+
+    def save(self, path: Path) -> None:
+        raw = {cid: k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex() for cid, k in self._keys.items()}
+        path.write_text(json.dumps(raw, indent=2))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._keys
+
+    def verify(self, client_id: str, message: bytes, signature: bytes) -> None:
+        key = self._keys.get(client_id)
+        if key is None:
+            raise UnknownClient(f"client {client_id!r} is not enrolled")
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            raise VerificationFailed("signature does not verify") from None
+
+
+def receipt_message(receipt: common_pb2.Receipt) -> bytes:
+    """Canonical, length-prefixed encoding of the signed receipt fields (not protobuf bytes,
+    which are not canonical)."""
+    fields = [
+        receipt.round_id.encode(), receipt.client_id.encode(), receipt.scheme.encode(),
+        receipt.spec_hash, struct.pack(">Q", receipt.vector_length), receipt.digest,
+    ]
+    return _RECEIPT_TAG + b"".join(struct.pack(">I", len(f)) + f for f in fields)
+
+
+def sign_receipt(identity: Identity, receipt: common_pb2.Receipt) -> None:
+    if receipt.client_id != identity.client_id:
+        raise InvalidInput("a receipt can only be signed by the client it names")
+    receipt.signature = identity.sign(receipt_message(receipt))
+
+
+def verify_receipt(roster: Roster, receipt: common_pb2.Receipt) -> None:
+    """Raise UnknownClient or VerificationFailed unless the receipt is signed by its client."""
+    check_identifier(receipt.round_id, "round id")
+    check_identifier(receipt.client_id, "client id")
+    if len(receipt.spec_hash) != 32 or len(receipt.digest) != 32:
+        raise InvalidInput("receipt spec_hash and digest must be 32-byte SHA-256 values")
+    roster.verify(receipt.client_id, receipt_message(receipt), receipt.signature)

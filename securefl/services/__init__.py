@@ -1,0 +1,1 @@
+"""gRPC services: aggregator, key-holder, and their round and audit stores."""

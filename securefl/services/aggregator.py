@@ -1,0 +1,136 @@
+"""The untrusted aggregator's gRPC service.
+
+It relays the key-holder's public context, takes streamed submissions and adds them into the
+round's running sum, and publishes each round's weighted average. It never holds the CKKS
+secret key nor a plaintext update; it sees only the revealed aggregate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..errors import InvalidInput, LengthMismatch, PayloadTooLarge, SpecMismatch, UnknownClient, VerificationFailed
+from ..identity import Roster, check_identifier, verify_receipt
+from ..schemes import AggregationScheme, ChunkDigest, chunk_count, chunk_length, float64_chunks
+from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+from .rounds import Round, RoundConfig, RoundManager
+from .rpc import translate_errors
+
+log = logging.getLogger(__name__)
+
+MAX_VECTOR_LENGTH = 1 << 28  # larger models are refused before any work
+MAX_CHUNK_BYTES = 1 << 20
+
+
+class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
+    def __init__(self, scheme: AggregationScheme, rounds: RoundManager, roster: Roster, session: aggregator_pb2.Session) -> None:
+        self._scheme = scheme
+        self._rounds = rounds
+        self._roster = roster
+        self._session = session
+        self._signing_key = Ed25519PrivateKey.generate()
+        self._public_key = self._signing_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def register(self, server: grpc.Server) -> None:
+        aggregator_pb2_grpc.add_AggregatorServicer_to_server(self, server)
+
+    @translate_errors
+    def GetSession(self, request, context) -> aggregator_pb2.Session:
+        return self._session
+
+    @translate_errors
+    def OpenRound(self, request, context) -> aggregator_pb2.RoundInfo:
+        config = None
+        if request.HasField("config"):
+            c = request.config
+            config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds)
+        return _round_info(self._rounds.open_round(request.round_id or None, config))
+
+    @translate_errors
+    def JoinRound(self, request, context) -> aggregator_pb2.RoundInfo:
+        client_id = check_identifier(request.client_id, "client id")
+        if client_id not in self._roster:
+            raise UnknownClient(f"client {client_id!r} is not enrolled")
+        return _round_info(self._rounds.join(client_id))
+
+    @translate_errors
+    def GetRound(self, request, context) -> aggregator_pb2.RoundInfo:
+        return _round_info(self._rounds.get(request.round_id))
+
+    @translate_errors
+    def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidInput("a submission starts with its header")
+        receipt, announced = first.header.receipt, first.header.chunk_count
+        verify_receipt(self._roster, receipt)
+        if receipt.scheme != self._scheme.name:
+            raise SpecMismatch(f"this aggregator runs scheme {self._scheme.name!r}, not {receipt.scheme!r:.40}")
+        if not 2 <= receipt.vector_length <= MAX_VECTOR_LENGTH:
+            raise PayloadTooLarge(f"vector length {receipt.vector_length} is outside [2, {MAX_VECTOR_LENGTH}]")
+        expected = chunk_count(receipt.vector_length, self._scheme.chunk_values)
+        if announced != expected:
+            raise LengthMismatch(f"{announced} chunks announced; length {receipt.vector_length} needs {expected}")
+        round_ = self._rounds.for_submission(receipt.round_id)
+        round_.check_accepts(receipt)  # fail fast; checked again under the round's lock
+        raw, parsed = self._read_chunks(request_iterator, receipt.vector_length, expected, receipt.digest)
+        contributors = self._rounds.accept(round_, receipt, raw, parsed)
+        log.info("round %s: accepted %s (%d contributors)", round_.round_id, receipt.client_id, contributors)
+        return aggregator_pb2.SubmitAck(
+            round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
+            aggregator_key=self._public_key, aggregator_signature=self._signing_key.sign(receipt.signature),
+        )
+
+    def _read_chunks(self, request_iterator, vector_length: int, expected: int,
+                     signed_digest: bytes) -> tuple[list[bytes], list]:
+        """Read and validate every chunk; nothing touches the round until all have passed."""
+        digest = ChunkDigest()
+        raw: list[bytes] = []
+        parsed = []
+        for message in request_iterator:
+            index = len(raw)
+            if not message.HasField("chunk") or message.chunk.index != index or index >= expected:
+                raise InvalidInput(f"expected chunk {index} of {expected}")
+            data = message.chunk.data
+            if len(data) > MAX_CHUNK_BYTES:
+                raise PayloadTooLarge(f"chunk {index} has {len(data)} bytes; the limit is {MAX_CHUNK_BYTES}")
+            digest.update(index, data)
+            parsed.append(self._scheme.parse_chunk(index, data, chunk_length(index, vector_length, self._scheme.chunk_values)))
+            raw.append(data)
+        if len(raw) != expected:
+            raise InvalidInput(f"stream ended after {len(raw)} of {expected} chunks; nothing was added")
+        if digest.digest() != signed_digest:
+            raise VerificationFailed("chunks do not match the signed digest")
+        return raw, parsed
+
+    @translate_errors
+    def AwaitResult(self, request, context) -> Iterator[aggregator_pb2.ResultMessage]:
+        round_ = self._rounds.get(request.round_id)
+        while not self._rounds.wait(round_, timeout=0.5):
+            if not context.is_active():
+                return
+        average = self._rounds.result(round_)
+        chunks = float64_chunks(average)
+        yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
+            round_id=round_.round_id, vector_length=average.size, total_weight=round_.record.total_weight or 0.0,
+            contributors=round_.record.contributors or 0, chunk_count=len(chunks),
+        ))
+        for index, data in enumerate(chunks):
+            yield aggregator_pb2.ResultMessage(chunk=common_pb2.Chunk(index=index, data=data))
+
+
+def _round_info(round_: Round) -> aggregator_pb2.RoundInfo:
+    record = round_.record
+    return aggregator_pb2.RoundInfo(
+        round_id=record.round_id, state=record.state,
+        config=aggregator_pb2.RoundConfig(min_clients=record.min_clients, expected_clients=record.expected_clients,
+                                          timeout_seconds=record.timeout_seconds),
+        contributors=len(round_.receipts) if record.contributors is None else record.contributors,
+        vector_length=record.vector_length or 0, spec_hash=record.spec_hash or b"", error=record.error_message or "",
+    )

@@ -1,0 +1,89 @@
+"""Assemble and start the services: what `securefl keyholder serve` and `securefl aggregator
+serve` run, and what LocalFederation starts in separate processes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from ..errors import InvalidInput, VerificationFailed
+from ..he.aggregation import CkksScheme
+from ..he.keys import SecretContext, fingerprint
+from ..he.presets import DEFAULT_PRESET, get_preset
+from ..identity import Roster
+from ..schemes import CKKS, PLAIN, AggregationScheme, PlainScheme
+from ..v1 import aggregator_pb2
+from .aggregator import AggregatorService
+from .keyholder import KeyHolderService
+from .keyholder_client import KeyHolderClient
+from .rounds import RoundConfig, RoundManager
+from .rpc import start_server
+from .store import KeyHolderStore, RoundStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    server: grpc.Server
+    port: int
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.server.stop(grace).wait()
+
+
+def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset: str = DEFAULT_PRESET) -> SecretContext:
+    """Keys in memory when no file is given; otherwise load the file, or create it encrypted."""
+    if key_file is None:
+        return SecretContext.generate(get_preset(preset))
+    if not passphrase:
+        raise InvalidInput("a key file needs a passphrase (set SECUREFL_KEY_PASSPHRASE)")
+    if key_file.exists():
+        return SecretContext.load(key_file, passphrase)
+    secret = SecretContext.generate(get_preset(preset))
+    secret.save(key_file, passphrase)
+    return secret
+
+
+def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, db: Path | str = ":memory:",
+                    host: str = "127.0.0.1", port: int = 0) -> Running:
+    service = KeyHolderService(secret, roster, KeyHolderStore(db), min_clients)
+    server, bound = start_server(service.register, host, port)
+    log.info("key-holder listening on %s:%d, context fingerprint %s", host, bound, secret.fingerprint.hex())
+    return Running(server, bound)
+
+
+def aggregation_scheme(scheme: str, keyholder_address: str | None) -> AggregationScheme:
+    if scheme == PLAIN:
+        return PlainScheme()
+    if scheme != CKKS:
+        raise InvalidInput(f"unknown scheme {scheme!r}; choose {CKKS!r} or {PLAIN!r}")
+    if not keyholder_address:
+        raise InvalidInput("the ckks scheme needs the key-holder's address")
+    keyholder = KeyHolderClient(keyholder_address)
+    public = keyholder.public_context()
+    if fingerprint(public.context) != public.fingerprint:
+        raise VerificationFailed("the key-holder's public context does not match its fingerprint")
+    return CkksScheme(public.context, public.preset, keyholder)
+
+
+def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
+                     db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
+                     port: int = 0) -> Running:
+    aggregation = aggregation_scheme(scheme, keyholder_address)
+    session = aggregator_pb2.Session(
+        scheme=aggregation.name, chunk_values=aggregation.chunk_values, max_abs_sum=aggregation.max_abs_sum,
+        max_clients=len(roster),
+    )
+    if isinstance(aggregation, CkksScheme):
+        session.he_context = aggregation.public_context
+        session.he_fingerprint = fingerprint(aggregation.public_context)
+        session.he_preset = aggregation.preset.name
+    rounds = RoundManager(aggregation, RoundStore(db), defaults, implicit_rounds=implicit_rounds)
+    service = AggregatorService(aggregation, rounds, roster, session)
+    server, bound = start_server(service.register, host, port)
+    log.info("aggregator (%s) listening on %s:%d", aggregation.name, host, bound)
+    return Running(server, bound)

@@ -1,0 +1,115 @@
+"""Model updates <-> one flat float64 vector plus a ModelSpec.
+
+The spec records names, shapes and dtypes in order; its hash identifies the model structure
+so that a round refuses clients whose model differs. Conversion is vectorised (one
+concatenate / one split), never a per-element loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput, SpecMismatch
+
+TORCH, NUMPY_DICT, ARRAY_LIST = "torch", "numpy_dict", "array_list"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Structure of an update. `kind` only says how to rebuild it (torch or numpy); it is not
+    part of the hash, so a torch client and a numpy client of the same model agree."""
+
+    kind: str
+    tensors: tuple[TensorSpec, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    @property
+    def hash(self) -> bytes:
+        canonical = json.dumps(
+            [[t.name, list(t.shape), t.dtype] for t in self.tensors], separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+    def check_matches(self, other: ModelSpec) -> None:
+        if self.hash != other.hash:
+            raise SpecMismatch("model structure (names, shapes or dtypes) differs from the round's")
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch")
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if _is_torch_tensor(value):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def flatten(update: Mapping[str, Any] | Sequence[Any]) -> tuple[np.ndarray, ModelSpec]:
+    """Flatten a torch state_dict, a dict of arrays or a list of arrays into float64."""
+    if isinstance(update, Mapping):
+        items = list(update.items())
+        if not items:
+            raise InvalidInput("update is empty")
+        kind = TORCH if any(_is_torch_tensor(v) for _, v in items) else NUMPY_DICT
+    elif isinstance(update, Sequence) and not isinstance(update, (str, bytes)):
+        items = [(str(i), v) for i, v in enumerate(update)]
+        if not items:
+            raise InvalidInput("update is empty")
+        kind = ARRAY_LIST
+    else:
+        raise InvalidInput(
+            f"update must be a state_dict, a dict of arrays or a list of arrays, not {type(update).__name__}"
+        )
+    arrays = [_as_numpy(v) for _, v in items]
+    for (name, _), array in zip(items, arrays):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise InvalidInput(f"tensor {name!r} has non-numeric dtype {array.dtype}")
+    spec = ModelSpec(
+        kind, tuple(TensorSpec(str(n), tuple(a.shape), a.dtype.str) for (n, _), a in zip(items, arrays))
+    )
+    vector = np.concatenate([a.reshape(-1).astype(np.float64, copy=False) for a in arrays])
+    if not np.all(np.isfinite(vector)):
+        raise InvalidInput("update contains NaN or infinite values")
+    return vector, spec
+
+
+def unflatten(vector: np.ndarray, spec: ModelSpec) -> Any:
+    """Rebuild the structure `spec` describes. Integer and bool tensors are rounded back to
+    their dtype (e.g. BatchNorm's num_batches_tracked)."""
+    if vector.shape != (spec.size,):
+        raise InvalidInput(f"vector has {vector.size} values, the model has {spec.size}")
+    offsets = np.cumsum([0] + [t.size for t in spec.tensors])
+    arrays = []
+    for t, start, stop in zip(spec.tensors, offsets[:-1], offsets[1:]):
+        dtype = np.dtype(t.dtype)
+        part = vector[start:stop]
+        if not np.issubdtype(dtype, np.floating):
+            part = np.rint(part)
+        arrays.append(part.astype(dtype).reshape(t.shape))
+    if spec.kind == ARRAY_LIST:
+        return arrays
+    if spec.kind == TORCH:
+        import torch
+
+        return {t.name: torch.from_numpy(a.copy()) for t, a in zip(spec.tensors, arrays)}
+    return {t.name: a for t, a in zip(spec.tensors, arrays)}

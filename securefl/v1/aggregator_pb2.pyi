@@ -1,0 +1,129 @@
+from securefl.v1 import common_pb2 as _common_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("scheme", "he_context", "he_fingerprint", "he_preset", "chunk_values", "max_abs_sum", "max_clients")
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    HE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    HE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    HE_PRESET_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_VALUES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_SUM_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    scheme: str
+    he_context: bytes
+    he_fingerprint: bytes
+    he_preset: str
+    chunk_values: int
+    max_abs_sum: float
+    max_clients: int
+    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ...) -> None: ...
+
+class RoundConfig(_message.Message):
+    __slots__ = ("min_clients", "expected_clients", "timeout_seconds")
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    min_clients: int
+    expected_clients: int
+    timeout_seconds: float
+    def __init__(self, min_clients: _Optional[int] = ..., expected_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class OpenRoundRequest(_message.Message):
+    __slots__ = ("round_id", "config")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    config: RoundConfig
+    def __init__(self, round_id: _Optional[str] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ...) -> None: ...
+
+class JoinRoundRequest(_message.Message):
+    __slots__ = ("client_id",)
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+
+class RoundRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
+
+class RoundInfo(_message.Message):
+    __slots__ = ("round_id", "state", "config", "contributors", "vector_length", "spec_hash", "error")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    state: str
+    config: RoundConfig
+    contributors: int
+    vector_length: int
+    spec_hash: bytes
+    error: str
+    def __init__(self, round_id: _Optional[str] = ..., state: _Optional[str] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ..., contributors: _Optional[int] = ..., vector_length: _Optional[int] = ..., spec_hash: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SubmissionHeader(_message.Message):
+    __slots__ = ("receipt", "chunk_count")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    receipt: _common_pb2.Receipt
+    chunk_count: int
+    def __init__(self, receipt: _Optional[_Union[_common_pb2.Receipt, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class SubmitMessage(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SubmissionHeader
+    chunk: _common_pb2.Chunk
+    def __init__(self, header: _Optional[_Union[SubmissionHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class SubmitAck(_message.Message):
+    __slots__ = ("round_id", "client_id", "contributors", "aggregator_key", "aggregator_signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    contributors: int
+    aggregator_key: bytes
+    aggregator_signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., contributors: _Optional[int] = ..., aggregator_key: _Optional[bytes] = ..., aggregator_signature: _Optional[bytes] = ...) -> None: ...
+
+class ResultHeader(_message.Message):
+    __slots__ = ("round_id", "vector_length", "total_weight", "contributors", "chunk_count")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    vector_length: int
+    total_weight: float
+    contributors: int
+    chunk_count: int
+    def __init__(self, round_id: _Optional[str] = ..., vector_length: _Optional[int] = ..., total_weight: _Optional[float] = ..., contributors: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class ResultMessage(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ResultHeader
+    chunk: _common_pb2.Chunk
+    def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
