@@ -142,11 +142,19 @@ class Client:
             raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
 
     def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
+        """Wait for the round's average. An acknowledged submission survives an aggregator
+        restart, so a dropped connection is retried until `timeout`."""
         request = aggregator_pb2.RoundRequest(round_id=round_id)
-        try:
-            messages = list(self._stub.AwaitResult(request, timeout=timeout))
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                messages = list(self._stub.AwaitResult(request, timeout=remaining, wait_for_ready=True))
+                break
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or (deadline is not None and time.monotonic() >= deadline):
+                    raise from_rpc_error(exc) from None
+                time.sleep(0.2)
         if not messages or not messages[0].HasField("header"):
             raise SecureFLError(f"round {round_id}: the aggregator sent no result")
         return join_float64([m.chunk.data for m in messages[1:]], expected_length)

@@ -75,7 +75,7 @@ class LocalFederation:
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
-                 workdir: str | Path | None = None, preset: str | None = None) -> None:
+                 workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -86,6 +86,7 @@ class LocalFederation:
         self.expected_clients = expected_clients if expected_clients is not None else n_clients
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
+        self.implicit_rounds = implicit_rounds
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.identities: list[Identity] = []
@@ -132,7 +133,8 @@ class LocalFederation:
         self.aggregator = ServiceProcess("aggregator", [
             "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
-            "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"), *keyholder_args,
+            "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
+            "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
         ], self.workdir)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]

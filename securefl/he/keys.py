@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import tenseal as ts
@@ -40,12 +41,14 @@ def load_public_context(data: bytes) -> ts.Context:
 class SecretContext:
     """The key-holder's CKKS context, secret key included."""
 
-    def __init__(self, context: ts.Context, preset: CkksPreset) -> None:
+    def __init__(self, context: ts.Context, preset: CkksPreset, public_bytes: bytes | None = None) -> None:
+        """`public_bytes` is kept from generation: TenSEAL does not re-serialize a reloaded
+        context to the same bytes, and the fingerprint clients pin must survive restarts."""
         if not context.is_private():
             raise InvalidInput("a SecretContext needs the secret key")
         self.context = context
         self.preset = preset
-        self.public_bytes = context.serialize(save_secret_key=False)
+        self.public_bytes = public_bytes or context.serialize(save_secret_key=False)
         self.fingerprint = fingerprint(self.public_bytes)
 
     @classmethod
@@ -61,13 +64,15 @@ class SecretContext:
         return cls(context, preset)
 
     def save(self, path: Path, passphrase: str) -> None:
-        """Write the secret context encrypted with AES-256-GCM under a scrypt-derived key."""
+        """Write the secret context (and the exact public bytes clients pin) encrypted with
+        AES-256-GCM under a scrypt-derived key; the header is authenticated too."""
         if not passphrase:
             raise InvalidInput("a passphrase is required to store the secret key")
         salt, nonce = os.urandom(_SALT_BYTES), os.urandom(_NONCE_BYTES)
         header = _KEYFILE_MAGIC + self.preset.name.encode() + b"\n"
         secret = self.context.serialize(save_secret_key=True)
-        sealed = AESGCM(_derive_key(passphrase, salt)).encrypt(nonce, secret, header)
+        plaintext = struct.pack(">Q", len(self.public_bytes)) + self.public_bytes + secret
+        sealed = AESGCM(_derive_key(passphrase, salt)).encrypt(nonce, plaintext, header)
         path.write_bytes(header + salt + nonce + sealed)
         path.chmod(0o600)
 
@@ -83,10 +88,12 @@ class SecretContext:
         preset = get_preset(header[len(_KEYFILE_MAGIC):-1].decode())
         salt, nonce, sealed = rest[:_SALT_BYTES], rest[_SALT_BYTES:_SALT_BYTES + _NONCE_BYTES], rest[_SALT_BYTES + _NONCE_BYTES:]
         try:
-            secret = AESGCM(_derive_key(passphrase, salt)).decrypt(nonce, sealed, header)
+            plaintext = AESGCM(_derive_key(passphrase, salt)).decrypt(nonce, sealed, header)
         except Exception:
             raise VerificationFailed("cannot open the key file: wrong passphrase or corrupted file") from None
-        return cls(ts.context_from(secret, n_threads=1), preset)
+        (public_length,) = struct.unpack(">Q", plaintext[:8])
+        public_bytes, secret = plaintext[8:8 + public_length], plaintext[8 + public_length:]
+        return cls(ts.context_from(secret, n_threads=1), preset, public_bytes)
 
     def __reduce__(self):
         raise TypeError("secret key material cannot be pickled")

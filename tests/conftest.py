@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from securefl.client import Client
+
+
+def run_round(clients: list[Client], updates: list[Any], weights: list[float], **kwargs: Any) -> list[Any]:
+    """Every client aggregates concurrently, as sites would; returns each client's result."""
+    with ThreadPoolExecutor(len(clients)) as pool:
+        futures = [pool.submit(c.aggregate, u, weight=w, **kwargs) for c, u, w in zip(clients, updates, weights)]
+        return [f.result() for f in futures]
+
+
+def weighted_average(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    return sum(w * a.astype(np.float64) for a, w in zip(arrays, weights)) / sum(weights)
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,56 @@
+import pytest
+
+from securefl.errors import InvalidInput, UnknownClient, VerificationFailed
+from securefl.identity import Identity, Roster, check_identifier, sign_receipt, verify_receipt
+from securefl.v1 import common_pb2
+
+
+def make_receipt(identity: Identity, **overrides) -> common_pb2.Receipt:
+    fields = dict(round_id="r1", client_id=identity.client_id, scheme="ckks", spec_hash=b"s" * 32,
+                  vector_length=10, digest=b"d" * 32)
+    receipt = common_pb2.Receipt(**fields)
+    sign_receipt(identity, receipt)
+    for key, value in overrides.items():
+        setattr(receipt, key, value)
+    return receipt
+
+
+def test_a_signed_receipt_verifies_against_the_roster():
+    alice = Identity.generate("alice")
+    verify_receipt(Roster.of([alice]), make_receipt(alice))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("round_id", "r2"), ("scheme", "plain"), ("spec_hash", b"x" * 32), ("vector_length", 11), ("digest", b"e" * 32),
+])
+def test_changing_any_signed_field_breaks_the_signature(field, value):
+    alice = Identity.generate("alice")
+    with pytest.raises(VerificationFailed):
+        verify_receipt(Roster.of([alice]), make_receipt(alice, **{field: value}))
+
+
+def test_a_receipt_signed_by_another_key_fails():
+    alice, impostor = Identity.generate("alice"), Identity.generate("alice")
+    with pytest.raises(VerificationFailed):
+        verify_receipt(Roster.of([alice]), make_receipt(impostor))
+
+
+def test_unenrolled_clients_are_refused():
+    alice, mallory = Identity.generate("alice"), Identity.generate("mallory")
+    with pytest.raises(UnknownClient):
+        verify_receipt(Roster.of([alice]), make_receipt(mallory))
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 65, "../etc", "with space", "-leading"])
+def test_malformed_identifiers_are_refused(bad):
+    with pytest.raises(InvalidInput):
+        check_identifier(bad, "client id")
+
+
+def test_identity_and_roster_round_trip_through_files(tmp_path):
+    alice = Identity.generate("alice")
+    alice.save(tmp_path / "alice.json")
+    Roster.of([alice]).save(tmp_path / "roster.json")
+    loaded = Identity.load(tmp_path / "alice.json")
+    verify_receipt(Roster.load(tmp_path / "roster.json"), make_receipt(loaded))
+    assert (tmp_path / "alice.json").stat().st_mode & 0o077 == 0
