@@ -6,7 +6,11 @@
 Security: the update is scaled by its weight and protected (CKKS-encrypted under the pinned
 key-holder's public key) before it leaves this process; only the weighted average of a round
 comes back. The key-holder fingerprint must be pinned: a session whose public context does not
-hash to it is refused, so a malicious aggregator cannot substitute its own key."""
+hash to it is refused, so a malicious aggregator cannot substitute its own key.
+
+Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
+any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
+`if __name__ == "__main__":`."""
 
 from __future__ import annotations
 

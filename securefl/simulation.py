@@ -7,6 +7,7 @@ threads. Used by the demo, the integration tests and the benchmarks, and for pro
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,17 @@ from .schemes import CKKS, SCHEMES
 from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0
+
+
+def _die_with_parent() -> None:
+    """Linux: a service child gets SIGTERM when the process that started it dies, so a crashed
+    test or demo leaves no stray servers behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class ServiceProcess:
@@ -39,6 +51,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT

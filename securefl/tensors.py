@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InvalidInput, SpecMismatch
 
-TORCH, NUMPY_DICT, ARRAY_LIST = "torch", "numpy_dict", "array_list"
+TORCH, NUMPY_DICT, ARRAY_LIST, SINGLE_ARRAY, SINGLE_TENSOR = "torch", "numpy_dict", "array_list", "array", "tensor"
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,13 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def flatten(update: Mapping[str, Any] | Sequence[Any]) -> tuple[np.ndarray, ModelSpec]:
-    """Flatten a torch state_dict, a dict of arrays or a list of arrays into float64."""
-    if isinstance(update, Mapping):
+def flatten(update: Mapping[str, Any] | Sequence[Any] | np.ndarray) -> tuple[np.ndarray, ModelSpec]:
+    """Flatten a torch state_dict, a dict of arrays, a list of arrays, or one array or tensor
+    into float64."""
+    if isinstance(update, np.ndarray) or _is_torch_tensor(update):
+        items = [("0", update)]
+        kind = SINGLE_TENSOR if _is_torch_tensor(update) else SINGLE_ARRAY
+    elif isinstance(update, Mapping):
         items = list(update.items())
         if not items:
             raise InvalidInput("update is empty")
@@ -108,8 +112,12 @@ def unflatten(vector: np.ndarray, spec: ModelSpec) -> Any:
         arrays.append(part.astype(dtype).reshape(t.shape))
     if spec.kind == ARRAY_LIST:
         return arrays
-    if spec.kind == TORCH:
+    if spec.kind == SINGLE_ARRAY:
+        return arrays[0]
+    if spec.kind in (TORCH, SINGLE_TENSOR):
         import torch
 
+        if spec.kind == SINGLE_TENSOR:
+            return torch.from_numpy(arrays[0].copy())
         return {t.name: torch.from_numpy(a.copy()) for t, a in zip(spec.tensors, arrays)}
     return {t.name: a for t, a in zip(spec.tensors, arrays)}

@@ -56,3 +56,11 @@ def test_unflatten_refuses_a_vector_of_the_wrong_length():
     vector, spec = flatten({"w": np.zeros(4)})
     with pytest.raises(InvalidInput, match="4"):
         unflatten(vector[:3], spec)
+
+
+def test_a_single_array_or_tensor_comes_back_as_one(rng):
+    array = rng.normal(size=(3, 2))
+    assert np.array_equal(unflatten(*flatten(array)), array)
+    tensor = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    rebuilt = unflatten(*flatten(tensor))
+    assert isinstance(rebuilt, torch.Tensor) and torch.equal(rebuilt, tensor)

@@ -184,6 +184,7 @@ class RoundManager:
 
     def _close(self, round_: Round) -> None:
         receipts = list(round_.receipts.values())
+        started = time.perf_counter()
         try:
             total = self.scheme.reveal(round_.accumulator, round_.round_id, round_.record.vector_length,
                                        round_.record.spec_hash, receipts)
@@ -198,6 +199,7 @@ class RoundManager:
             log.exception("revealing round %s failed", round_.round_id)
             self._fail(round_, RoundFailed(f"revealing the aggregate failed: {type(exc).__name__}"))
             return
+        revealed = time.perf_counter()
         self.store.finish_round(round_.round_id, result_chunks=float64_chunks(average), total_weight=weight,
                                 contributors=len(receipts))
         with round_.done:
@@ -206,7 +208,9 @@ class RoundManager:
             round_.record.total_weight, round_.record.contributors = weight, len(receipts)
             round_.record.state = COMPLETE
             round_.done.notify_all()
-        log.info("round %s complete: %d contributors, total weight %g", round_.round_id, len(receipts), weight)
+        log.info("round %s complete: %d contributors, total weight %g; revealed in %.3f s, stored in %.3f s",
+                 round_.round_id, len(receipts), weight, revealed - started, time.perf_counter() - revealed)
+        self.store.purge_submissions(round_.round_id)
 
     def _fail(self, round_: Round, error: SecureFLError) -> None:
         log.warning("round %s failed: %s", round_.round_id, error)
@@ -218,6 +222,7 @@ class RoundManager:
             round_.record.contributors = len(round_.receipts)
             round_.record.state = FAILED
             round_.done.notify_all()
+        self.store.purge_submissions(round_.round_id)
 
     def _watch_deadlines(self) -> None:
         while not self._stopped.wait(0.05):
@@ -257,6 +262,7 @@ class RoundManager:
             self._rounds[record.round_id] = round_
             self._seq = max(self._seq, record.seq)
             if record.state in (COMPLETE, FAILED):
+                self.store.purge_submissions(record.round_id)  # in case a crash came before the purge
                 continue
             for client_id, receipt_bytes in self.store.submissions(record.round_id):
                 receipt = common_pb2.Receipt.FromString(receipt_bytes)

@@ -133,19 +133,23 @@ class RoundStore:
         self, round_id: str, *, result_chunks: list[bytes] | None = None, total_weight: float | None = None,
         contributors: int, error: tuple[str, str] | None = None,
     ) -> None:
-        """Store the outcome and drop the round's submissions: they are no longer needed."""
+        """Store the outcome. The submissions stay until `purge_submissions`, which callers run
+        after waking the waiting clients: deleting a round's chunks takes seconds for large
+        models and must not delay the result."""
         state = "failed" if error else "complete"
         error_type, error_message = error or (None, None)
         statements: list[tuple[str, Iterable]] = [
             ("UPDATE rounds SET state = ?, error_type = ?, error_message = ?, total_weight = ?, contributors = ?"
              " WHERE round_id = ?", (state, error_type, error_message, total_weight, contributors, round_id)),
-            ("DELETE FROM submission_chunks WHERE round_id = ?", (round_id,)),
         ]
         statements += [
             ("INSERT INTO results VALUES (?, ?, ?)", (round_id, i, data))
             for i, data in enumerate(result_chunks or [])
         ]
         self._db.transaction(statements)
+
+    def purge_submissions(self, round_id: str) -> None:
+        self._db.execute("DELETE FROM submission_chunks WHERE round_id = ?", (round_id,))
 
     def result_chunks(self, round_id: str) -> list[bytes]:
         rows = self._db.execute("SELECT data FROM results WHERE round_id = ? ORDER BY idx", (round_id,))

@@ -1,0 +1,126 @@
+"""CKKS vs plaintext aggregation for one round: 1,000,000 parameters, 10 clients.
+
+Two parts, both in the same run so ratios compare like with like:
+
+* components, each timed alone on this machine: client protection (CKKS encryption on the
+  process pool vs float32 serialisation), bytes per client, aggregator work per submission
+  (validate + add in place), key-holder decryption of the sum;
+* the whole round end to end through LocalFederation (real key-holder and aggregator processes,
+  real gRPC), all clients submitting concurrently.
+
+Run: python bench/ckks_round.py [--params N] [--clients N] [--out PATH]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, median_seconds, write_json  # noqa: E402
+
+from securefl.he.aggregation import CkksScheme
+from securefl.he.codec import decrypt_chunks
+from securefl.he.keys import SecretContext
+from securefl.he.pool import EncryptionPool
+from securefl.he.presets import DEFAULT_PRESET, get_preset
+from securefl.schemes import PlainScheme, chunk_length, plain_chunks
+from securefl.simulation import LocalFederation
+
+HERE = Path(__file__).resolve().parent
+
+
+def aggregator_seconds_per_submission(scheme, submissions: list[list[bytes]], length: int) -> tuple[float, object]:
+    """Validate every chunk of each submission and add it into the running sum in place."""
+    accumulator = scheme.new_accumulator()
+    started = time.perf_counter()
+    for chunks in submissions:
+        accumulator.add([scheme.parse_chunk(i, c, chunk_length(i, length, scheme.chunk_values)) for i, c in enumerate(chunks)])
+    return (time.perf_counter() - started) / len(submissions), accumulator
+
+
+def components(params: int, clients: int, repeat: int) -> dict:
+    preset = get_preset(DEFAULT_PRESET)
+    secret = SecretContext.generate(preset)
+    rng = np.random.default_rng(0)
+    payloads = [np.append(rng.normal(size=params).astype(np.float32) * 3.0, 3.0) for _ in range(clients)]
+    length = payloads[0].size
+
+    pool = EncryptionPool(secret.public_bytes)
+    pool.encrypt(payloads[0][: preset.slots * 4], preset.slots)  # start the workers
+    encrypt_s, _ = median_seconds(lambda: pool.encrypt(payloads[0], preset.slots), repeat)
+    ciphertexts = [pool.encrypt(p, preset.slots) for p in payloads]
+    pool.shutdown()
+    plain_protect_s, _ = median_seconds(lambda: plain_chunks(payloads[0]), repeat)
+    plain_submissions = [plain_chunks(p) for p in payloads]
+
+    ckks = CkksScheme(secret.public_bytes, preset.name, keyholder=None)
+    ckks_aggregate_s, accumulator = aggregator_seconds_per_submission(ckks, ciphertexts, length)
+    plain_aggregate_s, plain_accumulator = aggregator_seconds_per_submission(PlainScheme(), plain_submissions, length)
+    serialized_sum = [total.serialize() for total in accumulator.sums]
+    parsed_sum = [ckks.parse_chunk(i, c, chunk_length(i, length, preset.slots)) for i, c in enumerate(serialized_sum)]
+    decrypt_s, total = median_seconds(lambda: decrypt_chunks(secret.context, parsed_sum), 1)
+    expected = np.sum(payloads, axis=0, dtype=np.float64)
+    relative_error = float(np.linalg.norm(total - expected) / np.linalg.norm(expected))
+
+    ckks_bytes = sum(map(len, ciphertexts[0]))
+    plain_bytes = sum(map(len, plain_submissions[0]))
+    return {
+        "preset": preset.name,
+        "ciphertexts_per_client": len(ciphertexts[0]),
+        "client_protect_seconds": {"ckks": encrypt_s, "plain": plain_protect_s},
+        "client_encrypt_seconds_per_million_params": encrypt_s * 1e6 / params,
+        "bytes_per_client": {"ckks": ckks_bytes, "plain": plain_bytes, "ratio": ckks_bytes / plain_bytes},
+        "aggregator_seconds_per_submission": {
+            "ckks": ckks_aggregate_s, "plain": plain_aggregate_s, "ratio": ckks_aggregate_s / plain_aggregate_s,
+        },
+        "keyholder_decrypt_seconds": decrypt_s,
+        "decrypted_sum_relative_error": relative_error,
+        "plain_sum_matches": bool(np.allclose(plain_accumulator.total, expected)),
+    }
+
+
+def end_to_end(scheme: str, params: int, clients: int) -> dict:
+    rng = np.random.default_rng(1)
+    updates = [{"w": rng.normal(size=params).astype(np.float32)} for _ in range(clients)]
+    with LocalFederation(clients, scheme=scheme) as federation:
+        with ThreadPoolExecutor(clients) as pool:
+            warm = [np.zeros(8, dtype=np.float32)] * clients  # start pools and channels outside the timing
+            list(pool.map(lambda i: federation.clients[i].aggregate({"w": warm[i]}), range(clients)))
+            started = time.perf_counter()
+            list(pool.map(lambda i: federation.clients[i].aggregate(updates[i], weight=1.0 + i), range(clients)))
+            round_s = time.perf_counter() - started
+        stats = [c.last_stats for c in federation.clients]
+    return {
+        "round_seconds": round_s,
+        "mean_client_protect_seconds_under_contention": float(np.mean([s.protect_seconds for s in stats])),
+        "bytes_per_client": stats[0].bytes_sent,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "ckks_round.json")
+    args = parser.parse_args()
+
+    result = {"benchmark": "ckks_round", "params": args.params, "clients": args.clients, "machine": machine(),
+              "components": components(args.params, args.clients, args.repeat)}
+    ckks, plain = end_to_end("ckks", args.params, args.clients), end_to_end("plain", args.params, args.clients)
+    result["end_to_end"] = {"ckks": ckks, "plain": plain, "round_ratio": ckks["round_seconds"] / plain["round_seconds"]}
+    write_json(args.out, result)
+    c = result["components"]
+    print(f"client encrypt: {c['client_protect_seconds']['ckks']:.3f} s per {args.params:,} params; "
+          f"bytes {c['bytes_per_client']['ratio']:.2f}x plain; aggregator {c['aggregator_seconds_per_submission']['ckks']:.3f} s "
+          f"per submission; decrypt {c['keyholder_decrypt_seconds']:.3f} s; round {ckks['round_seconds']:.2f} s vs "
+          f"plain {plain['round_seconds']:.2f} s ({result['end_to_end']['round_ratio']:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
