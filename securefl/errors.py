@@ -111,11 +111,14 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
 }
 
 
+def error_named(name: str | None, message: str, default: type[SecureFLError] = SecureFLError) -> SecureFLError:
+    """Rebuild an error from its class name (stored with a failed round, or sent as metadata)."""
+    return _BY_NAME.get(name or "", default)(message)
+
+
 def from_rpc_error(error: grpc.RpcError) -> SecureFLError:
     """Rebuild the securefl error a server raised, from a failed call."""
     name = dict(error.trailing_metadata() or ()).get(ERROR_METADATA_KEY)
-    cls = _BY_NAME.get(name or "")
-    if cls is None:
-        cls = ServiceUnavailable if error.code() == grpc.StatusCode.UNAVAILABLE else SecureFLError
-    return cls(error.details() or str(error.code()))
+    default = ServiceUnavailable if error.code() == grpc.StatusCode.UNAVAILABLE else SecureFLError
+    return error_named(name, error.details() or str(error.code()), default)
 

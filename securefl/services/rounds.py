@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, QuorumTimeout, RoundClosed, RoundExists,
-    RoundFailed, SecureFLError, SpecMismatch, UnknownRound, _BY_NAME,
+    RoundFailed, SecureFLError, SpecMismatch, UnknownRound, error_named,
 )
 from ..identity import check_identifier
 from ..schemes import AggregationScheme, chunk_length, float64_chunks
@@ -85,8 +85,7 @@ class Round:
             )
 
     def error(self) -> SecureFLError:
-        cls = _BY_NAME.get(self.record.error_type or "", RoundFailed)
-        return cls(self.record.error_message or "round failed")
+        return error_named(self.record.error_type, self.record.error_message or "round failed", RoundFailed)
 
 
 class RoundManager:
