@@ -1,4 +1,4 @@
-"""The `securefl` command: key-holder and aggregator services, enrolment, and the demo."""
+"""The `securefl` command: key-holder and aggregator services, PSI, enrolment, and the demo."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ keyholder_app = typer.Typer(help="The key-holder: holds the CKKS secret key, dec
 aggregator_app = typer.Typer(help="The untrusted aggregator: sums protected updates.", no_args_is_help=True)
 app.add_typer(keyholder_app, name="keyholder")
 app.add_typer(aggregator_app, name="aggregator")
+psi_app = typer.Typer(help="Private set intersection: align the rows of two parties' tables.", no_args_is_help=True)
+app.add_typer(psi_app, name="psi")
 console = Console(stderr=True)
 
 PASSPHRASE_ENV = "SECUREFL_KEY_PASSPHRASE"
@@ -33,12 +35,16 @@ def _serve_until_signal(running, ready_file: Optional[Path]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if ready_file is not None:
-        partial = ready_file.with_suffix(".partial")
-        partial.write_text(str(running.port))
-        partial.rename(ready_file)  # atomic: readers never see a half-written port
+        _announce_port(ready_file, running.port)
     console.print(f"listening on port {running.port}")
     stop.wait()
     running.stop()
+
+
+def _announce_port(ready_file: Path, port: int) -> None:
+    partial = ready_file.with_suffix(".partial")
+    partial.write_text(str(port))
+    partial.rename(ready_file)  # atomic: readers never see a half-written port
 
 
 def _fail(exc: SecureFLError) -> None:
@@ -104,6 +110,65 @@ def aggregator_serve(
     except SecureFLError as exc:
         _fail(exc)
     _serve_until_signal(running, ready_file)
+
+
+@psi_app.command("serve")
+def psi_serve(
+    ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
+    out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    host: str = "127.0.0.1",
+    port: int = 7100,
+    ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
+) -> None:
+    """Serve one PSI session as party A, write the aligned indices, and exit."""
+    from .psi.group import GroupPool
+    from .psi.ids import read_ids, write_indices
+    from .psi.protocol import ServerParty
+    from .psi.service import PsiService
+    from .services.rpc import start_server
+
+    try:
+        own = read_ids(ids, column)
+    except SecureFLError as exc:
+        _fail(exc)
+    finished = threading.Event()
+
+    def record(outcome) -> None:
+        write_indices(out, outcome.indices)
+        console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
+        finished.set()
+
+    with GroupPool() as pool:
+        server, bound = start_server(PsiService(ServerParty(own, pool), on_finish=record).register, host, port, workers=4)
+        if ready_file is not None:
+            _announce_port(ready_file, bound)
+        console.print(f"PSI party A serving {len(own)} IDs on port {bound}")
+        finished.wait()
+        server.stop(1).wait()
+
+
+@psi_app.command("join")
+def psi_join(
+    address: str = typer.Argument(..., help="host:port of party A."),
+    ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
+    out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    cardinality_only: bool = typer.Option(False, help="Learn only the size of the intersection."),
+) -> None:
+    """Join party A's PSI session as party B and write the aligned indices."""
+    from .psi.group import GroupPool
+    from .psi.ids import read_ids, write_indices
+    from .psi.service import join
+
+    try:
+        own = read_ids(ids, column)
+        with GroupPool() as pool:
+            outcome = join(address, own, pool, cardinality_only=cardinality_only)
+    except SecureFLError as exc:
+        _fail(exc)
+    write_indices(out, outcome.indices)
+    console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
 
 
 @app.command()

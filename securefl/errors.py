@@ -59,6 +59,12 @@ class UnknownRound(SecureFLError):
     status = grpc.StatusCode.NOT_FOUND
 
 
+class UnknownSession(SecureFLError):
+    """No PSI session with this id is under way."""
+
+    status = grpc.StatusCode.NOT_FOUND
+
+
 class RoundClosed(SecureFLError):
     """The round no longer accepts submissions (late or wrong round)."""
 
@@ -107,6 +113,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
+        UnknownSession,
     )
 }
 
