@@ -15,7 +15,7 @@ from rich.console import Console
 from .errors import SecureFLError
 from .he.presets import DEFAULT_PRESET, PRESETS
 from .identity import Identity, Roster
-from .schemes import CKKS, PLAIN
+from .schemes import CKKS, PLAIN, SECAGG
 
 app = typer.Typer(help="securefl: secure aggregation for federated learning.", no_args_is_help=True)
 keyholder_app = typer.Typer(help="The key-holder: holds the CKKS secret key, decrypts only aggregates.", no_args_is_help=True)
@@ -85,28 +85,34 @@ def keyholder_serve(
 @aggregator_app.command("serve")
 def aggregator_serve(
     roster: Path = typer.Option(..., help="JSON file of enrolled client ids -> Ed25519 public keys (hex)."),
-    scheme: str = typer.Option(CKKS, help=f"{CKKS} (needs --keyholder) or {PLAIN} (no protection, for measurement)."),
+    scheme: str = typer.Option(CKKS, help=f"{CKKS} (needs --keyholder), {SECAGG} (pairwise masking) or {PLAIN} (no protection, for measurement)."),
     keyholder: Optional[str] = typer.Option(None, help="host:port of the key-holder."),
     min_clients: int = typer.Option(2, help="Default quorum of a round."),
     expected_clients: int = typer.Option(0, help="Close a round as soon as this many submitted (0: all enrolled)."),
     round_timeout: float = typer.Option(0.0, help="Seconds from a round's opening to its deadline (0: none)."),
     db: Path = typer.Option(Path("aggregator.db"), help="SQLite round store."),
     implicit_rounds: bool = typer.Option(True, help="Open a round on its first submission."),
+    stage_timeout: float = typer.Option(30.0, help=f"{SECAGG}: seconds each stage waits before counting the silent as dropped."),
+    value_bound: float = typer.Option(10.0, help=f"{SECAGG}: updates are clipped to [-bound, bound]."),
+    max_weight: float = typer.Option(1000.0, help=f"{SECAGG}: largest weight a client may give."),
+    dropout_fraction: float = typer.Option(0.1, help=f"{SECAGG}: tolerated fraction of dropouts (sizes the neighbour graph)."),
+    corrupt_fraction: float = typer.Option(0.1, help=f"{SECAGG}: tolerated fraction of colluding clients (sizes the graph)."),
     host: str = "127.0.0.1",
     port: int = 7000,
     ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
     verbose: bool = typer.Option(True, help="Log round events to stderr."),
 ) -> None:
     """Serve the aggregator."""
-    from .services.launch import serve_aggregator
+    from .services.launch import SecAggSettings, serve_aggregator
     from .services.rounds import RoundConfig
 
     _logging(verbose)
     try:
         enrolled = Roster.load(roster)
         defaults = RoundConfig(min_clients, expected_clients or len(enrolled), round_timeout)
+        secagg = SecAggSettings(stage_timeout, value_bound, max_weight, dropout_fraction, corrupt_fraction)
         running = serve_aggregator(roster=enrolled, scheme=scheme, defaults=defaults, keyholder_address=keyholder,
-                                   db=db, implicit_rounds=implicit_rounds, host=host, port=port)
+                                   db=db, implicit_rounds=implicit_rounds, host=host, port=port, secagg=secagg)
     except SecureFLError as exc:
         _fail(exc)
     _serve_until_signal(running, ready_file)

@@ -29,11 +29,20 @@ from .errors import InvalidInput, SecureFLError, VerificationFailed, from_rpc_er
 from .he.codec import encrypt_chunks
 from .he.keys import fingerprint, load_public_context
 from .he.pool import INLINE_MAX_CHUNKS, shared_pool
-from .identity import Identity, sign_receipt
-from .schemes import CKKS, PLAIN, ChunkDigest, chunk_count, join_float64, plain_chunks
+from .identity import Identity, Roster, sign_receipt
+from .masking.client import SecAggParticipant
+from .masking.client import run_round as run_secagg_round
+from .masking.server import MASKED_CHUNK_VALUES
+from .schemes import CKKS, PLAIN, SECAGG, ChunkDigest, chunk_count, join_float64, plain_chunks
 from .services.rpc import channel
 from .tensors import flatten, unflatten
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+
+
+@dataclass
+class _Sent:
+    bytes_sent: int
+    protect_seconds: float
 
 
 @dataclass
@@ -49,8 +58,10 @@ class RoundStats:
 
 
 class Client:
-    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None) -> None:
+    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
+                 roster: Roster | None = None) -> None:
         self.identity = identity
+        self._roster = roster
         self._pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
         self._channel = channel(address)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
@@ -71,7 +82,7 @@ class Client:
                 if not hmac.compare_digest(fingerprint(session.he_context), self._pin):
                     raise VerificationFailed("the key-holder context relayed by the aggregator does not match the pinned fingerprint")
                 self._he_context = load_public_context(session.he_context)
-            elif session.scheme != PLAIN:
+            elif session.scheme not in (PLAIN, SECAGG):
                 raise InvalidInput(f"this client does not support scheme {session.scheme!r}")
             self._session = session
         return self._session
@@ -83,36 +94,61 @@ class Client:
     # -- aggregation -----------------------------------------------------------------------
 
     def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0,
-                  round_id: str | None = None, timeout: float | None = None) -> Any:
+                  round_id: str | None = None, timeout: float | None = None,
+                  simulate_dropout: str | None = None) -> Any:
         """Contribute `update` with `weight` to a round and return the round's weighted average,
         in the structure given (torch state_dict in, torch state_dict out). Blocks until the
-        round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout)."""
+        round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout).
+
+        `simulate_dropout` (secagg only; simulations and tests) makes this client vanish just
+        before the named stage: advertise_keys, share_keys, masked_input or unmask."""
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
             raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
         session = self.session
         vector, spec = flatten(update)
-        payload = np.append(vector * float(weight), float(weight))
-        self._check_range(payload, session)
         if round_id is None:
             round_id = self._call(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id)).round_id
-
         started = time.perf_counter()
-        chunks = self._protect(payload)
-        protected = time.perf_counter()
+        if session.scheme == SECAGG:
+            sent = self._secagg_round(round_id, spec, vector, float(weight), simulate_dropout)
+        else:
+            payload = np.append(vector * float(weight), float(weight))
+            self._check_range(payload, session)
+            chunks = self._protect(payload)
+            sent = self._submit(round_id, spec.hash, chunks, payload.size, time.perf_counter() - started)
+        submitted = time.perf_counter()
+        average = self._await_result(round_id, spec.size, timeout)
+        self.last_stats = RoundStats(round_id, sent.protect_seconds, submitted - started - sent.protect_seconds,
+                                     time.perf_counter() - submitted, sent.bytes_sent, spec.size + 1)
+        return unflatten(average, spec)
+
+    def _secagg_round(self, round_id: str, spec, vector: np.ndarray, weight: float, simulate_dropout: str | None) -> _Sent:
+        if self._roster is None:
+            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
+        participant = SecAggParticipant(self.identity, self._roster, self.session.secagg, round_id)
+        sent: list[_Sent] = []
+
+        def submit(masked: np.ndarray) -> None:
+            protect_started = time.perf_counter()
+            chunks = [masked[i:i + MASKED_CHUNK_VALUES].astype(masked.dtype.newbyteorder("<")).tobytes()
+                      for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
+            protect_seconds = time.perf_counter() - protect_started
+            sent.append(self._submit(round_id, spec.hash, chunks, masked.size, protect_seconds))
+
+        run_secagg_round(self._stub, self._call, participant, vector, weight, submit, drop_at=simulate_dropout)
+        return sent[0]
+
+    def _submit(self, round_id: str, spec_hash: bytes, chunks: list[bytes], vector_length: int,
+                protect_seconds: float | None = None) -> _Sent:
+        """Sign a receipt over the protected chunks, stream them, and check the acknowledgement."""
         receipt = common_pb2.Receipt(
-            round_id=round_id, client_id=self.identity.client_id, scheme=session.scheme, spec_hash=spec.hash,
-            vector_length=payload.size, digest=ChunkDigest.of(chunks),
+            round_id=round_id, client_id=self.identity.client_id, scheme=self.session.scheme, spec_hash=spec_hash,
+            vector_length=vector_length, digest=ChunkDigest.of(chunks),
         )
         sign_receipt(self.identity, receipt)
         ack = self._call(self._stub.Submit, self._submission(receipt, chunks))
         self._check_ack(ack, receipt)
-        uploaded = time.perf_counter()
-        average = self._await_result(round_id, spec.size, timeout)
-        self.last_stats = RoundStats(
-            round_id, protected - started, uploaded - protected, time.perf_counter() - uploaded,
-            sum(len(c) for c in chunks), payload.size,
-        )
-        return unflatten(average, spec)
+        return _Sent(sum(len(c) for c in chunks), protect_seconds or 0.0)
 
     def _check_range(self, payload: np.ndarray, session: aggregator_pb2.Session) -> None:
         """CKKS sums wrap silently past max_abs_sum; refuse an update that could get there."""
@@ -181,7 +217,9 @@ class Client:
         self.close()
 
 
-def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None) -> Client:
+def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
+            roster: Roster | None = None) -> Client:
     """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
-    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned."""
-    return Client(address, identity, keyholder_fingerprint)
+    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
+    the secagg scheme, the `roster` of enrolled clients' public keys."""
+    return Client(address, identity, keyholder_fingerprint, roster)

@@ -15,8 +15,8 @@ import numpy as np
 from .errors import InvalidInput, MalformedCiphertext
 from .v1 import common_pb2
 
-PLAIN, CKKS = "plain", "ckks"
-SCHEMES = (CKKS, PLAIN)
+PLAIN, CKKS, SECAGG = "plain", "ckks", "secagg"
+SCHEMES = (CKKS, SECAGG, PLAIN)
 
 PLAIN_CHUNK_VALUES = 65536  # 256 KiB of float32 per message
 RESULT_CHUNK_VALUES = 131072  # 1 MiB of float64 per message
@@ -33,6 +33,15 @@ class AggregationScheme(Protocol):
     name: str
     chunk_values: int
     max_abs_sum: float
+
+    def expected_submissions(self, round_id: str, configured: int) -> int:
+        """How many submissions close the round early (0: wait for the deadline)."""
+
+    def submission_deadline(self, round_id: str, opened_at: float, timeout_seconds: float) -> float | None:
+        """When the round stops taking submissions."""
+
+    def check_submitter(self, round_id: str, client_id: str) -> None:
+        """Raise unless this client may submit to the round now."""
 
     def new_accumulator(self) -> Accumulator: ...
 
@@ -59,6 +68,20 @@ def plain_chunks(vector: np.ndarray) -> list[bytes]:
     return [data[i:i + PLAIN_CHUNK_VALUES].tobytes() for i in range(0, data.size, PLAIN_CHUNK_VALUES)]
 
 
+class SingleStageScheme:
+    """Schemes whose only client message is the protected update: the round's configuration
+    alone decides when it closes."""
+
+    def expected_submissions(self, round_id: str, configured: int) -> int:
+        return configured
+
+    def submission_deadline(self, round_id: str, opened_at: float, timeout_seconds: float) -> float | None:
+        return opened_at + timeout_seconds if timeout_seconds else None
+
+    def check_submitter(self, round_id: str, client_id: str) -> None:
+        return None
+
+
 class PlainAccumulator:
     def __init__(self) -> None:
         self.total: np.ndarray | None = None
@@ -71,7 +94,7 @@ class PlainAccumulator:
             self.total += vector
 
 
-class PlainScheme:
+class PlainScheme(SingleStageScheme):
     name = PLAIN
     chunk_values = PLAIN_CHUNK_VALUES
     max_abs_sum = float(np.finfo(np.float32).max)

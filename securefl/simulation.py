@@ -17,10 +17,13 @@ from pathlib import Path
 from .client import Client, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
-from .schemes import CKKS, SCHEMES
+from .masking.client import SimulatedDropout
+from .schemes import CKKS, SCHEMES, SECAGG
+from .services.launch import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
 
 
 def _die_with_parent() -> None:
@@ -88,7 +91,8 @@ class LocalFederation:
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
-                 workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True) -> None:
+                 workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
+                 secagg: SecAggSettings | None = None) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -100,6 +104,8 @@ class LocalFederation:
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
         self.implicit_rounds = implicit_rounds
+        self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
+        self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.identities: list[Identity] = []
@@ -130,7 +136,8 @@ class LocalFederation:
     def _start(self) -> None:
         self.identities = [Identity.generate(f"site-{i + 1}") for i in range(self.n_clients)]
         roster_path = self.workdir / "roster.json"
-        Roster.of(self.identities).save(roster_path)
+        self.roster = Roster.of(self.identities)
+        self.roster.save(roster_path)
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
             preset_args = ["--preset", self.preset] if self.preset else []
@@ -148,13 +155,23 @@ class LocalFederation:
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
+            *self._secagg_args(),
         ], self.workdir)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]
 
+    def _secagg_args(self) -> list[str]:
+        if self.scheme != SECAGG:
+            return []
+        s = self.secagg
+        return ["--stage-timeout", str(s.stage_timeout), "--value-bound", str(s.value_bound),
+                "--max-weight", str(s.max_weight), "--dropout-fraction", str(s.dropout_fraction),
+                "--corrupt-fraction", str(s.corrupt_fraction)]
+
     def connect(self, identity: Identity) -> Client:
         """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
-        return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint)
+        return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
+                       roster=self.roster)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""

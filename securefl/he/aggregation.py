@@ -7,7 +7,7 @@ from __future__ import annotations
 import tenseal as ts
 import numpy as np
 
-from ..schemes import CKKS
+from ..schemes import CKKS, SingleStageScheme
 from ..v1 import common_pb2
 from .codec import parse_chunk
 from .keys import load_public_context
@@ -26,7 +26,7 @@ class CkksAccumulator:
             total.add_(chunk)  # in place: a copy costs ~300x an add
 
 
-class CkksScheme:
+class CkksScheme(SingleStageScheme):
     name = CKKS
 
     def __init__(self, public_context: bytes, preset_name: str, keyholder) -> None:

@@ -13,11 +13,14 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import InvalidInput, LengthMismatch, PayloadTooLarge, SpecMismatch, UnknownClient, VerificationFailed
+from ..errors import (
+    InvalidInput, LengthMismatch, PayloadTooLarge, RoundClosed, SpecMismatch, UnknownClient, VerificationFailed,
+)
+from ..masking.server import ADVERTISE, SHARE, UNMASK
 from ..identity import Roster, check_identifier, verify_receipt
-from ..schemes import AggregationScheme, ChunkDigest, chunk_count, chunk_length, float64_chunks
+from ..schemes import SECAGG, AggregationScheme, ChunkDigest, chunk_count, chunk_length, float64_chunks
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
-from .rounds import Round, RoundConfig, RoundManager
+from .rounds import FAILED, OPEN, Round, RoundConfig, RoundManager
 from .rpc import translate_errors
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,58 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         if digest.digest() != signed_digest:
             raise VerificationFailed("chunks do not match the signed digest")
         return raw, parsed
+
+    # -- SecAgg+ stages ------------------------------------------------------------------
+
+    def _secagg(self):
+        if self._scheme.name != SECAGG:
+            raise SpecMismatch(f"this aggregator runs scheme {self._scheme.name!r}; secure-aggregation stages do not apply")
+        return self._scheme
+
+    def _await_stage(self, wait, request, context):
+        """Block until the stage `wait` waits for is over; give up if the round fails or the
+        caller leaves."""
+        round_ = self._rounds.get(request.round_id)
+        while True:
+            answer = wait(round_.round_id, request.client_id, 0.5)
+            if answer is not None:
+                return answer
+            if round_.state == FAILED:
+                raise round_.error()
+            if not context.is_active():
+                raise RoundClosed("caller left")
+
+    @translate_errors
+    def AdvertiseKeys(self, request, context) -> aggregator_pb2.StageAck:
+        scheme = self._secagg()
+        round_ = self._rounds.for_submission(request.round_id)
+        if round_.state != OPEN:
+            raise RoundClosed(f"round {round_.round_id} is {round_.state}")
+        scheme.open(round_.round_id, round_.config.expected_clients)
+        scheme.advertise(request)
+        return aggregator_pb2.StageAck(stage=ADVERTISE)
+
+    @translate_errors
+    def AwaitParticipants(self, request, context) -> aggregator_pb2.Participants:
+        return self._await_stage(self._secagg().participants, request, context)
+
+    @translate_errors
+    def ShareKeys(self, request, context) -> aggregator_pb2.StageAck:
+        self._secagg().share_keys(request)
+        return aggregator_pb2.StageAck(stage=SHARE)
+
+    @translate_errors
+    def AwaitShares(self, request, context) -> aggregator_pb2.IncomingShares:
+        return self._await_stage(self._secagg().incoming_shares, request, context)
+
+    @translate_errors
+    def AwaitUnmask(self, request, context) -> aggregator_pb2.UnmaskRequest:
+        return self._await_stage(self._secagg().unmask_request, request, context)
+
+    @translate_errors
+    def Unmask(self, request, context) -> aggregator_pb2.StageAck:
+        self._secagg().unmask(request)
+        return aggregator_pb2.StageAck(stage=UNMASK)
 
     @translate_errors
     def AwaitResult(self, request, context) -> Iterator[aggregator_pb2.ResultMessage]:

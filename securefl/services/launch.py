@@ -14,7 +14,8 @@ from ..he.aggregation import CkksScheme
 from ..he.keys import SecretContext, fingerprint
 from ..he.presets import DEFAULT_PRESET, get_preset
 from ..identity import Roster
-from ..schemes import CKKS, PLAIN, AggregationScheme, PlainScheme
+from ..masking.server import SecAggScheme, secagg_config
+from ..schemes import CKKS, PLAIN, SCHEMES, SECAGG, AggregationScheme, PlainScheme
 from ..v1 import aggregator_pb2
 from .aggregator import AggregatorService
 from .keyholder import KeyHolderService
@@ -56,11 +57,27 @@ def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, 
     return Running(server, bound)
 
 
-def aggregation_scheme(scheme: str, keyholder_address: str | None) -> AggregationScheme:
+@dataclass(frozen=True)
+class SecAggSettings:
+    """Aggregator options of the masking scheme (see securefl.masking)."""
+
+    stage_timeout: float = 30.0
+    value_bound: float = 10.0
+    max_weight: float = 1000.0
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
+
+
+def aggregation_scheme(scheme: str, keyholder_address: str | None, roster: Roster, min_clients: int,
+                       secagg: SecAggSettings) -> AggregationScheme:
     if scheme == PLAIN:
         return PlainScheme()
+    if scheme == SECAGG:
+        config = secagg_config(len(roster), secagg.value_bound, secagg.max_weight, secagg.dropout_fraction,
+                               secagg.corrupt_fraction)
+        return SecAggScheme(config, roster, min_clients, secagg.stage_timeout)
     if scheme != CKKS:
-        raise InvalidInput(f"unknown scheme {scheme!r}; choose {CKKS!r} or {PLAIN!r}")
+        raise InvalidInput(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not keyholder_address:
         raise InvalidInput("the ckks scheme needs the key-holder's address")
     keyholder = KeyHolderClient(keyholder_address)
@@ -72,8 +89,8 @@ def aggregation_scheme(scheme: str, keyholder_address: str | None) -> Aggregatio
 
 def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
                      db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
-                     port: int = 0) -> Running:
-    aggregation = aggregation_scheme(scheme, keyholder_address)
+                     port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
+    aggregation = aggregation_scheme(scheme, keyholder_address, roster, defaults.min_clients, secagg)
     session = aggregator_pb2.Session(
         scheme=aggregation.name, chunk_values=aggregation.chunk_values, max_abs_sum=aggregation.max_abs_sum,
         max_clients=len(roster),
@@ -82,6 +99,8 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
         session.he_context = aggregation.public_context
         session.he_fingerprint = fingerprint(aggregation.public_context)
         session.he_preset = aggregation.preset.name
+    if isinstance(aggregation, SecAggScheme):
+        session.secagg.CopyFrom(aggregation.config)
     rounds = RoundManager(aggregation, RoundStore(db), defaults, implicit_rounds=implicit_rounds)
     service = AggregatorService(aggregation, rounds, roster, session)
     server, bound = start_server(service.register, host, port)

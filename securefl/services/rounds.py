@@ -67,10 +67,6 @@ class Round:
     def state(self) -> str:
         return self.record.state
 
-    @property
-    def deadline(self) -> float | None:
-        return self.record.opened_at + self.config.timeout_seconds if self.config.timeout_seconds else None
-
     def check_accepts(self, receipt: common_pb2.Receipt) -> None:
         """Raise unless this round can take the receipt's submission. Reads state only."""
         if self.state != OPEN:
@@ -156,14 +152,22 @@ class RoundManager:
         """Make a fully validated submission durable, add it to the sum; return contributors."""
         with round_.lock:
             round_.check_accepts(receipt)
+            self.scheme.check_submitter(round_.round_id, receipt.client_id)
             self.store.add_submission(round_.round_id, receipt.client_id, receipt.SerializeToString(),
                                       raw_chunks, receipt.vector_length, receipt.spec_hash)
             self._add(round_, receipt, parsed_chunks)
             contributors = len(round_.receipts)
-            full = bool(round_.config.expected_clients) and contributors >= round_.config.expected_clients
+            full = self._is_full(round_)
         if full:
             self._begin_close(round_)
         return contributors
+
+    def _is_full(self, round_: Round) -> bool:
+        expected = self.scheme.expected_submissions(round_.round_id, round_.config.expected_clients)
+        return bool(expected) and len(round_.receipts) >= expected
+
+    def _deadline(self, round_: Round) -> float | None:
+        return self.scheme.submission_deadline(round_.round_id, round_.record.opened_at, round_.config.timeout_seconds)
 
     def _add(self, round_: Round, receipt: common_pb2.Receipt, parsed_chunks: list) -> None:
         round_.accumulator.add(parsed_chunks)
@@ -227,7 +231,8 @@ class RoundManager:
         while not self._stopped.wait(0.05):
             now = self.clock()
             with self._lock:
-                due = [r for r in self._rounds.values() if r.state == OPEN and r.deadline is not None and now >= r.deadline]
+                open_rounds = [r for r in self._rounds.values() if r.state == OPEN]
+            due = [r for r in open_rounds if (deadline := self._deadline(r)) is not None and now >= deadline]
             for round_ in due:
                 with round_.lock:
                     quorum = len(round_.receipts) >= round_.config.min_clients
@@ -274,7 +279,7 @@ class RoundManager:
             if record.state == CLOSING:  # crashed while revealing: try again
                 record.state = OPEN
                 self._begin_close(round_)
-            elif round_.config.expected_clients and len(round_.receipts) >= round_.config.expected_clients:
+            elif self._is_full(round_):
                 self._begin_close(round_)
 
     def _parse_stored_chunk(self, round_: Round, index: int, data: bytes):

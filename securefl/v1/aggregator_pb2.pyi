@@ -1,7 +1,8 @@
 from securefl.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -11,7 +12,7 @@ class SessionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("scheme", "he_context", "he_fingerprint", "he_preset", "chunk_values", "max_abs_sum", "max_clients")
+    __slots__ = ("scheme", "he_context", "he_fingerprint", "he_preset", "chunk_values", "max_abs_sum", "max_clients", "secagg")
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     HE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     HE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +20,7 @@ class Session(_message.Message):
     CHUNK_VALUES_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_SUM_FIELD_NUMBER: _ClassVar[int]
     MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     scheme: str
     he_context: bytes
     he_fingerprint: bytes
@@ -26,7 +28,24 @@ class Session(_message.Message):
     chunk_values: int
     max_abs_sum: float
     max_clients: int
-    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ...) -> None: ...
+    secagg: SecAggConfig
+    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[SecAggConfig, _Mapping]] = ...) -> None: ...
+
+class SecAggConfig(_message.Message):
+    __slots__ = ("value_bound", "max_weight", "bits", "frac_bits", "dropout_fraction", "corrupt_fraction")
+    VALUE_BOUND_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    value_bound: float
+    max_weight: float
+    bits: int
+    frac_bits: int
+    dropout_fraction: float
+    corrupt_fraction: float
+    def __init__(self, value_bound: _Optional[float] = ..., max_weight: _Optional[float] = ..., bits: _Optional[int] = ..., frac_bits: _Optional[int] = ..., dropout_fraction: _Optional[float] = ..., corrupt_fraction: _Optional[float] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
     __slots__ = ("min_clients", "expected_clients", "timeout_seconds")
@@ -127,3 +146,101 @@ class ResultMessage(_message.Message):
     header: ResultHeader
     chunk: _common_pb2.Chunk
     def __init__(self, header: _Optional[_Union[ResultHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class StageRequest(_message.Message):
+    __slots__ = ("round_id", "client_id")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class StageAck(_message.Message):
+    __slots__ = ("stage",)
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    def __init__(self, stage: _Optional[str] = ...) -> None: ...
+
+class KeyAdvertisement(_message.Message):
+    __slots__ = ("round_id", "client_id", "cipher_public_key", "mask_public_key", "signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    cipher_public_key: bytes
+    mask_public_key: bytes
+    signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., cipher_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Participants(_message.Message):
+    __slots__ = ("clients", "degree", "threshold")
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedCompositeFieldContainer[KeyAdvertisement]
+    degree: int
+    threshold: int
+    def __init__(self, clients: _Optional[_Iterable[_Union[KeyAdvertisement, _Mapping]]] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("sender", "recipient", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class ShareKeysRequest(_message.Message):
+    __slots__ = ("round_id", "client_id", "shares", "signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class IncomingShares(_message.Message):
+    __slots__ = ("shared", "shares")
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shared: _containers.RepeatedScalarFieldContainer[str]
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, shared: _Optional[_Iterable[str]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("survivors", "dropped")
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("owner", "share")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    share: bytes
+    def __init__(self, owner: _Optional[str] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskResponse(_message.Message):
+    __slots__ = ("round_id", "client_id", "seed_shares", "key_shares", "signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    seed_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    key_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., seed_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...

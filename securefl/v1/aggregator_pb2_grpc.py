@@ -66,6 +66,36 @@ class AggregatorStub:
                 request_serializer=securefl_dot_v1_dot_aggregator__pb2.RoundRequest.SerializeToString,
                 response_deserializer=securefl_dot_v1_dot_aggregator__pb2.ResultMessage.FromString,
                 _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/securefl.v1.Aggregator/AdvertiseKeys',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
+                _registered_method=True)
+        self.AwaitParticipants = channel.unary_unary(
+                '/securefl.v1.Aggregator/AwaitParticipants',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.Participants.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/securefl.v1.Aggregator/ShareKeys',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
+                _registered_method=True)
+        self.AwaitShares = channel.unary_unary(
+                '/securefl.v1.Aggregator/AwaitShares',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.IncomingShares.FromString,
+                _registered_method=True)
+        self.AwaitUnmask = channel.unary_unary(
+                '/securefl.v1.Aggregator/AwaitUnmask',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.FromString,
+                _registered_method=True)
+        self.Unmask = channel.unary_unary(
+                '/securefl.v1.Aggregator/Unmask',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -109,6 +139,43 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdvertiseKeys(self, request, context):
+        """SecAgg+ stages (scheme "secagg"); the masked input itself goes through Submit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AwaitParticipants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AwaitShares(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AwaitUnmask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unmask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +208,36 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.AwaitResult,
                     request_deserializer=securefl_dot_v1_dot_aggregator__pb2.RoundRequest.FromString,
                     response_serializer=securefl_dot_v1_dot_aggregator__pb2.ResultMessage.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
+            ),
+            'AwaitParticipants': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitParticipants,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.Participants.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
+            ),
+            'AwaitShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitShares,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.IncomingShares.SerializeToString,
+            ),
+            'AwaitUnmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitUnmask,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.SerializeToString,
+            ),
+            'Unmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unmask,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.FromString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +404,168 @@ class Aggregator:
             '/securefl.v1.Aggregator/AwaitResult',
             securefl_dot_v1_dot_aggregator__pb2.RoundRequest.SerializeToString,
             securefl_dot_v1_dot_aggregator__pb2.ResultMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/AdvertiseKeys',
+            securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitParticipants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/AwaitParticipants',
+            securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.Participants.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/ShareKeys',
+            securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/AwaitShares',
+            securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.IncomingShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitUnmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/AwaitUnmask',
+            securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.Aggregator/Unmask',
+            securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.SerializeToString,
+            securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
             options,
             channel_credentials,
             insecure,
