@@ -18,7 +18,7 @@ import hmac
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -55,6 +55,7 @@ class RoundStats:
     wait_seconds: float
     bytes_sent: int
     values: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # secagg: local work per stage
 
 
 class Client:
@@ -109,8 +110,9 @@ class Client:
         if round_id is None:
             round_id = self._call(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id)).round_id
         started = time.perf_counter()
+        stage_seconds: dict[str, float] = {}
         if session.scheme == SECAGG:
-            sent = self._secagg_round(round_id, spec, vector, float(weight), simulate_dropout)
+            sent = self._secagg_round(round_id, spec, vector, float(weight), simulate_dropout, stage_seconds)
         else:
             payload = np.append(vector * float(weight), float(weight))
             self._check_range(payload, session)
@@ -118,11 +120,13 @@ class Client:
             sent = self._submit(round_id, spec.hash, chunks, payload.size, time.perf_counter() - started)
         submitted = time.perf_counter()
         average = self._await_result(round_id, spec.size, timeout)
-        self.last_stats = RoundStats(round_id, sent.protect_seconds, submitted - started - sent.protect_seconds,
-                                     time.perf_counter() - submitted, sent.bytes_sent, spec.size + 1)
+        protect = sent.protect_seconds + sum(stage_seconds.values())
+        self.last_stats = RoundStats(round_id, protect, submitted - started - protect, time.perf_counter() - submitted,
+                                     sent.bytes_sent, spec.size + 1, stage_seconds)
         return unflatten(average, spec)
 
-    def _secagg_round(self, round_id: str, spec, vector: np.ndarray, weight: float, simulate_dropout: str | None) -> _Sent:
+    def _secagg_round(self, round_id: str, spec, vector: np.ndarray, weight: float, simulate_dropout: str | None,
+                      stage_seconds: dict[str, float]) -> _Sent:
         if self._roster is None:
             raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
         participant = SecAggParticipant(self.identity, self._roster, self.session.secagg, round_id)
@@ -135,7 +139,10 @@ class Client:
             protect_seconds = time.perf_counter() - protect_started
             sent.append(self._submit(round_id, spec.hash, chunks, masked.size, protect_seconds))
 
-        run_secagg_round(self._stub, self._call, participant, vector, weight, submit, drop_at=simulate_dropout)
+        try:
+            run_secagg_round(self._stub, self._call, participant, vector, weight, submit, drop_at=simulate_dropout)
+        finally:
+            stage_seconds.update(participant.stage_seconds)
         return sent[0]
 
     def _submit(self, round_id: str, spec_hash: bytes, chunks: list[bytes], vector_length: int,

@@ -21,10 +21,15 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .client import Client
-from .schemes import PLAIN
-from .simulation import LocalFederation
+from .schemes import PLAIN, SECAGG
+from .simulation import LocalFederation, SecAggSettings, SimulatedDropout
 
 LOCAL_EPOCHS, BATCH_SIZE, LEARNING_RATE = 2, 16, 0.05
+# With secagg, some hospitals vanish mid-round: round -> (hospital, stage it never reaches).
+# A hospital that vanishes before unmasking already sent its input, so it still counts.
+DROPOUTS = {2: (4, "share_keys"), 5: (2, "masked_input"), 8: (0, "unmask")}
+STAGE_TIMEOUT = 3.0
+DEMO_SECAGG = SecAggSettings(stage_timeout=STAGE_TIMEOUT, value_bound=100.0, max_weight=500.0)
 
 
 @dataclass
@@ -72,6 +77,7 @@ def secure_standardizer(clients: list[Client], hospitals: list[Hospital]) -> tup
         x = hospitals[i].features
         return clients[i].aggregate({"mean": x.mean(0), "square": (x**2).mean(0)}, weight=len(x))
 
+
     with ThreadPoolExecutor(len(clients)) as pool:
         result = list(pool.map(moments, range(len(clients))))[0]
     std = np.sqrt(np.maximum(result["square"] - result["mean"] ** 2, 1e-12))
@@ -104,14 +110,20 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndar
     return float((predicted == y).mean())
 
 
-def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress: Progress) -> RunResult:
+def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress: Progress,
+                  dropouts: dict[int, tuple[int, str]]) -> RunResult:
+    """Train for `rounds`; in a round listed in `dropouts`, that hospital vanishes at that
+    stage (with plain FedAvg it simply does not contribute, unless it vanished after sending)."""
     import torch
 
     torch.set_num_threads(1)
     hospitals, x_test, y_test = split_data(n_clients, seed)
     result = RunResult(scheme)
     task = progress.add_task(f"{scheme:>6}: starting services", total=rounds)
-    with LocalFederation(n_clients, scheme=scheme) as federation:
+    timeout = STAGE_TIMEOUT if dropouts else None
+    min_clients = n_clients - 1 if dropouts else None
+    with LocalFederation(n_clients, scheme=scheme, min_clients=min_clients, round_timeout=timeout,
+                         secagg=DEMO_SECAGG) as federation:
         clients = federation.clients
         mean, std = secure_standardizer(clients, hospitals)
         global_model = make_model(seed)
@@ -120,14 +132,21 @@ def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress:
         def client_round(i: int, round_index: int):
             local_models[i].load_state_dict(global_model.state_dict())
             train_locally(local_models[i], hospitals[i], mean, std, seed * 1000 + round_index * 100 + i)
-            averaged = clients[i].aggregate(local_models[i].state_dict(), weight=len(hospitals[i].labels))
+            dropped, stage = dropouts.get(round_index, (None, None))
+            if i == dropped and scheme != SECAGG and stage != "unmask":
+                return None
+            try:
+                averaged = clients[i].aggregate(local_models[i].state_dict(), weight=len(hospitals[i].labels),
+                                                simulate_dropout=stage if i == dropped and scheme == SECAGG else None)
+            except SimulatedDropout:
+                return None
             return averaged, clients[i].last_stats
 
         with ThreadPoolExecutor(n_clients) as pool:
             for round_index in range(rounds):
                 progress.update(task, description=f"{scheme:>6}: round {round_index + 1}/{rounds}")
                 started = time.perf_counter()
-                outcomes = list(pool.map(lambda i: client_round(i, round_index), range(n_clients)))
+                outcomes = [o for o in pool.map(lambda i: client_round(i, round_index), range(n_clients)) if o]
                 result.round_seconds.append(time.perf_counter() - started)
                 global_model.load_state_dict(outcomes[0][0])
                 result.protect_seconds.append(statistics.mean(s.protect_seconds for _, s in outcomes))
@@ -141,9 +160,12 @@ def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress:
 def run_demo(scheme: str, n_clients: int, rounds: int, seed: int, console: Console) -> tuple[RunResult, RunResult]:
     console.print(f"[bold]securefl demo[/bold]: {n_clients} hospitals, {rounds} rounds, breast-cancer data, "
                   f"scheme [cyan]{scheme}[/cyan] vs plaintext FedAvg")
+    dropouts = {r: d for r, d in DROPOUTS.items() if r < rounds and d[0] < n_clients} if scheme == SECAGG else {}
+    for round_index, (hospital, stage) in sorted(dropouts.items()):
+        console.print(f"round {round_index + 1}: hospital {hospital + 1} will drop out before {stage.replace('_', ' ')}")
     with Progress(console=console, transient=False) as progress:
-        secure = federated_run(scheme, n_clients, rounds, seed, progress)
-        plain = federated_run(PLAIN, n_clients, rounds, seed, progress)
+        secure = federated_run(scheme, n_clients, rounds, seed, progress, dropouts)
+        plain = federated_run(PLAIN, n_clients, rounds, seed, progress, dropouts)
 
     table = Table(title="Test accuracy of the global model")
     table.add_column("round", justify="right")

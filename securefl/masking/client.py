@@ -10,6 +10,7 @@ threshold. It reveals, for each neighbour, at most one of its two secrets."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class SecAggParticipant:
     threshold: int = 0
     shared: set[str] = field(default_factory=set)
     held: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)  # owner -> (seed share, key share)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # local computation per stage, no waiting
 
     @property
     def client_id(self) -> str:
@@ -159,14 +161,21 @@ def run_round(stub, call: Callable, participant: SecAggParticipant, vector: np.n
         if drop_at == stage:
             raise SimulatedDropout(stage)
 
+    def timed(stage: str, compute: Callable, *args):
+        started = time.perf_counter()
+        result = compute(*args)
+        participant.stage_seconds[stage] = participant.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        return result
+
     reached(ADVERTISE)
-    call(stub.AdvertiseKeys, participant.advertisement())
+    call(stub.AdvertiseKeys, timed(ADVERTISE, participant.advertisement))
     participant.accept_participants(call(stub.AwaitParticipants, request, timeout=stage_timeout))
     reached(SHARE)
-    call(stub.ShareKeys, participant.share_keys())
-    participant.accept_shares(call(stub.AwaitShares, request, timeout=stage_timeout))
+    call(stub.ShareKeys, timed(SHARE, participant.share_keys))
+    shares = call(stub.AwaitShares, request, timeout=stage_timeout)
+    timed(SHARE, participant.accept_shares, shares)
     reached(MASKED)
-    submit(participant.masked_input(vector, weight))
+    submit(timed(MASKED, participant.masked_input, vector, weight))
     unmask_request = call(stub.AwaitUnmask, request, timeout=stage_timeout)
     reached(UNMASK)
-    call(stub.Unmask, participant.unmask(unmask_request))
+    call(stub.Unmask, timed(UNMASK, participant.unmask, unmask_request))

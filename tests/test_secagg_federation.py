@@ -1,0 +1,99 @@
+"""SecAgg+ end to end: an aggregator process, clients over real gRPC, dropouts at every stage."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+
+from securefl.errors import QuorumTimeout, RoundClosed, RoundFailed
+from securefl.masking.client import DROPOUT_POINTS
+from securefl.masking.server import SHARE, sign_stage_message
+from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
+from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc
+from securefl.services.rpc import channel
+from tests.conftest import weighted_average
+
+SETTINGS = SecAggSettings(stage_timeout=1.5, value_bound=10.0, max_weight=100.0)
+
+
+def run_with_dropouts(federation, updates, weights, drops, **kwargs):
+    def one(i):
+        try:
+            return federation.clients[i].aggregate(updates[i], weight=weights[i], simulate_dropout=drops.get(i), **kwargs)
+        except SimulatedDropout:
+            return None
+
+    with ThreadPoolExecutor(len(updates)) as pool:
+        futures = [pool.submit(one, i) for i in range(len(updates))]
+        return [f.result() for f in futures]
+
+
+@pytest.fixture(scope="module")
+def federation():
+    with LocalFederation(5, scheme="secagg", min_clients=3, secagg=SETTINGS) as fed:
+        yield fed
+
+
+def tolerance(federation) -> float:
+    return 4 * 2.0 ** -federation.clients[0].session.secagg.frac_bits
+
+
+def test_weighted_average_through_masking_matches_plaintext(federation, rng):
+    updates = [{"w": rng.uniform(-5, 5, size=(30, 40)).astype(np.float32), "b": rng.uniform(-1, 1, size=9)}
+               for _ in range(5)]
+    weights = [10, 20, 30, 15, 25]
+    results = run_with_dropouts(federation, updates, weights, {})
+    for key in ("w", "b"):
+        expected = weighted_average([u[key] for u in updates], weights)
+        assert np.abs(results[0][key] - expected).max() <= tolerance(federation)
+    assert all(np.array_equal(r["w"], results[0]["w"]) for r in results)
+    stats = federation.clients[0].last_stats
+    assert stats.bytes_sent == 4 * (30 * 40 + 9 + 1)  # uint32: plaintext float32 size
+
+
+@pytest.mark.parametrize("stage", DROPOUT_POINTS)
+def test_the_exact_sum_is_recovered_when_a_client_drops_at_any_stage(federation, rng, stage):
+    updates = [rng.uniform(-5, 5, size=500) for _ in range(5)]
+    weights = [1.0, 2.0, 3.0, 4.0, 5.0]
+    results = run_with_dropouts(federation, updates, weights, {4: stage})
+    included = [0, 1, 2, 3, 4] if stage == "unmask" else [0, 1, 2, 3]  # it sent its input before vanishing
+    expected = weighted_average([updates[i] for i in included], [weights[i] for i in included])
+    assert results[4] is None
+    for result in results[:4]:
+        assert np.abs(result - expected).max() <= tolerance(federation)
+
+
+def test_too_many_dropouts_abort_the_round_with_a_clear_error(federation, rng):
+    updates = [rng.normal(size=20) for _ in range(5)]
+    with pytest.raises((RoundFailed, QuorumTimeout)):
+        run_with_dropouts(federation, updates, [1.0] * 5, {3: "masked_input", 4: "masked_input", 2: "masked_input"})
+
+
+def test_too_many_dropouts_during_unmasking_abort(federation, rng):
+    updates = [rng.normal(size=20) for _ in range(5)]
+    with pytest.raises(RoundFailed, match="too many dropouts"):
+        run_with_dropouts(federation, updates, [1.0] * 5, {3: "unmask", 4: "unmask"})
+
+
+def test_a_late_message_from_a_client_declared_dropped_is_refused(federation, rng):
+    round_id = "late-round"
+    updates = [rng.normal(size=20) for _ in range(5)]
+    run_with_dropouts(federation, updates, [1.0] * 5, {4: SHARE}, round_id=round_id)
+    stub = aggregator_pb2_grpc.AggregatorStub(channel(federation.aggregator_address))
+    late = aggregator_pb2.ShareKeysRequest(round_id=round_id, client_id=federation.identities[4].client_id)
+    sign_stage_message(late, federation.identities[4].sign)  # genuine, just late
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ShareKeys(late)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "late" in refused.value.details()
+    with pytest.raises(RoundClosed):
+        federation.clients[4].aggregate(updates[4], round_id=round_id)
+
+
+def test_clients_that_never_show_up_count_as_dropouts_after_the_deadline(rng):
+    with LocalFederation(4, scheme="secagg", min_clients=3, secagg=SETTINGS) as fed:
+        updates = [rng.normal(size=50) for _ in range(3)]
+        results = run_with_dropouts(fed, updates, [1.0, 1.0, 1.0], {})  # the fourth client never calls
+        assert np.abs(results[0] - np.mean(updates, axis=0)).max() <= tolerance(fed)
