@@ -186,3 +186,12 @@ def test_acknowledged_submissions_survive_an_aggregator_restart(rng):
         expected = weighted_average([u["w"] for u in ups], weights)
         for result in results:
             assert relative_error(result["w"].astype(np.float64), expected) < 1e-4
+
+
+def test_more_clients_than_default_server_threads_complete_a_round(rng):
+    """Every client holds a long-poll call while others still submit: the aggregator must
+    not run out of server threads (it sizes its pool by the roster)."""
+    with LocalFederation(40, scheme="plain") as fed:
+        updates = [rng.normal(size=16) for _ in range(40)]
+        results = run_round(fed.clients, updates, [1.0] * 40)
+        assert np.allclose(results[-1], np.mean(updates, axis=0), atol=1e-6)

@@ -103,6 +103,8 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
         session.secagg.CopyFrom(aggregation.config)
     rounds = RoundManager(aggregation, RoundStore(db), defaults, implicit_rounds=implicit_rounds)
     service = AggregatorService(aggregation, rounds, roster, session)
-    server, bound = start_server(service.register, host, port)
+    # Each client may hold one long-poll call (a stage or result wait) while it sends another:
+    # the synchronous server needs a thread for each, or waiting clients starve the others.
+    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16)
     log.info("aggregator (%s) listening on %s:%d", aggregation.name, host, bound)
     return Running(server, bound)
