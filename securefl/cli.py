@@ -195,6 +195,65 @@ def enrol(
 
 
 @app.command()
+def bench(
+    quick: bool = typer.Option(False, help="The smallest grid: under 2 minutes on 2 cores."),
+    schemes: Optional[str] = typer.Option(None, help="Comma-separated schemes (plain is always measured)."),
+    sizes: Optional[str] = typer.Option(None, help="Comma-separated model sizes: 10k, small-cnn, 1M, resnet18."),
+    clients: Optional[str] = typer.Option(None, help="Comma-separated client counts for the client sweep."),
+    size_sweep_clients: Optional[int] = typer.Option(None, help="Clients while sweeping model sizes."),
+    repeat: Optional[int] = typer.Option(None, min=1, help="Rounds per configuration (the median is kept)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results and the machine's description here."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Write PNG charts of the overhead here."),
+) -> None:
+    """Measure each scheme against plain aggregation across model sizes and client counts."""
+    import dataclasses
+    import json
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .benchmark import DEFAULT, MODEL_SIZES, QUICK, as_json, plot, run
+
+    grid = QUICK if quick else DEFAULT
+    try:
+        chosen = tuple(dict.fromkeys([PLAIN, *(schemes.split(",") if schemes else grid.schemes)]))
+        unknown = [s for s in chosen if s not in (PLAIN, CKKS, SECAGG)] + [
+            s for s in (sizes.split(",") if sizes else []) if s not in MODEL_SIZES]
+        if unknown:
+            raise typer.BadParameter(f"unknown scheme or size: {', '.join(unknown)}")
+        grid = dataclasses.replace(
+            grid, schemes=chosen, sizes=tuple(sizes.split(",")) if sizes else grid.sizes,
+            clients=tuple(int(c) for c in clients.split(",")) if clients else grid.clients,
+            size_sweep_clients=size_sweep_clients or grid.size_sweep_clients, repeat=repeat or grid.repeat,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out = Console(width=max(Console().width, 132))
+    with Progress(console=out) as progress:
+        task = progress.add_task("benchmarking", total=len(grid.configurations()))
+        results = run(grid, on_progress=lambda m: progress.update(
+            task, advance=1, description=f"{m.scheme} {m.size} x {m.clients} clients"))
+    table = Table(title="securefl bench: cost of each scheme (ratio to plain in the same run)")
+    for column in ("scheme", "model", "clients", "client s", "aggregator s/sub", "reveal s", "MB/client",
+                   "bytes ×", "round s", "round ×", "aggr. peak MB"):
+        table.add_column(column, justify="right")
+    for m in results:
+        r = m.ratios
+        table.add_row(m.scheme, m.size, str(m.clients), f"{m.client_seconds:.4f}",
+                      f"{m.aggregator_seconds:.4f}", f"{m.reveal_seconds:.3f}", f"{m.bytes_per_client / 1e6:.2f}",
+                      f"{r.get('bytes', 1):.2f}", f"{m.round_seconds:.2f}", f"{r.get('round', 1):.1f}",
+                      f"{m.aggregator_peak_mb:.0f}")
+    out.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(as_json(results, grid), indent=2) + "\n")
+        out.print(f"wrote {json_path}")
+    if plot_dir is not None:
+        for chart in plot(results, grid, plot_dir):
+            out.print(f"wrote {chart}")
+
+
+@app.command()
 def demo(
     scheme: str = typer.Option(CKKS, help="Protection scheme of the secure run."),
     clients: int = typer.Option(5, min=2, max=20, help="Number of hospitals."),

@@ -206,6 +206,10 @@ class Client:
             raise SecureFLError(f"round {round_id}: the aggregator sent no result")
         return join_float64([m.chunk.data for m in messages[1:]], expected_length)
 
+    def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
+        """The aggregator's view of a round: state, contributors, and its timing metrics."""
+        return self._call(self._stub.GetRound, aggregator_pb2.RoundRequest(round_id=round_id))
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _call(self, method, request, **kwargs):

@@ -7,6 +7,7 @@ secret key nor a plaintext update; it sees only the revealed aggregate."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -82,8 +83,9 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
             raise LengthMismatch(f"{announced} chunks announced; length {receipt.vector_length} needs {expected}")
         round_ = self._rounds.for_submission(receipt.round_id)
         round_.check_accepts(receipt)  # fail fast; checked again under the round's lock
-        raw, parsed = self._read_chunks(request_iterator, receipt.vector_length, expected, receipt.digest)
-        contributors = self._rounds.accept(round_, receipt, raw, parsed)
+        raw, parsed, validation_seconds = self._read_chunks(request_iterator, receipt.vector_length, expected,
+                                                            receipt.digest)
+        contributors = self._rounds.accept(round_, receipt, raw, parsed, validation_seconds)
         log.info("round %s: accepted %s (%d contributors)", round_.round_id, receipt.client_id, contributors)
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
@@ -91,9 +93,11 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         )
 
     def _read_chunks(self, request_iterator, vector_length: int, expected: int,
-                     signed_digest: bytes) -> tuple[list[bytes], list]:
-        """Read and validate every chunk; nothing touches the round until all have passed."""
+                     signed_digest: bytes) -> tuple[list[bytes], list, float]:
+        """Read and validate every chunk; nothing touches the round until all have passed.
+        Also returns the time spent validating (not waiting for the network)."""
         digest = ChunkDigest()
+        validation_seconds = 0.0
         raw: list[bytes] = []
         parsed = []
         for message in request_iterator:
@@ -103,14 +107,16 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
             data = message.chunk.data
             if len(data) > MAX_CHUNK_BYTES:
                 raise PayloadTooLarge(f"chunk {index} has {len(data)} bytes; the limit is {MAX_CHUNK_BYTES}")
+            started = time.perf_counter()
             digest.update(index, data)
             parsed.append(self._scheme.parse_chunk(index, data, chunk_length(index, vector_length, self._scheme.chunk_values)))
+            validation_seconds += time.perf_counter() - started
             raw.append(data)
         if len(raw) != expected:
             raise InvalidInput(f"stream ended after {len(raw)} of {expected} chunks; nothing was added")
         if digest.digest() != signed_digest:
             raise VerificationFailed("chunks do not match the signed digest")
-        return raw, parsed
+        return raw, parsed, validation_seconds
 
     # -- SecAgg+ stages ------------------------------------------------------------------
 
@@ -188,4 +194,5 @@ def _round_info(round_: Round) -> aggregator_pb2.RoundInfo:
                                           timeout_seconds=record.timeout_seconds),
         contributors=len(round_.receipts) if record.contributors is None else record.contributors,
         vector_length=record.vector_length or 0, spec_hash=record.spec_hash or b"", error=record.error_message or "",
+        aggregation_seconds=round_.aggregation_seconds, reveal_seconds=round_.reveal_seconds,
     )

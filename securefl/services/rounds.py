@@ -58,6 +58,8 @@ class Round:
         self.lock = threading.Lock()
         self.done = threading.Condition(self.lock)
         self.average: np.ndarray | None = None
+        self.aggregation_seconds = 0.0  # operational metrics, not persisted
+        self.reveal_seconds = 0.0
 
     @property
     def round_id(self) -> str:
@@ -148,8 +150,10 @@ class RoundManager:
 
     # -- submissions ---------------------------------------------------------------------
 
-    def accept(self, round_: Round, receipt: common_pb2.Receipt, raw_chunks: list[bytes], parsed_chunks: list) -> int:
+    def accept(self, round_: Round, receipt: common_pb2.Receipt, raw_chunks: list[bytes], parsed_chunks: list,
+               validation_seconds: float = 0.0) -> int:
         """Make a fully validated submission durable, add it to the sum; return contributors."""
+        started = time.perf_counter()
         with round_.lock:
             round_.check_accepts(receipt)
             self.scheme.check_submitter(round_.round_id, receipt.client_id)
@@ -158,6 +162,7 @@ class RoundManager:
             self._add(round_, receipt, parsed_chunks)
             contributors = len(round_.receipts)
             full = self._is_full(round_)
+            round_.aggregation_seconds += validation_seconds + time.perf_counter() - started
         if full:
             self._begin_close(round_)
         return contributors
@@ -203,6 +208,7 @@ class RoundManager:
             self._fail(round_, RoundFailed(f"revealing the aggregate failed: {type(exc).__name__}"))
             return
         revealed = time.perf_counter()
+        round_.reveal_seconds = revealed - started
         self.store.finish_round(round_.round_id, result_chunks=float64_chunks(average), total_weight=weight,
                                 contributors=len(receipts))
         with round_.done:

@@ -78,7 +78,7 @@ class RoundRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round_id", "state", "config", "contributors", "vector_length", "spec_hash", "error")
+    __slots__ = ("round_id", "state", "config", "contributors", "vector_length", "spec_hash", "error", "aggregation_seconds", "reveal_seconds")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class RoundInfo(_message.Message):
     VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REVEAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     state: str
     config: RoundConfig
@@ -93,7 +95,9 @@ class RoundInfo(_message.Message):
     vector_length: int
     spec_hash: bytes
     error: str
-    def __init__(self, round_id: _Optional[str] = ..., state: _Optional[str] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ..., contributors: _Optional[int] = ..., vector_length: _Optional[int] = ..., spec_hash: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+    aggregation_seconds: float
+    reveal_seconds: float
+    def __init__(self, round_id: _Optional[str] = ..., state: _Optional[str] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ..., contributors: _Optional[int] = ..., vector_length: _Optional[int] = ..., spec_hash: _Optional[bytes] = ..., error: _Optional[str] = ..., aggregation_seconds: _Optional[float] = ..., reveal_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmissionHeader(_message.Message):
     __slots__ = ("receipt", "chunk_count")

@@ -1,0 +1,200 @@
+"""`securefl bench`: what privacy costs, measured on the real services.
+
+Every configuration runs real rounds through LocalFederation (key-holder and aggregator
+processes, gRPC over localhost, all clients submitting concurrently from threads) and is
+compared with the plain scheme at the same model size and client count, in the same run."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .schemes import CKKS, PLAIN, SECAGG
+from .simulation import LocalFederation, SecAggSettings
+
+# Parameter counts of real architectures: the PyTorch tutorial CIFAR-10 CNN and torchvision's ResNet-18.
+MODEL_SIZES = {"10k": 10_000, "small-cnn": 62_006, "1M": 1_000_000, "resnet18": 11_689_512}
+WARM_UP_PARAMS = 100_000  # large enough that CKKS clients start their encryption pool
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Model sizes swept at `size_sweep_clients`, client counts swept at `client_sweep_size`."""
+
+    schemes: tuple[str, ...]
+    sizes: tuple[str, ...]
+    size_sweep_clients: int
+    clients: tuple[int, ...]
+    client_sweep_size: str
+    repeat: int = 1
+
+    def configurations(self) -> list[tuple[str, int, str]]:
+        pairs = [(self.size_sweep_clients, size) for size in self.sizes]
+        pairs += [(n, self.client_sweep_size) for n in self.clients if (n, self.client_sweep_size) not in pairs]
+        ordered = sorted(set(pairs), key=lambda p: (p[0], MODEL_SIZES[p[1]]))
+        return [(scheme, n, size) for scheme in self.schemes for n, size in ordered]
+
+
+QUICK = Grid((PLAIN, CKKS, SECAGG), ("10k", "small-cnn"), 3, (2, 3), "10k")
+DEFAULT = Grid((PLAIN, CKKS, SECAGG), ("10k", "small-cnn", "1M", "resnet18"), 4, (2, 10, 50, 100), "small-cnn")
+
+
+@dataclass
+class Measurement:
+    scheme: str
+    size: str
+    params: int
+    clients: int
+    round_seconds: float
+    client_seconds: float
+    aggregator_seconds: float
+    reveal_seconds: float
+    bytes_per_client: float
+    aggregator_peak_mb: float
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+class PeakMemory:
+    """Samples a process's resident memory in the background; `peak_mb` is the largest seen."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self._path = Path(f"/proc/{pid}/status")
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak_mb = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        try:
+            for line in self._path.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._sample())
+
+
+def _round(federation: LocalFederation, pool: ThreadPoolExecutor, params: int, round_id: str) -> Measurement:
+    rng = np.random.default_rng(len(round_id))
+    updates = [rng.uniform(-1, 1, size=params).astype(np.float32) for _ in federation.clients]
+    with PeakMemory(federation.aggregator.pid) as memory:
+        started = time.perf_counter()
+        list(pool.map(lambda i: federation.clients[i].aggregate(updates[i], weight=1.0 + i, round_id=round_id),
+                      range(len(updates))))
+        wall = time.perf_counter() - started
+    stats = [c.last_stats for c in federation.clients]
+    info = federation.clients[0].round_info(round_id)
+    return Measurement(
+        federation.scheme, "", params, len(updates), wall,
+        client_seconds=statistics.mean(s.protect_seconds for s in stats),
+        aggregator_seconds=info.aggregation_seconds / max(1, info.contributors),
+        reveal_seconds=info.reveal_seconds,
+        bytes_per_client=statistics.mean(s.bytes_sent for s in stats),
+        aggregator_peak_mb=memory.peak_mb,
+    )
+
+
+def run(grid: Grid, on_progress=None) -> list[Measurement]:
+    """Measure every configuration of the grid; returns medians over `grid.repeat` rounds."""
+    results: list[Measurement] = []
+    configurations = grid.configurations()
+    by_federation: dict[tuple[str, int], list[str]] = {}
+    for scheme, n, size in configurations:
+        by_federation.setdefault((scheme, n), []).append(size)
+    for (scheme, n), sizes in by_federation.items():
+        settings = SecAggSettings(stage_timeout=120.0, value_bound=10.0, max_weight=float(n + 1))
+        with LocalFederation(n, scheme=scheme, secagg=settings) as federation, ThreadPoolExecutor(n) as pool:
+            _round(federation, pool, WARM_UP_PARAMS, "warm-up")  # connections, sessions, encryption pools
+            for size in sizes:
+                rounds = [_round(federation, pool, MODEL_SIZES[size], f"{size}-{i}") for i in range(grid.repeat)]
+                best = sorted(rounds, key=lambda m: m.round_seconds)[len(rounds) // 2]
+                best.size = size
+                results.append(best)
+                if on_progress is not None:
+                    on_progress(best)
+    _add_ratios(results)
+    return results
+
+
+def _add_ratios(results: list[Measurement]) -> None:
+    plain = {(m.size, m.clients): m for m in results if m.scheme == PLAIN}
+    for m in results:
+        base = plain.get((m.size, m.clients))
+        if base is None:
+            continue
+        m.ratios = {
+            "round": m.round_seconds / base.round_seconds,
+            "client": m.client_seconds / base.client_seconds if base.client_seconds else float("nan"),
+            "aggregator": m.aggregator_seconds / base.aggregator_seconds if base.aggregator_seconds else float("nan"),
+            "bytes": m.bytes_per_client / base.bytes_per_client,
+        }
+
+
+def machine_description() -> dict:
+    import os
+
+    import tenseal
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "numpy": np.__version__, "tenseal": tenseal.__version__}
+
+
+def as_json(results: list[Measurement], grid: Grid) -> dict:
+    return {"benchmark": "securefl bench", "machine": machine_description(), "grid": asdict(grid),
+            "model_sizes": MODEL_SIZES, "results": [asdict(m) for m in results]}
+
+
+def plot(results: list[Measurement], grid: Grid, directory: Path) -> list[Path]:
+    """Round-time overhead against plain, versus model size and versus number of clients."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    charts = []
+    for name, x_label, select, x_of, log_x in (
+        ("overhead_vs_model_size.png", "parameters", lambda m: m.clients == grid.size_sweep_clients, lambda m: m.params, True),
+        ("overhead_vs_clients.png", "clients", lambda m: m.size == grid.client_sweep_size, lambda m: m.clients, False),
+    ):
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for scheme in grid.schemes:
+            points = sorted((x_of(m), m.ratios.get("round", float("nan"))) for m in results if m.scheme == scheme and select(m))
+            if points and scheme != PLAIN:
+                axis.plot(*zip(*points), marker="o", label=scheme)
+        axis.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="plain")
+        if log_x:
+            axis.set_xscale("log")
+        axis.set_xlabel(x_label)
+        axis.set_ylabel("round time / plain round time")
+        title = (f"{grid.size_sweep_clients} clients" if log_x else f"{grid.client_sweep_size} model")
+        axis.set_title(f"Overhead of secure aggregation ({title})")
+        axis.legend()
+        figure.tight_layout()
+        path = directory / name
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        charts.append(path)
+    return charts
