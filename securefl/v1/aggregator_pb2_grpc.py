@@ -5,7 +5,7 @@ import warnings
 
 from securefl.v1 import aggregator_pb2 as securefl_dot_v1_dot_aggregator__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in securefl/v1/aggregator_pb2_grpc.py depends on'
+        + f' but the generated code in securefl/v1/aggregator_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class AggregatorStub:
+class AggregatorStub(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
     never sees a plaintext update or the CKKS secret key.
     """
@@ -98,7 +98,7 @@ class AggregatorStub:
                 _registered_method=True)
 
 
-class AggregatorServicer:
+class AggregatorServicer(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
     never sees a plaintext update or the CKKS secret key.
     """
@@ -247,7 +247,7 @@ def add_AggregatorServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Aggregator:
+class Aggregator(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
     never sees a plaintext update or the CKKS secret key.
     """

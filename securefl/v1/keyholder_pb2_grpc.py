@@ -6,7 +6,7 @@ import warnings
 from securefl.v1 import common_pb2 as securefl_dot_v1_dot_common__pb2
 from securefl.v1 import keyholder_pb2 as securefl_dot_v1_dot_keyholder__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in securefl/v1/keyholder_pb2_grpc.py depends on'
+        + f' but the generated code in securefl/v1/keyholder_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class KeyHolderStub:
+class KeyHolderStub(object):
     """The key-holder is the only party with the CKKS secret key. It decrypts an
     aggregate only when its own policy holds, and audits every decision.
     """
@@ -49,7 +49,7 @@ class KeyHolderStub:
                 _registered_method=True)
 
 
-class KeyHolderServicer:
+class KeyHolderServicer(object):
     """The key-holder is the only party with the CKKS secret key. It decrypts an
     aggregate only when its own policy holds, and audits every decision.
     """
@@ -87,7 +87,7 @@ def add_KeyHolderServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class KeyHolder:
+class KeyHolder(object):
     """The key-holder is the only party with the CKKS secret key. It decrypts an
     aggregate only when its own policy holds, and audits every decision.
     """

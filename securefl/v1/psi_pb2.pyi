@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -12,7 +11,7 @@ class PsiStart(_message.Message):
     CARDINALITY_ONLY_FIELD_NUMBER: _ClassVar[int]
     joiner_size: int
     cardinality_only: bool
-    def __init__(self, joiner_size: _Optional[int] = ..., cardinality_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, joiner_size: _Optional[int] = ..., cardinality_only: bool = ...) -> None: ...
 
 class PsiSession(_message.Message):
     __slots__ = ("session_id", "server_size")

@@ -5,7 +5,7 @@ import warnings
 
 from securefl.v1 import psi_pb2 as securefl_dot_v1_dot_psi__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in securefl/v1/psi_pb2_grpc.py depends on'
+        + f' but the generated code in securefl/v1/psi_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class PsiStub:
+class PsiStub(object):
     """ECDH private set intersection over ristretto255. The serving party (A) answers; the
     joining party (B) drives the session. Points travel as 32-byte encodings, in batches.
     """
@@ -58,7 +58,7 @@ class PsiStub:
                 _registered_method=True)
 
 
-class PsiServicer:
+class PsiServicer(object):
     """ECDH private set intersection over ristretto255. The serving party (A) answers; the
     joining party (B) drives the session. Points travel as 32-byte encodings, in batches.
     """
@@ -122,7 +122,7 @@ def add_PsiServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Psi:
+class Psi(object):
     """ECDH private set intersection over ristretto255. The serving party (A) answers; the
     joining party (B) drives the session. Points travel as 32-byte encodings, in batches.
     """
