@@ -103,8 +103,9 @@ def aggregator_serve(
     verbose: bool = typer.Option(True, help="Log round events to stderr."),
 ) -> None:
     """Serve the aggregator."""
-    from .services.launch import SecAggSettings, serve_aggregator
-    from .services.rounds import RoundConfig
+    from .masking.server import SecAggSettings
+    from .rounds.scheme import RoundConfig
+    from .services.launch import serve_aggregator
 
     _logging(verbose)
     try:

@@ -1,12 +1,13 @@
-"""The client library a site's training loop calls.
+"""The client library a site's training loop calls, over gRPC.
 
     client = securefl.connect("aggregator:7000", identity=identity, keyholder_fingerprint=pin)
     averaged = client.aggregate(model.state_dict(), weight=n_samples)
 
-Security: the update is scaled by its weight and protected (CKKS-encrypted under the pinned
-key-holder's public key) before it leaves this process; only the weighted average of a round
-comes back. The key-holder fingerprint must be pinned: a session whose public context does not
-hash to it is refused, so a malicious aggregator cannot substitute its own key.
+Security: the update is scaled by its weight and protected by the aggregator's scheme (its
+client half, `securefl.schemes.client_scheme`) before it leaves this process; only the weighted
+average of a round comes back. What the site trusts comes from its pins (the key-holder's
+fingerprint, the roster), never from the aggregator: a scheme whose session does not match the
+pins is refused.
 
 Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
 any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
@@ -14,7 +15,6 @@ any Python multiprocessing, a script that calls `aggregate` must guard its entry
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,24 +25,18 @@ import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .errors import InvalidInput, SecureFLError, VerificationFailed, from_rpc_error
-from .he.codec import encrypt_chunks
-from .he.keys import fingerprint, load_public_context
-from .he.pool import INLINE_MAX_CHUNKS, shared_pool
-from .identity import Identity, Roster, sign_receipt
-from .masking.client import SecAggParticipant
-from .masking.client import run_round as run_secagg_round
-from .masking.server import MASKED_CHUNK_VALUES
-from .schemes import CKKS, PLAIN, SECAGG, ChunkDigest, chunk_count, join_float64, plain_chunks
-from .services.rpc import channel
+from .errors import InvalidInput, SecureFLError, VerificationFailed
+from .identity import Identity, Roster
+from .rounds.chunks import join_float64
+from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
+from .schemes import ClientPins, client_scheme
+from .services.rpc import channel, from_rpc_error, invoke
 from .tensors import flatten, unflatten
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 
-@dataclass
-class _Sent:
-    bytes_sent: int
-    protect_seconds: float
+class SimulatedDropout(Exception):
+    """Raised inside a client told to drop out before a stage (simulations and tests only)."""
 
 
 @dataclass
@@ -55,42 +49,36 @@ class RoundStats:
     wait_seconds: float
     bytes_sent: int
     values: int
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # secagg: local work per stage
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # local work per stage, no waiting
 
 
 class Client:
     def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
                  roster: Roster | None = None) -> None:
         self.identity = identity
-        self._roster = roster
-        self._pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
+        pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
+        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster)
         self._channel = channel(address)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
-        self._he_context = None
+        self._scheme: ClientScheme | None = None
         self.last_stats: RoundStats | None = None
 
     # -- session ---------------------------------------------------------------------------
 
     @property
     def session(self) -> aggregator_pb2.Session:
-        """The aggregator's scheme and (for CKKS) public context, checked against the pin."""
+        """The aggregator's scheme and public parameters."""
         if self._session is None:
-            session = self._call(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
-            if session.scheme == CKKS:
-                if self._pin is None:
-                    raise VerificationFailed("the ckks scheme needs the key-holder's fingerprint pinned")
-                if not hmac.compare_digest(fingerprint(session.he_context), self._pin):
-                    raise VerificationFailed("the key-holder context relayed by the aggregator does not match the pinned fingerprint")
-                self._he_context = load_public_context(session.he_context)
-            elif session.scheme not in (PLAIN, SECAGG):
-                raise InvalidInput(f"this client does not support scheme {session.scheme!r}")
-            self._session = session
+            self._session = invoke(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
         return self._session
 
     @property
-    def scheme(self) -> str:
-        return self.session.scheme
+    def scheme(self) -> ClientScheme:
+        """The client half of the aggregator's scheme, checked against this site's pins."""
+        if self._scheme is None:
+            self._scheme = client_scheme(self.session, self.identity, self._pins)
+        return self._scheme
 
     # -- aggregation -----------------------------------------------------------------------
 
@@ -101,92 +89,37 @@ class Client:
         in the structure given (torch state_dict in, torch state_dict out). Blocks until the
         round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout).
 
-        `simulate_dropout` (secagg only; simulations and tests) makes this client vanish just
-        before the named stage: advertise_keys, share_keys, masked_input or unmask."""
+        `simulate_dropout` (simulations and tests) makes this client vanish just before the
+        named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
+        unmask), raising SimulatedDropout."""
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
             raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
-        session = self.session
+        scheme = self.scheme
         vector, spec = flatten(update)
-        if round_id is None:
-            round_id = self._call(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id)).round_id
+        if scheme.interactive or round_id is None:
+            round_id = invoke(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(
+                client_id=self.identity.client_id, round_id=round_id or "")).round_id
+        job = scheme.start(round_id, vector, float(weight))
+        run = _Run(self, round_id, spec.hash, job)
         started = time.perf_counter()
-        stage_seconds: dict[str, float] = {}
-        if session.scheme == SECAGG:
-            sent = self._secagg_round(round_id, spec, vector, float(weight), simulate_dropout, stage_seconds)
+        if scheme.interactive:
+            run.follow_stages(simulate_dropout)
         else:
-            payload = np.append(vector * float(weight), float(weight))
-            self._check_range(payload, session)
-            chunks = self._protect(payload)
-            sent = self._submit(round_id, spec.hash, chunks, payload.size, time.perf_counter() - started)
+            run.submit(Stage(SUBMIT))
         submitted = time.perf_counter()
         average = self._await_result(round_id, spec.size, timeout)
-        protect = sent.protect_seconds + sum(stage_seconds.values())
+        protect = sum(run.stage_seconds.values())
         self.last_stats = RoundStats(round_id, protect, submitted - started - protect, time.perf_counter() - submitted,
-                                     sent.bytes_sent, spec.size + 1, stage_seconds)
+                                     run.bytes_sent, spec.size + 1, run.stage_seconds)
         return unflatten(average, spec)
 
-    def _secagg_round(self, round_id: str, spec, vector: np.ndarray, weight: float, simulate_dropout: str | None,
-                      stage_seconds: dict[str, float]) -> _Sent:
-        if self._roster is None:
-            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
-        participant = SecAggParticipant(self.identity, self._roster, self.session.secagg, round_id)
-        sent: list[_Sent] = []
-
-        def submit(masked: np.ndarray) -> None:
-            protect_started = time.perf_counter()
-            chunks = [masked[i:i + MASKED_CHUNK_VALUES].astype(masked.dtype.newbyteorder("<")).tobytes()
-                      for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
-            protect_seconds = time.perf_counter() - protect_started
-            sent.append(self._submit(round_id, spec.hash, chunks, masked.size, protect_seconds))
-
-        try:
-            run_secagg_round(self._stub, self._call, participant, vector, weight, submit, drop_at=simulate_dropout)
-        finally:
-            stage_seconds.update(participant.stage_seconds)
-        return sent[0]
-
-    def _submit(self, round_id: str, spec_hash: bytes, chunks: list[bytes], vector_length: int,
-                protect_seconds: float | None = None) -> _Sent:
-        """Sign a receipt over the protected chunks, stream them, and check the acknowledgement."""
-        receipt = common_pb2.Receipt(
-            round_id=round_id, client_id=self.identity.client_id, scheme=self.session.scheme, spec_hash=spec_hash,
-            vector_length=vector_length, digest=ChunkDigest.of(chunks),
-        )
-        sign_receipt(self.identity, receipt)
-        ack = self._call(self._stub.Submit, self._submission(receipt, chunks))
-        self._check_ack(ack, receipt)
-        return _Sent(sum(len(c) for c in chunks), protect_seconds or 0.0)
-
-    def _check_range(self, payload: np.ndarray, session: aggregator_pb2.Session) -> None:
-        """CKKS sums wrap silently past max_abs_sum; refuse an update that could get there."""
-        bound = session.max_abs_sum / max(1, session.max_clients)
-        largest = float(np.abs(payload).max())
-        if largest > bound:
-            raise InvalidInput(
-                f"weighted update reaches {largest:.3g}, above {bound:.3g} (= the scheme's range / {session.max_clients} "
-                "enrolled clients); use a smaller weight (e.g. a fraction of samples) or clip the update"
-            )
-
-    def _protect(self, payload: np.ndarray) -> list[bytes]:
-        if self.session.scheme == PLAIN:
-            return plain_chunks(payload)
-        slots = self.session.chunk_values
-        if chunk_count(payload.size, slots) <= INLINE_MAX_CHUNKS:
-            return encrypt_chunks(self._he_context, payload, slots)
-        return shared_pool(self.session.he_context).encrypt(payload, slots)
-
-    @staticmethod
-    def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
-        yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
-        for index, data in enumerate(chunks):
-            yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
-
-    @staticmethod
-    def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
-        try:
-            Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
-        except Exception:
-            raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
+    def _submit(self, round_id: str, spec_hash: bytes, protected: Protected) -> int:
+        """Sign a receipt over the protected chunks, stream them, and check the acknowledgement;
+        returns the bytes sent."""
+        receipt = signed_receipt(self.identity, round_id, self.session.scheme, spec_hash, protected)
+        ack = invoke(self._stub.Submit, _submission(receipt, protected.chunks))
+        _check_ack(ack, receipt)
+        return sum(len(c) for c in protected.chunks)
 
     def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
         """Wait for the round's average. An acknowledged submission survives an aggregator
@@ -208,15 +141,7 @@ class Client:
 
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         """The aggregator's view of a round: state, contributors, and its timing metrics."""
-        return self._call(self._stub.GetRound, aggregator_pb2.RoundRequest(round_id=round_id))
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _call(self, method, request, **kwargs):
-        try:
-            return method(request, **kwargs)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        return invoke(self._stub.GetRound, aggregator_pb2.RoundRequest(round_id=round_id))
 
     def close(self) -> None:
         self._channel.close()
@@ -226,6 +151,61 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Run:
+    """One client's round over gRPC: follows the scheme's stages and times the local work."""
+
+    def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound) -> None:
+        self._client = client
+        self._round_id = round_id
+        self._spec_hash = spec_hash
+        self._job = job
+        self.stage_seconds: dict[str, float] = {}
+        self.bytes_sent = 0
+
+    def _timed(self, stage: str, work, *args):
+        started = time.perf_counter()
+        result = work(*args)
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        return result
+
+    def submit(self, stage: Stage) -> None:
+        protected = self._timed(stage.name, self._job.protect, stage)
+        self.bytes_sent += self._client._submit(self._round_id, self._spec_hash, protected)
+
+    def follow_stages(self, drop_at: str | None) -> None:
+        """Ask the aggregator what to do next and do it, until the round is done."""
+        stub, client_id = self._client._stub, self._client.identity.client_id
+        request = aggregator_pb2.StageRequest(round_id=self._round_id, client_id=client_id)
+        while True:
+            message = invoke(stub.AwaitStage, request, timeout=60)
+            if not message.stage:
+                continue
+            if message.stage == DONE:
+                return
+            if message.stage == drop_at:
+                raise SimulatedDropout(message.stage)
+            stage = Stage(message.stage, message.body)
+            if stage.name == SUBMIT:
+                self.submit(stage)
+            else:
+                body = self._timed(stage.name, self._job.answer, stage)
+                invoke(stub.AnswerStage, aggregator_pb2.StageMessage(
+                    round_id=self._round_id, client_id=client_id, stage=stage.name, body=body))
+
+
+def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
+    yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
+    for index, data in enumerate(chunks):
+        yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
+
+
+def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
+    except Exception:
+        raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
 
 
 def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,

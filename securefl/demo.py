@@ -27,7 +27,8 @@ from .simulation import LocalFederation, SecAggSettings, SimulatedDropout
 LOCAL_EPOCHS, BATCH_SIZE, LEARNING_RATE = 2, 16, 0.05
 # With secagg, some hospitals vanish mid-round: round -> (hospital, stage it never reaches).
 # A hospital that vanishes before unmasking already sent its input, so it still counts.
-DROPOUTS = {2: (4, "share_keys"), 5: (2, "masked_input"), 8: (0, "unmask")}
+DROPOUTS = {2: (4, "share_keys"), 5: (2, "submit"), 8: (0, "unmask")}
+STAGE_WORDS = {"share_keys": "sharing its keys", "submit": "sending its masked input", "unmask": "unmasking"}
 STAGE_TIMEOUT = 3.0
 DEMO_SECAGG = SecAggSettings(stage_timeout=STAGE_TIMEOUT, value_bound=100.0, max_weight=500.0)
 
@@ -162,7 +163,7 @@ def run_demo(scheme: str, n_clients: int, rounds: int, seed: int, console: Conso
                   f"scheme [cyan]{scheme}[/cyan] vs plaintext FedAvg")
     dropouts = {r: d for r, d in DROPOUTS.items() if r < rounds and d[0] < n_clients} if scheme == SECAGG else {}
     for round_index, (hospital, stage) in sorted(dropouts.items()):
-        console.print(f"round {round_index + 1}: hospital {hospital + 1} will drop out before {stage.replace('_', ' ')}")
+        console.print(f"round {round_index + 1}: hospital {hospital + 1} will drop out before {STAGE_WORDS[stage]}")
     with Progress(console=console, transient=False) as progress:
         secure = federated_run(scheme, n_clients, rounds, seed, progress, dropouts)
         plain = federated_run(PLAIN, n_clients, rounds, seed, progress, dropouts)

@@ -1,23 +1,20 @@
-"""One exception hierarchy. Each error maps to exactly one gRPC status code, and the
-class name travels in trailing metadata so a client re-raises the same type."""
+"""One exception hierarchy for every layer. Each error names exactly one canonical status
+(the code names gRPC and Google APIs share); transports map it to their own status and carry
+the class name, so the other side re-raises the same type. No transport is imported here."""
 
 from __future__ import annotations
-
-import grpc
-
-ERROR_METADATA_KEY = "securefl-error"
 
 
 class SecureFLError(Exception):
     """Base of every securefl error."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: str = "INTERNAL"
 
 
 class InvalidInput(SecureFLError):
     """A request is malformed: bad sizes, lengths, identifiers or encodings."""
 
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
 
 class MalformedCiphertext(InvalidInput):
@@ -31,80 +28,80 @@ class LengthMismatch(InvalidInput):
 class PayloadTooLarge(SecureFLError):
     """A message or chunk exceeds the server's limit."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = "RESOURCE_EXHAUSTED"
 
 
 class UnknownClient(SecureFLError):
     """The client id is not enrolled."""
 
-    status = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class VerificationFailed(SecureFLError):
     """A signature, digest, fingerprint or decryption did not verify. One type for all, so
     failures are no oracle."""
 
-    status = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
 
 
 class PolicyViolation(SecureFLError):
     """The key-holder refused to decrypt: its policy does not hold."""
 
-    status = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class UnknownRound(SecureFLError):
     """No round with this id exists."""
 
-    status = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class UnknownSession(SecureFLError):
     """No PSI session with this id is under way."""
 
-    status = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class RoundClosed(SecureFLError):
     """The round no longer accepts submissions (late or wrong round)."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class SpecMismatch(SecureFLError):
     """The model structure (or scheme) differs from the round's."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class DuplicateSubmission(SecureFLError):
     """This client already contributed to this round, or this round was already decrypted."""
 
-    status = grpc.StatusCode.ALREADY_EXISTS
+    status = "ALREADY_EXISTS"
 
 
 class QuorumTimeout(SecureFLError):
     """The round's deadline passed before `min_clients` contributions arrived."""
 
-    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    status = "DEADLINE_EXCEEDED"
 
 
 class RoundFailed(SecureFLError):
     """The round was aborted after it closed (for example the key-holder refused)."""
 
-    status = grpc.StatusCode.ABORTED
+    status = "ABORTED"
 
 
 class ServiceUnavailable(SecureFLError):
     """A service could not be reached."""
 
-    status = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
 class RoundExists(SecureFLError):
     """A round with this id was already opened."""
 
-    status = grpc.StatusCode.ALREADY_EXISTS
+    status = "ALREADY_EXISTS"
 
 
 _BY_NAME: dict[str, type[SecureFLError]] = {
@@ -121,11 +118,4 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
 def error_named(name: str | None, message: str, default: type[SecureFLError] = SecureFLError) -> SecureFLError:
     """Rebuild an error from its class name (stored with a failed round, or sent as metadata)."""
     return _BY_NAME.get(name or "", default)(message)
-
-
-def from_rpc_error(error: grpc.RpcError) -> SecureFLError:
-    """Rebuild the securefl error a server raised, from a failed call."""
-    name = dict(error.trailing_metadata() or ()).get(ERROR_METADATA_KEY)
-    default = ServiceUnavailable if error.code() == grpc.StatusCode.UNAVAILABLE else SecureFLError
-    return error_named(name, error.details() or str(error.code()), default)
 

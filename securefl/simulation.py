@@ -14,12 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .client import Client, connect
+from .client import Client, SimulatedDropout, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
-from .masking.client import SimulatedDropout
 from .schemes import CKKS, SCHEMES, SECAGG
-from .services.launch import SecAggSettings
+from .masking.server import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0

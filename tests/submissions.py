@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from securefl.errors import from_rpc_error
+from securefl.services.rpc import from_rpc_error
 from securefl.he.codec import encrypt_chunks
 from securefl.he.keys import load_public_context
 from securefl.identity import Identity, sign_receipt
-from securefl.schemes import ChunkDigest, chunk_count
+from securefl.rounds.chunks import ChunkDigest, chunk_count
 from securefl.services.rpc import channel
 from securefl.tensors import flatten
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -43,7 +43,7 @@ class RawAggregator:
 
     def protect(self, payload: np.ndarray) -> list[bytes]:
         if self._context is None:
-            from securefl.schemes import plain_chunks
+            from securefl.rounds.plain import plain_chunks
             return plain_chunks(payload)
         return encrypt_chunks(self._context, payload, self.session.chunk_values)
 

@@ -16,6 +16,7 @@ from securefl.errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, QuorumTimeout,
     RoundClosed, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed,
 )
+from securefl.client import connect
 from securefl.identity import Identity
 from securefl.simulation import LocalFederation
 from tests.conftest import relative_error, run_round, weighted_average
@@ -132,10 +133,9 @@ def test_late_submission_to_a_finished_round_is_refused(federation, raw, rng):
 
 
 def test_client_refuses_an_aggregator_relaying_another_key(federation, rng):
-    client = federation.connect(federation.identities[0])
-    client._pin = bytes(32)
+    client = connect(federation.aggregator_address, identity=federation.identities[0], keyholder_fingerprint=bytes(32))
     with pytest.raises(VerificationFailed, match="pinned"):
-        client.aggregate(updates(rng)[0])
+        client.aggregate(updates(rng)[0], timeout=10)
 
 
 @pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf")])

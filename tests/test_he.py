@@ -9,7 +9,7 @@ from securefl.he.codec import decrypt_chunks, encrypt_chunks, parse_chunk
 from securefl.he.keys import SecretContext, fingerprint, load_public_context
 from securefl.he.pool import EncryptionPool
 from securefl.he.presets import MAX_COEFF_BITS_128, PRESETS, CkksPreset, get_preset
-from securefl.schemes import chunk_count, chunk_length
+from securefl.rounds.chunks import chunk_count, chunk_length
 
 PRESET = get_preset("add-only-4096")  # the smallest ring keeps these tests fast
 

@@ -11,7 +11,7 @@ from securefl.identity import Identity, Roster, sign_receipt
 from securefl.services.keyholder import KeyHolderService
 from securefl.services.keyholder_client import KeyHolderClient
 from securefl.services.rpc import start_server
-from securefl.services.store import KeyHolderStore
+from securefl.rounds.store import KeyHolderStore
 from securefl.v1 import common_pb2
 
 PRESET = get_preset("add-only-4096")

@@ -10,12 +10,16 @@ from hypothesis import given, settings, strategies as st
 from securefl.errors import InvalidInput, RoundClosed, RoundFailed, VerificationFailed
 from securefl.identity import Identity, Roster
 from securefl.masking import keys, shamir
-from securefl.masking.client import SecAggParticipant
+from securefl.masking.client import SecAggClient, SecAggClientRound, SecAggParticipant
 from securefl.masking.graph import choose_params, graph_seed, neighbours
 from securefl.masking.prg import expand
-from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggScheme, secagg_config
+from securefl.masking.server import (
+    ADVERTISE, MASKED, SECAGG, SHARE, UNMASK, SecAggRound, SecAggServer, secagg_config,
+)
 from securefl.quantize import FixedPoint
-from securefl.v1 import aggregator_pb2
+from securefl.rounds.inprocess import InProcessFederation, ManualClock
+from securefl.rounds.scheme import RoundConfig, Stage
+from securefl.v1 import aggregator_pb2, secagg_pb2
 
 
 # -- fixed point --------------------------------------------------------------------------
@@ -113,46 +117,45 @@ def test_a_share_replayed_from_another_round_does_not_decrypt():
 # -- the protocol, in process -------------------------------------------------------------
 
 class Protocol:
-    """One round between a SecAggScheme and participants, without the network."""
+    """SecAgg+ rounds through the round engine and the scheme's two halves, without the network."""
 
-    def __init__(self, n: int, round_id: str = "r1", dropout_fraction: float = 0.1) -> None:
+    def __init__(self, n: int, dropout_fraction: float = 0.1) -> None:
         self.identities = [Identity.generate(f"c{i:03d}") for i in range(n)]
         self.roster = Roster.of(self.identities)
         self.config = secagg_config(n, value_bound=10.0, max_weight=10.0, dropout_fraction=dropout_fraction)
-        self.scheme = SecAggScheme(self.config, self.roster, min_clients=2, stage_timeout=3600)
-        self.round_id = round_id
-        self.scheme.open(round_id, n)
-        self.participants = {i.client_id: SecAggParticipant(i, self.roster, self.config, round_id) for i in self.identities}
+        self.clock = ManualClock()
+        self.server = SecAggServer(self.config, self.roster, min_clients=2, stage_timeout=30, clock=self.clock)
+        session = aggregator_pb2.Session(scheme=SECAGG)
+        self.server.describe(session)
+        clients = {i.client_id: SecAggClient(session, i, self.roster) for i in self.identities}
+        self.federation = InProcessFederation.start(self.server, clients, self.identities, RoundConfig(2, n),
+                                                    self.clock, step_seconds=31)
+        self.ids = sorted(clients)
 
-    def run(self, vectors: dict[str, np.ndarray], drops: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        scheme, rid = self.scheme, self.round_id
-        alive = lambda stage: [c for c in sorted(self.participants) if drops.get(c) not in _up_to(stage)]  # noqa: E731
-        for cid in alive(ADVERTISE):
-            scheme.advertise(self.participants[cid].advertisement())
-        scheme.expire_stage(rid, ADVERTISE)
-        for cid in alive(ADVERTISE):
-            self.participants[cid].accept_participants(scheme.participants(rid, cid, 0))
-        for cid in alive(SHARE):
-            scheme.share_keys(self.participants[cid].share_keys())
-        scheme.expire_stage(rid, SHARE)
-        for cid in alive(SHARE):
-            self.participants[cid].accept_shares(scheme.incoming_shares(rid, cid, 0))
-        accumulator, expected = scheme.new_accumulator(), None
-        encoding = self.participants[alive(SHARE)[0]].encoding
-        for cid in alive(MASKED):
-            scheme.check_submitter(rid, cid)
-            encoded = encoding.encode(vectors[cid], 1.0)
-            expected = encoded.copy() if expected is None else expected + encoded
-            accumulator.add([self.participants[cid].mask(encoded)])
-        state = scheme.begin_unmask(rid, alive(MASKED))
-        for cid in alive(UNMASK):
-            scheme.unmask(self.participants[cid].unmask(scheme.unmask_request(rid, cid, 0)))
-        return scheme.unmasked_total(state, accumulator), expected
+    def exact_vectors(self, rng: np.random.Generator, length: int) -> dict[str, np.ndarray]:
+        """Updates on the encoding's grid, so stochastic rounding is exact and sums are known."""
+        step = 2.0 ** -self.config.frac_bits
+        return {cid: rng.integers(-2**20, 2**20, size=length) * step for cid in self.ids}
+
+    def run(self, vectors: dict[str, np.ndarray], drops: dict[str, str], round_id: str = "r1") -> np.ndarray:
+        return self.federation.run(round_id, vectors, {cid: 1.0 for cid in vectors}, drops).average
+
+    def round_at_unmask(self) -> tuple[SecAggRound, dict[str, SecAggClientRound]]:
+        """A round whose five clients all shared keys, driven by hand up to the masked input."""
+        round_ = self.server.new_round("r1", RoundConfig(2, len(self.ids)), self.clock())
+        jobs = {cid: SecAggClientRound(SecAggParticipant(i, self.roster, self.config, "r1"), np.zeros(3), 1.0)
+                for cid, i in zip(self.ids, self.identities)}
+        for stage in (ADVERTISE, SHARE):
+            for cid in self.ids:
+                round_.answer(cid, stage, jobs[cid].answer(round_.stage_for(cid, False)))
+        for cid in self.ids:
+            jobs[cid].participant.accept_shares(
+                secagg_pb2.IncomingShares.FromString(round_.stage_for(cid, False).body))
+        return round_, jobs
 
 
-def _up_to(stage: str) -> tuple[str, ...]:
-    order = (ADVERTISE, SHARE, MASKED, UNMASK)
-    return order[: order.index(stage) + 1]
+def expected_average(vectors: dict[str, np.ndarray], contributors: list[str]) -> np.ndarray:
+    return sum(vectors[cid] for cid in contributors) / len(contributors)
 
 
 @st.composite
@@ -174,98 +177,78 @@ def rounds_with_tolerable_dropouts(draw):
 def test_aggregate_is_the_exact_sum_of_quantized_updates_whatever_drops(case, seed):
     n, length, drops = case
     protocol = Protocol(n)
-    rng = np.random.default_rng(seed)
-    vectors = {cid: rng.uniform(-10, 10, size=length) for cid in protocol.participants}
-    total, expected = protocol.run(vectors, drops)
-    assert np.array_equal(total, expected)
+    vectors = protocol.exact_vectors(np.random.default_rng(seed), length)
+    contributors = [cid for cid in protocol.ids if drops.get(cid) not in (ADVERTISE, SHARE, MASKED)]
+    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
 
 
 def test_sparse_graph_round_recovers_the_exact_sum_with_dropouts(rng):
     protocol = Protocol(60)
     k, _ = choose_params(60, 0.1, 0.1)
     assert k < 59
-    ids = sorted(protocol.participants)
+    ids = protocol.ids
     drops = {ids[3]: SHARE, ids[17]: MASKED, ids[41]: MASKED, ids[50]: UNMASK}
-    vectors = {cid: rng.uniform(-10, 10, size=50) for cid in ids}
-    total, expected = protocol.run(vectors, drops)
-    assert np.array_equal(total, expected)
+    vectors = protocol.exact_vectors(rng, 50)
+    contributors = [cid for cid in ids if drops.get(cid) not in (SHARE, MASKED)]
+    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
 
 
 def test_too_many_dropouts_abort_cleanly(rng):
     protocol = Protocol(5)  # k = 4, t = 3: one dropout tolerated
-    ids = sorted(protocol.participants)
+    ids = protocol.ids
     with pytest.raises(RoundFailed, match="too many dropouts"):
-        protocol.run({cid: rng.normal(size=5) for cid in ids}, {ids[0]: UNMASK, ids[1]: UNMASK})
+        protocol.run(protocol.exact_vectors(rng, 5), {ids[0]: UNMASK, ids[1]: UNMASK})
 
 
-def test_a_stage_with_too_few_clients_aborts_the_round():
+def test_a_stage_with_too_few_clients_aborts_the_round(rng):
     protocol = Protocol(5)
-    protocol.scheme.advertise(protocol.participants["c000"].advertisement())
-    protocol.scheme.expire_stage("r1", ADVERTISE)
     with pytest.raises(RoundFailed, match="advertised keys"):
-        protocol.scheme.participants("r1", "c000", 0)
-
-
-def _round_at_unmask(protocol: Protocol) -> SecAggParticipant:
-    ids = sorted(protocol.participants)
-    for cid in ids:
-        protocol.scheme.advertise(protocol.participants[cid].advertisement())
-    for cid in ids:
-        protocol.participants[cid].accept_participants(protocol.scheme.participants("r1", cid, 0))
-    for cid in ids:
-        protocol.scheme.share_keys(protocol.participants[cid].share_keys())
-    for cid in ids:
-        protocol.participants[cid].accept_shares(protocol.scheme.incoming_shares("r1", cid, 0))
-    return protocol.participants[ids[0]]
+        protocol.run(protocol.exact_vectors(rng, 5), {cid: ADVERTISE for cid in protocol.ids[1:]})
 
 
 def test_clients_refuse_overlapping_or_undersized_unmask_requests():
     protocol = Protocol(5)
-    client = _round_at_unmask(protocol)
-    ids = sorted(protocol.participants)
+    _, jobs = protocol.round_at_unmask()
+    client, ids = jobs[protocol.ids[0]].participant, protocol.ids
     with pytest.raises(InvalidInput, match="both as survivor and as dropped"):
-        client.unmask(aggregator_pb2.UnmaskRequest(survivors=ids[:4], dropped=[ids[3], ids[4]]))
+        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:4], dropped=[ids[3], ids[4]]))
     with pytest.raises(InvalidInput, match="below the threshold"):
-        client.unmask(aggregator_pb2.UnmaskRequest(survivors=ids[:2], dropped=ids[2:]))
+        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:2], dropped=ids[2:]))
     with pytest.raises(InvalidInput, match="did not share keys"):
-        client.unmask(aggregator_pb2.UnmaskRequest(survivors=ids, dropped=["stranger"]))
+        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids, dropped=["stranger"]))
 
 
 def test_a_client_reveals_at_most_one_secret_per_neighbour():
     protocol = Protocol(5)
-    client = _round_at_unmask(protocol)
-    ids = sorted(protocol.participants)
-    response = client.unmask(aggregator_pb2.UnmaskRequest(survivors=ids[:4], dropped=ids[4:]))
+    _, jobs = protocol.round_at_unmask()
+    ids = protocol.ids
+    response = jobs[ids[0]].participant.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:4], dropped=ids[4:]))
     seeds, keys_ = {s.owner for s in response.seed_shares}, {s.owner for s in response.key_shares}
     assert not seeds & keys_ and keys_ == {ids[4]}
 
 
 def test_shares_from_another_round_are_refused_by_the_recipient():
-    first, second = Protocol(3, round_id="r1"), None
-    _round_at_unmask(first)
-    second = Protocol(3, round_id="r2")
-    second.identities = first.identities
-    ids = sorted(first.participants)
-    for cid in ids:
-        second.participants[cid] = SecAggParticipant(first.participants[cid].identity, first.roster, first.config, "r2")
-    second.roster = first.roster
-    second.scheme = SecAggScheme(first.config, first.roster, 2, 3600)
-    second.scheme.open("r2", 3)
-    for cid in ids:
-        second.scheme.advertise(second.participants[cid].advertisement())
-    for cid in ids:
-        second.participants[cid].accept_participants(second.scheme.participants("r2", cid, 0))
-    replayed = first.scheme.incoming_shares("r1", ids[0], 0)
-    replayed.shared[:] = ids
+    protocol = Protocol(3)
+    first, _ = protocol.round_at_unmask()
+    replayed = secagg_pb2.IncomingShares.FromString(first.stage_for(protocol.ids[0], False).body)
+    second = protocol.server.new_round("r2", RoundConfig(2, 3), protocol.clock())
+    jobs = {cid: SecAggClientRound(SecAggParticipant(i, protocol.roster, protocol.config, "r2"), np.zeros(3), 1.0)
+            for cid, i in zip(protocol.ids, protocol.identities)}
+    for stage in (ADVERTISE, SHARE):
+        for cid in protocol.ids:
+            second.answer(cid, stage, jobs[cid].answer(second.stage_for(cid, False)))
     with pytest.raises(VerificationFailed):
-        second.participants[ids[0]].accept_shares(replayed)
+        jobs[protocol.ids[0]].participant.accept_shares(replayed)
 
 
 def test_late_key_messages_are_refused_after_the_stage_closed():
     protocol = Protocol(4)
-    ids = sorted(protocol.participants)
-    for cid in ids[:3]:
-        protocol.scheme.advertise(protocol.participants[cid].advertisement())
-    protocol.scheme.expire_stage("r1", ADVERTISE)
+    round_ = protocol.server.new_round("r1", RoundConfig(2, 4), protocol.clock())
+    jobs = {cid: SecAggClientRound(SecAggParticipant(i, protocol.roster, protocol.config, "r1"), np.zeros(3), 1.0)
+            for cid, i in zip(protocol.ids, protocol.identities)}
+    for cid in protocol.ids[:3]:
+        round_.answer(cid, ADVERTISE, jobs[cid].answer(round_.stage_for(cid, False)))
+    protocol.clock.advance(31)
+    round_.tick(protocol.clock())
     with pytest.raises(RoundClosed, match="late"):
-        protocol.scheme.advertise(protocol.participants[ids[3]].advertisement())
+        round_.answer(protocol.ids[3], ADVERTISE, jobs[protocol.ids[3]].answer(Stage(ADVERTISE)))

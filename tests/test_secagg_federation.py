@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from securefl.errors import QuorumTimeout, RoundClosed, RoundFailed
-from securefl.masking.client import DROPOUT_POINTS
-from securefl.masking.server import SHARE, sign_stage_message
+from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, sign_stage_message
 from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
-from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc
+from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, secagg_pb2
 from securefl.services.rpc import channel
 from tests.conftest import weighted_average
 
 SETTINGS = SecAggSettings(stage_timeout=1.5, value_bound=10.0, max_weight=100.0)
+DROPOUT_POINTS = (ADVERTISE, SHARE, MASKED, UNMASK)
 
 
 def run_with_dropouts(federation, updates, weights, drops, **kwargs):
@@ -59,7 +59,7 @@ def test_the_exact_sum_is_recovered_when_a_client_drops_at_any_stage(federation,
     updates = [rng.uniform(-5, 5, size=500) for _ in range(5)]
     weights = [1.0, 2.0, 3.0, 4.0, 5.0]
     results = run_with_dropouts(federation, updates, weights, {4: stage})
-    included = [0, 1, 2, 3, 4] if stage == "unmask" else [0, 1, 2, 3]  # it sent its input before vanishing
+    included = [0, 1, 2, 3, 4] if stage == UNMASK else [0, 1, 2, 3]  # it sent its input before vanishing
     expected = weighted_average([updates[i] for i in included], [weights[i] for i in included])
     assert results[4] is None
     for result in results[:4]:
@@ -69,13 +69,13 @@ def test_the_exact_sum_is_recovered_when_a_client_drops_at_any_stage(federation,
 def test_too_many_dropouts_abort_the_round_with_a_clear_error(federation, rng):
     updates = [rng.normal(size=20) for _ in range(5)]
     with pytest.raises((RoundFailed, QuorumTimeout)):
-        run_with_dropouts(federation, updates, [1.0] * 5, {3: "masked_input", 4: "masked_input", 2: "masked_input"})
+        run_with_dropouts(federation, updates, [1.0] * 5, {3: MASKED, 4: MASKED, 2: MASKED})
 
 
 def test_too_many_dropouts_during_unmasking_abort(federation, rng):
     updates = [rng.normal(size=20) for _ in range(5)]
     with pytest.raises(RoundFailed, match="too many dropouts"):
-        run_with_dropouts(federation, updates, [1.0] * 5, {3: "unmask", 4: "unmask"})
+        run_with_dropouts(federation, updates, [1.0] * 5, {3: UNMASK, 4: UNMASK})
 
 
 def test_a_late_message_from_a_client_declared_dropped_is_refused(federation, rng):
@@ -83,10 +83,11 @@ def test_a_late_message_from_a_client_declared_dropped_is_refused(federation, rn
     updates = [rng.normal(size=20) for _ in range(5)]
     run_with_dropouts(federation, updates, [1.0] * 5, {4: SHARE}, round_id=round_id)
     stub = aggregator_pb2_grpc.AggregatorStub(channel(federation.aggregator_address))
-    late = aggregator_pb2.ShareKeysRequest(round_id=round_id, client_id=federation.identities[4].client_id)
+    late = secagg_pb2.ShareKeysRequest(round_id=round_id, client_id=federation.identities[4].client_id)
     sign_stage_message(late, federation.identities[4].sign)  # genuine, just late
     with pytest.raises(grpc.RpcError) as refused:
-        stub.ShareKeys(late)
+        stub.AnswerStage(aggregator_pb2.StageMessage(round_id=round_id, client_id=late.client_id, stage=SHARE,
+                                                     body=late.SerializeToString()))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "late" in refused.value.details()
     with pytest.raises(RoundClosed):
         federation.clients[4].aggregate(updates[4], round_id=round_id)

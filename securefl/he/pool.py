@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from ..schemes import chunk_count
+from ..rounds.chunks import chunk_count
 from .codec import encrypt_chunks
 from .keys import fingerprint
 

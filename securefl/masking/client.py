@@ -10,8 +10,6 @@ threshold. It reveals, for each neighbour, at most one of its two secrets."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,17 +17,12 @@ import numpy as np
 from ..errors import InvalidInput, VerificationFailed
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint
-from ..v1 import aggregator_pb2
+from ..rounds.scheme import Protected, Stage, decode
+from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params, graph_seed, neighbours
 from .prg import SEED_BYTES, expand
-from .server import ADVERTISE, MASKED, SHARE, UNMASK, sign_stage_message
-
-DROPOUT_POINTS = (ADVERTISE, SHARE, MASKED, UNMASK)
-
-
-class SimulatedDropout(Exception):
-    """Raised inside a client told to drop out at a stage (simulations and tests only)."""
+from .server import ADVERTISE, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK, sign_stage_message
 
 
 @dataclass
@@ -38,17 +31,16 @@ class SecAggParticipant:
 
     identity: Identity
     roster: Roster
-    config: aggregator_pb2.SecAggConfig
+    config: secagg_pb2.SecAggConfig
     round_id: str
     cipher_key: object = field(default_factory=keys.new_private_key, repr=False)
     mask_key: object = field(default_factory=keys.new_private_key, repr=False)
     self_seed: bytes = field(default_factory=lambda: os.urandom(SEED_BYTES), repr=False)
-    adverts: dict[str, aggregator_pb2.KeyAdvertisement] = field(default_factory=dict)
+    adverts: dict[str, secagg_pb2.KeyAdvertisement] = field(default_factory=dict)
     graph: dict[str, list[str]] = field(default_factory=dict)
     threshold: int = 0
     shared: set[str] = field(default_factory=set)
     held: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)  # owner -> (seed share, key share)
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # local computation per stage, no waiting
 
     @property
     def client_id(self) -> str:
@@ -58,15 +50,15 @@ class SecAggParticipant:
     def encoding(self) -> FixedPoint:
         return FixedPoint(self.config.bits, self.config.frac_bits, self.config.value_bound, self.config.max_weight)
 
-    def advertisement(self) -> aggregator_pb2.KeyAdvertisement:
+    def advertisement(self) -> secagg_pb2.KeyAdvertisement:
         cipher_public, mask_public = keys.public_bytes(self.cipher_key), keys.public_bytes(self.mask_key)
-        return aggregator_pb2.KeyAdvertisement(
+        return secagg_pb2.KeyAdvertisement(
             round_id=self.round_id, client_id=self.client_id, cipher_public_key=cipher_public,
             mask_public_key=mask_public, signature=self.identity.sign(
                 keys.advertisement_message(self.round_id, self.client_id, cipher_public, mask_public)),
         )
 
-    def accept_participants(self, participants: aggregator_pb2.Participants) -> None:
+    def accept_participants(self, participants: secagg_pb2.Participants) -> None:
         for advert in participants.clients:
             if advert.round_id != self.round_id:
                 raise VerificationFailed("an advertisement belongs to another round")
@@ -85,14 +77,14 @@ class SecAggParticipant:
     def _position(self, client_id: str) -> int:
         return sorted(self.adverts).index(client_id) + 1
 
-    def share_keys(self) -> aggregator_pb2.ShareKeysRequest:
+    def share_keys(self) -> secagg_pb2.ShareKeysRequest:
         """Shamir-share the self-mask seed and the mask private key among the neighbours, each
         share pair encrypted for its recipient."""
         mine = self.graph[self.client_id]
         xs = [self._position(v) for v in mine]
         seed_shares = shamir.split(self.self_seed, xs, self.threshold)
         key_shares = shamir.split(keys.private_bytes(self.mask_key), xs, self.threshold)
-        request = aggregator_pb2.ShareKeysRequest(round_id=self.round_id, client_id=self.client_id)
+        request = secagg_pb2.ShareKeysRequest(round_id=self.round_id, client_id=self.client_id)
         for recipient, x in zip(mine, xs):
             channel_key = keys.derive(self.cipher_key, self.adverts[recipient].cipher_public_key,
                                       keys.SHARE_KEY_LABEL, self.round_id, self.client_id, recipient)
@@ -101,7 +93,7 @@ class SecAggParticipant:
         sign_stage_message(request, self.identity.sign)
         return request
 
-    def accept_shares(self, incoming: aggregator_pb2.IncomingShares) -> None:
+    def accept_shares(self, incoming: secagg_pb2.IncomingShares) -> None:
         self.shared = set(incoming.shared)
         if not self.shared <= set(self.adverts) or self.client_id not in self.shared:
             raise VerificationFailed("the set of clients that shared keys is not a subset of the participants")
@@ -133,7 +125,7 @@ class SecAggParticipant:
                 masked -= mask
         return masked
 
-    def unmask(self, request: aggregator_pb2.UnmaskRequest) -> aggregator_pb2.UnmaskResponse:
+    def unmask(self, request: secagg_pb2.UnmaskRequest) -> secagg_pb2.UnmaskResponse:
         survivors, dropped = set(request.survivors), set(request.dropped)
         if survivors & dropped:
             raise InvalidInput("refusing to unmask: a client is listed both as survivor and as dropped")
@@ -141,7 +133,7 @@ class SecAggParticipant:
             raise InvalidInput("refusing to unmask: the request names clients that did not share keys")
         if len(survivors) < self.threshold:
             raise InvalidInput(f"refusing to unmask: {len(survivors)} survivors is below the threshold {self.threshold}")
-        response = aggregator_pb2.UnmaskResponse(round_id=self.round_id, client_id=self.client_id)
+        response = secagg_pb2.UnmaskResponse(round_id=self.round_id, client_id=self.client_id)
         for owner, (seed_share, key_share) in sorted(self.held.items()):
             if owner in survivors:
                 response.seed_shares.add(owner=owner, share=seed_share)
@@ -151,31 +143,45 @@ class SecAggParticipant:
         return response
 
 
-def run_round(stub, call: Callable, participant: SecAggParticipant, vector: np.ndarray, weight: float,
-              submit: Callable[[np.ndarray], None], drop_at: str | None = None, stage_timeout: float = 3600) -> None:
-    """Drive the four stages against the aggregator (blocking). `drop_at` stops the client
-    just before that stage, to simulate a dropout."""
-    request = aggregator_pb2.StageRequest(round_id=participant.round_id, client_id=participant.client_id)
+class SecAggClientRound:
+    """Answers the aggregator's stages for one round; the masked input is the SUBMIT stage."""
 
-    def reached(stage: str) -> None:
-        if drop_at == stage:
-            raise SimulatedDropout(stage)
+    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float) -> None:
+        self.participant = participant
+        self._vector = vector
+        self._weight = weight
 
-    def timed(stage: str, compute: Callable, *args):
-        started = time.perf_counter()
-        result = compute(*args)
-        participant.stage_seconds[stage] = participant.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
-        return result
+    def answer(self, stage: Stage) -> bytes:
+        if stage.name == ADVERTISE:
+            reply = self.participant.advertisement()
+        elif stage.name == SHARE:
+            self.participant.accept_participants(decode(secagg_pb2.Participants, stage.body, "the participant list"))
+            reply = self.participant.share_keys()
+        elif stage.name == UNMASK:
+            reply = self.participant.unmask(decode(secagg_pb2.UnmaskRequest, stage.body, "the unmask request"))
+        else:
+            raise InvalidInput(f"secure aggregation has no stage {stage.name!r:.40}")
+        return reply.SerializeToString()
 
-    reached(ADVERTISE)
-    call(stub.AdvertiseKeys, timed(ADVERTISE, participant.advertisement))
-    participant.accept_participants(call(stub.AwaitParticipants, request, timeout=stage_timeout))
-    reached(SHARE)
-    call(stub.ShareKeys, timed(SHARE, participant.share_keys))
-    shares = call(stub.AwaitShares, request, timeout=stage_timeout)
-    timed(SHARE, participant.accept_shares, shares)
-    reached(MASKED)
-    submit(timed(MASKED, participant.masked_input, vector, weight))
-    unmask_request = call(stub.AwaitUnmask, request, timeout=stage_timeout)
-    reached(UNMASK)
-    call(stub.Unmask, timed(UNMASK, participant.unmask, unmask_request))
+    def protect(self, stage: Stage) -> Protected:
+        self.participant.accept_shares(decode(secagg_pb2.IncomingShares, stage.body, "the incoming shares"))
+        masked = self.participant.masked_input(self._vector, self._weight)
+        little = masked.astype(masked.dtype.newbyteorder("<"))
+        chunks = [little[i:i + MASKED_CHUNK_VALUES].tobytes() for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
+        return Protected(chunks, masked.size)
+
+
+class SecAggClient:
+    name = SECAGG
+    interactive = True
+
+    def __init__(self, session: aggregator_pb2.Session, identity: Identity, roster: Roster | None) -> None:
+        if roster is None:
+            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
+        self._config = session.secagg
+        self._identity = identity
+        self._roster = roster
+
+    def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
+        participant = SecAggParticipant(self._identity, self._roster, self._config, round_id)
+        return SecAggClientRound(participant, vector, weight)

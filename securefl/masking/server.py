@@ -1,11 +1,11 @@
-"""The aggregator's side of SecAgg+: routes keys and encrypted shares between clients, sums
+"""The aggregator's half of SecAgg+: routes keys and encrypted shares between clients, sums
 masked inputs modulo 2^bits as they stream in, and removes the masks at the end.
 
 Stages and who takes part (Bonawitz et al.'s U1 ⊇ U2 ⊇ U3 ⊇ U4):
 
 1. advertise keys   U1: clients that sent signed X25519 keys
 2. share keys       U2: clients of U1 that sent encrypted shares to their neighbours
-3. masked input     U3: clients of U2 whose masked update was accepted (through Submit)
+3. masked input     U3: clients of U2 whose masked update was accepted (the SUBMIT stage)
 4. unmask           U4: clients of U3 that revealed shares: self-mask shares of U3,
                         mask-key shares of U2 \\ U3
 
@@ -13,13 +13,15 @@ A stage closes when every client of the previous stage has answered, or at its d
 clients missing then are dropouts, and their late messages are refused. With fewer than
 `min_clients` left, or too few shares to unmask, the round aborts with a clear error. The
 aggregator learns the sum of U3's inputs and nothing else, as long as fewer than the
-threshold of any client's neighbours collude with it."""
+threshold of any client's neighbours collude with it.
+
+The round engine calls a `SecAggRound` under the round's lock and drives its deadlines; this
+module holds no lock and starts no thread."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,20 +29,22 @@ import numpy as np
 from ..errors import InvalidInput, MalformedCiphertext, RoundClosed, RoundFailed
 from ..identity import Roster
 from ..quantize import FixedPoint
-from ..schemes import SECAGG
-from ..v1 import aggregator_pb2
+from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
+from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params, graph_seed, neighbours
 from .prg import expand
 
-ADVERTISE, SHARE, MASKED, UNMASK, DONE = "advertise_keys", "share_keys", "masked_input", "unmask", "done"
+SECAGG = "secagg"
+ADVERTISE, SHARE, UNMASK = "advertise_keys", "share_keys", "unmask"
+MASKED = SUBMIT  # the stage in which clients send their masked input
+STAGE_ORDER = (ADVERTISE, SHARE, MASKED, UNMASK, DONE)
 MASKED_CHUNK_VALUES = 65536
 MAX_SHARE_BYTES = 256
 
 
 class MaskedAccumulator:
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self) -> None:
         self.total: np.ndarray | None = None
 
     def add(self, chunks: list[np.ndarray]) -> None:
@@ -51,60 +55,59 @@ class MaskedAccumulator:
             self.total += vector  # wraps modulo 2^bits, as the protocol requires
 
 
-@dataclass
-class SecAggRound:
-    round_id: str
-    expected: int
-    stage: str = ADVERTISE
-    stage_opened: float = 0.0
-    adverts: dict[str, aggregator_pb2.KeyAdvertisement] = field(default_factory=dict)
-    degree: int = 0
-    threshold: int = 0
-    graph: dict[str, list[str]] = field(default_factory=dict)
-    positions: dict[str, int] = field(default_factory=dict)
-    shares: dict[str, list[aggregator_pb2.EncryptedShare]] = field(default_factory=dict)
-    survivors: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    reveals: dict[str, aggregator_pb2.UnmaskResponse] = field(default_factory=dict)
-    error: Exception | None = None
-    changed: threading.Condition = field(default_factory=threading.Condition)
-
-
 def secagg_config(max_clients: int, value_bound: float = 10.0, max_weight: float = 1000.0,
-                  dropout_fraction: float = 0.1, corrupt_fraction: float = 0.1) -> aggregator_pb2.SecAggConfig:
+                  dropout_fraction: float = 0.1, corrupt_fraction: float = 0.1) -> secagg_pb2.SecAggConfig:
     """Public parameters for a federation of up to `max_clients` (the enrolled clients)."""
     encoding = FixedPoint.for_round(max_clients, value_bound, max_weight)
     choose_params(max(max_clients, 2), dropout_fraction, corrupt_fraction)  # validates the fractions
-    return aggregator_pb2.SecAggConfig(
+    return secagg_pb2.SecAggConfig(
         value_bound=value_bound, max_weight=max_weight, bits=encoding.bits, frac_bits=encoding.frac_bits,
         dropout_fraction=dropout_fraction, corrupt_fraction=corrupt_fraction,
     )
 
 
-class SecAggScheme:
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The aggregator operator's options of the masking scheme."""
+
+    stage_timeout: float = 30.0
+    value_bound: float = 10.0
+    max_weight: float = 1000.0
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
+
+
+class SecAggServer:
     name = SECAGG
     chunk_values = MASKED_CHUNK_VALUES
+    survives_restart = False  # the stage state lives in memory: a restart aborts the round
 
-    def __init__(self, config: aggregator_pb2.SecAggConfig, roster: Roster, min_clients: int, stage_timeout: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: secagg_pb2.SecAggConfig, roster: Roster, min_clients: int,
+                 stage_timeout: float, clock: Callable[[], float] = time.time) -> None:
         if stage_timeout <= 0:
             raise InvalidInput("secure aggregation needs a positive stage timeout: it is how dropouts are detected")
         self.config = config
         self.encoding = FixedPoint(config.bits, config.frac_bits, config.value_bound, config.max_weight)
-        self.max_abs_sum = float(2 ** (config.bits - 1 - config.frac_bits))
-        self._roster = roster
-        self._min_clients = max(2, min_clients)
-        self._stage_timeout = stage_timeout
-        self._clock = clock
-        self._rounds: dict[str, SecAggRound] = {}
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        threading.Thread(target=self._watch_stages, name="secagg-stages", daemon=True).start()
+        self.roster = roster
+        self.min_clients = max(2, min_clients)
+        self.stage_timeout = stage_timeout
+        self.clock = clock
 
-    # -- AggregationScheme ------------------------------------------------------------------
+    @classmethod
+    def configured(cls, settings: SecAggSettings, roster: Roster, min_clients: int) -> SecAggServer:
+        config = secagg_config(len(roster), settings.value_bound, settings.max_weight, settings.dropout_fraction,
+                               settings.corrupt_fraction)
+        return cls(config, roster, min_clients, settings.stage_timeout)
+
+    def describe(self, session: aggregator_pb2.Session) -> None:
+        session.secagg.CopyFrom(self.config)
+        session.max_abs_sum = float(2 ** (self.config.bits - 1 - self.config.frac_bits))
+
+    def new_round(self, round_id: str, config: RoundConfig, opened_at: float) -> SecAggRound:
+        return SecAggRound(self, round_id, config.expected_clients, stage_opened=opened_at)
 
     def new_accumulator(self) -> MaskedAccumulator:
-        return MaskedAccumulator(self.encoding.dtype)
+        return MaskedAccumulator()
 
     def parse_chunk(self, index: int, data: bytes, expected_values: int) -> np.ndarray:
         size = self.encoding.dtype.itemsize
@@ -112,237 +115,209 @@ class SecAggScheme:
             raise MalformedCiphertext(f"chunk {index} has {len(data)} bytes, expected {size * expected_values}")
         return np.frombuffer(data, dtype=self.encoding.dtype.newbyteorder("<"))
 
-    def expected_submissions(self, round_id: str, configured: int) -> int:
-        state = self._rounds.get(round_id)
-        return len(state.shares) if state is not None and state.stage == MASKED else 0
 
-    def submission_deadline(self, round_id: str, opened_at: float, timeout_seconds: float) -> float | None:
-        state = self._rounds.get(round_id)
-        if state is None or state.stage != MASKED:
-            return None
-        return state.stage_opened + self._stage_timeout
+@dataclass
+class SecAggRound:
+    """One round's stage state on the aggregator."""
 
-    def check_submitter(self, round_id: str, client_id: str) -> None:
-        state = self._state(round_id)
-        if state.stage != MASKED:
-            raise RoundClosed(f"round {round_id} is in stage {state.stage}, not taking masked inputs")
-        if client_id not in state.shares:
-            raise RoundClosed(f"client {client_id} did not share keys in round {round_id} and counts as dropped")
+    scheme: SecAggServer
+    round_id: str
+    expected: int
+    stage: str = ADVERTISE
+    stage_opened: float = 0.0
+    adverts: dict[str, secagg_pb2.KeyAdvertisement] = field(default_factory=dict)
+    degree: int = 0
+    threshold: int = 0
+    graph: dict[str, list[str]] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    shares: dict[str, list[secagg_pb2.EncryptedShare]] = field(default_factory=dict)
+    survivors: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    reveals: dict[str, secagg_pb2.UnmaskResponse] = field(default_factory=dict)
+    failure: Exception | None = None
+    _participants: bytes = b""
 
-    def reveal(self, accumulator: MaskedAccumulator, round_id: str, vector_length: int, spec_hash: bytes,
-               receipts: list) -> np.ndarray:
-        """Run the unmask stage for the clients whose input arrived, then remove the masks."""
-        state = self.begin_unmask(round_id, [r.client_id for r in receipts])
-        with state.changed:
-            state.changed.wait_for(lambda: len(state.reveals) == len(state.survivors), timeout=self._stage_timeout)
-        return self.encoding.decode(self.unmasked_total(state, accumulator))
+    # -- what each client must do ----------------------------------------------------------
 
-    def begin_unmask(self, round_id: str, survivors: list[str]) -> SecAggRound:
-        state = self._state(round_id)
-        with state.changed:
-            state.survivors = sorted(survivors)
-            state.dropped = sorted(set(state.shares) - set(state.survivors))
-            self._open_stage(state, UNMASK)
-        return state
+    def stage_for(self, client_id: str, submitted: bool) -> Stage | None:
+        if self.stage == ADVERTISE:
+            return None if client_id in self.adverts else Stage(ADVERTISE)
+        if self.stage == SHARE:
+            self._require(client_id in self.adverts, f"client {client_id} did not advertise keys in time and counts as dropped")
+            return None if client_id in self.shares else Stage(SHARE, self._participants)
+        if self.stage == MASKED:
+            self._require(client_id in self.shares, f"client {client_id} did not share keys in time and counts as dropped")
+            return None if submitted else Stage(MASKED, self._incoming_shares(client_id))
+        if self.stage == UNMASK:
+            self._require(client_id in self.survivors, f"the masked input of {client_id} was not part of round {self.round_id}")
+            if client_id not in self.reveals:
+                return Stage(UNMASK, secagg_pb2.UnmaskRequest(survivors=self.survivors, dropped=self.dropped)
+                             .SerializeToString())
+        return None
 
-    def unmasked_total(self, state: SecAggRound, accumulator: MaskedAccumulator) -> np.ndarray:
-        """Close the unmask stage (later reveals are refused) and return the exact sum of the
-        survivors' encoded inputs modulo 2^bits."""
-        with state.changed:
-            state.stage = DONE
-            state.changed.notify_all()
-        assert accumulator.total is not None
-        total = accumulator.total.copy()
-        self._remove_masks(state, total)
-        return total
+    def _require(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise RoundClosed(message)
 
-    # -- stages -----------------------------------------------------------------------------
+    def _incoming_shares(self, client_id: str) -> bytes:
+        incoming = [s for sender in self.graph[client_id] for s in self.shares.get(sender, []) if s.recipient == client_id]
+        return secagg_pb2.IncomingShares(shared=sorted(self.shares), shares=incoming).SerializeToString()
 
-    def open(self, round_id: str, expected: int) -> None:
-        with self._lock:
-            if round_id not in self._rounds:
-                self._rounds[round_id] = SecAggRound(round_id, expected, stage_opened=self._clock())
+    # -- client replies --------------------------------------------------------------------
 
-    def advertise(self, advert: aggregator_pb2.KeyAdvertisement) -> None:
-        state = self._state(advert.round_id)
+    def answer(self, client_id: str, stage: str, body: bytes) -> None:
+        if stage not in (ADVERTISE, SHARE, UNMASK):
+            raise InvalidInput(f"secure aggregation has no stage {stage!r:.40} to answer")
+        if stage != self.stage:
+            raise RoundClosed(f"round {self.round_id} is in stage {self.stage}; a {stage} message of {client_id} "
+                              "is late or early and refused")
+        if stage == ADVERTISE:
+            self._advertise(client_id, decode(secagg_pb2.KeyAdvertisement, body, "a key advertisement"))
+        elif stage == SHARE:
+            self._share_keys(client_id, decode(secagg_pb2.ShareKeysRequest, body, "a share message"))
+        else:
+            self._unmask(client_id, decode(secagg_pb2.UnmaskResponse, body, "an unmask response"))
+
+    def _check_sender(self, client_id: str, message) -> None:
+        if message.client_id != client_id or message.round_id != self.round_id:
+            raise InvalidInput(f"a message of {client_id} must name that client and round {self.round_id}")
+
+    def _advertise(self, client_id: str, advert: secagg_pb2.KeyAdvertisement) -> None:
+        self._check_sender(client_id, advert)
         if len(advert.cipher_public_key) != 32 or len(advert.mask_public_key) != 32:
             raise InvalidInput("advertised keys must be 32-byte X25519 public keys")
-        self._roster.verify(advert.client_id, keys.advertisement_message(
+        self.scheme.roster.verify(client_id, keys.advertisement_message(
             advert.round_id, advert.client_id, advert.cipher_public_key, advert.mask_public_key), advert.signature)
-        with state.changed:
-            self._require_stage(state, ADVERTISE, advert.client_id)
-            if advert.client_id in state.adverts:
-                raise InvalidInput(f"client {advert.client_id} already advertised keys")
-            state.adverts[advert.client_id] = advert
-            if state.expected and len(state.adverts) >= state.expected:
-                self._close_advertising(state)
+        if client_id in self.adverts:
+            raise InvalidInput(f"client {client_id} already advertised keys")
+        self.adverts[client_id] = advert
+        if self.expected and len(self.adverts) >= self.expected:
+            self._close_advertising()
 
-    def participants(self, round_id: str, client_id: str, timeout: float) -> aggregator_pb2.Participants | None:
-        state = self._wait_past(round_id, ADVERTISE, timeout)
-        if state is None:
-            return None
-        if client_id not in state.adverts:
-            raise RoundClosed(f"client {client_id} did not advertise keys in time and counts as dropped")
-        return aggregator_pb2.Participants(clients=[state.adverts[c] for c in sorted(state.adverts)],
-                                           degree=state.degree, threshold=state.threshold)
+    def _share_keys(self, client_id: str, request: secagg_pb2.ShareKeysRequest) -> None:
+        self._check_sender(client_id, request)
+        self.scheme.roster.verify(client_id, unsigned(request), request.signature)
+        if client_id not in self.adverts:
+            raise RoundClosed(f"client {client_id} did not advertise keys and counts as dropped")
+        if client_id in self.shares:
+            raise InvalidInput(f"client {client_id} already shared keys")
+        recipients = [s.recipient for s in request.shares]
+        if sorted(recipients) != sorted(self.graph[client_id]) or any(
+            s.sender != client_id or len(s.ciphertext) > MAX_SHARE_BYTES for s in request.shares
+        ):
+            raise InvalidInput("shares must go, one each, to exactly the sender's neighbours")
+        self.shares[client_id] = list(request.shares)
+        if len(self.shares) == len(self.adverts):
+            self._close_sharing()
 
-    def share_keys(self, request: aggregator_pb2.ShareKeysRequest) -> None:
-        state = self._state(request.round_id)
-        self._roster.verify(request.client_id, _unsigned(request), request.signature)
-        with state.changed:
-            self._require_stage(state, SHARE, request.client_id)
-            if request.client_id not in state.adverts:
-                raise RoundClosed(f"client {request.client_id} did not advertise keys and counts as dropped")
-            if request.client_id in state.shares:
-                raise InvalidInput(f"client {request.client_id} already shared keys")
-            recipients = [s.recipient for s in request.shares]
-            if sorted(recipients) != sorted(state.graph[request.client_id]) or any(
-                s.sender != request.client_id or len(s.ciphertext) > MAX_SHARE_BYTES for s in request.shares
-            ):
-                raise InvalidInput("shares must go, one each, to exactly the sender's neighbours")
-            state.shares[request.client_id] = list(request.shares)
-            if len(state.shares) == len(state.adverts):
-                self._close_sharing(state)
+    def _unmask(self, client_id: str, response: secagg_pb2.UnmaskResponse) -> None:
+        self._check_sender(client_id, response)
+        self.scheme.roster.verify(client_id, unsigned(response), response.signature)
+        if client_id not in self.survivors or client_id in self.reveals:
+            raise InvalidInput(f"client {client_id} may not reveal shares (again) in this round")
+        if any(len(s.share) != shamir.SHARE_BYTES for s in [*response.seed_shares, *response.key_shares]):
+            raise InvalidInput("revealed shares have the wrong size")
+        self.reveals[client_id] = response
 
-    def incoming_shares(self, round_id: str, client_id: str, timeout: float) -> aggregator_pb2.IncomingShares | None:
-        state = self._wait_past(round_id, SHARE, timeout)
-        if state is None:
-            return None
-        if client_id not in state.shares:
-            raise RoundClosed(f"client {client_id} did not share keys in time and counts as dropped")
-        incoming = [s for sender in state.graph[client_id] for s in state.shares.get(sender, []) if s.recipient == client_id]
-        return aggregator_pb2.IncomingShares(shared=sorted(state.shares), shares=incoming)
+    # -- stage transitions -----------------------------------------------------------------
 
-    def unmask_request(self, round_id: str, client_id: str, timeout: float) -> aggregator_pb2.UnmaskRequest | None:
-        state = self._wait_past(round_id, MASKED, timeout)
-        if state is None:
-            return None
-        if client_id not in state.survivors:
-            raise RoundClosed(f"the masked input of {client_id} was not part of round {round_id}")
-        return aggregator_pb2.UnmaskRequest(survivors=state.survivors, dropped=state.dropped)
+    def _open_stage(self, stage: str) -> None:
+        self.stage, self.stage_opened = stage, self.scheme.clock()
 
-    def unmask(self, response: aggregator_pb2.UnmaskResponse) -> None:
-        state = self._state(response.round_id)
-        self._roster.verify(response.client_id, _unsigned(response), response.signature)
-        with state.changed:
-            self._require_stage(state, UNMASK, response.client_id)
-            if response.client_id not in state.survivors or response.client_id in state.reveals:
-                raise InvalidInput(f"client {response.client_id} may not reveal shares (again) in this round")
-            if any(len(s.share) != shamir.SHARE_BYTES for s in [*response.seed_shares, *response.key_shares]):
-                raise InvalidInput("revealed shares have the wrong size")
-            state.reveals[response.client_id] = response
-            state.changed.notify_all()
+    def _fail(self, message: str) -> None:
+        self.failure = RoundFailed(f"round {self.round_id} aborted: {message}")
+        self.stage = DONE
 
-    # -- internals --------------------------------------------------------------------------
+    def _close_advertising(self) -> None:
+        if len(self.adverts) < self.scheme.min_clients:
+            return self._fail(f"only {len(self.adverts)} clients advertised keys; {self.scheme.min_clients} needed")
+        ids = sorted(self.adverts)
+        config = self.scheme.config
+        self.degree, self.threshold = choose_params(len(ids), config.dropout_fraction, config.corrupt_fraction)
+        self.graph = neighbours(ids, self.degree, graph_seed(self.round_id, ids))
+        self.positions = {cid: i + 1 for i, cid in enumerate(ids)}
+        self._participants = secagg_pb2.Participants(
+            clients=[self.adverts[c] for c in ids], degree=self.degree, threshold=self.threshold).SerializeToString()
+        self._open_stage(SHARE)
 
-    def _state(self, round_id: str) -> SecAggRound:
-        with self._lock:
-            state = self._rounds.get(round_id)
-        if state is None:
-            raise RoundClosed(f"round {round_id} has no secure aggregation under way")
-        if state.error is not None:
-            raise state.error
-        return state
+    def _close_sharing(self) -> None:
+        if len(self.shares) < self.scheme.min_clients:
+            return self._fail(f"only {len(self.shares)} clients shared keys; {self.scheme.min_clients} needed")
+        self._open_stage(MASKED)
 
-    def _require_stage(self, state: SecAggRound, stage: str, client_id: str) -> None:
-        if state.error is not None:
-            raise state.error
-        if state.stage != stage:
-            raise RoundClosed(f"round {state.round_id} has moved on to {state.stage}; message of {client_id} for "
-                              f"{stage} is late and refused")
+    def tick(self, now: float) -> None:
+        """Close the advertise or share stage at its deadline: the silent count as dropped."""
+        if now < self.stage_opened + self.scheme.stage_timeout:
+            return
+        if self.stage == ADVERTISE:
+            self._close_advertising()
+        elif self.stage == SHARE:
+            self._close_sharing()
 
-    def _open_stage(self, state: SecAggRound, stage: str) -> None:
-        state.stage, state.stage_opened = stage, self._clock()
-        state.changed.notify_all()
+    # -- submissions and revealing -----------------------------------------------------------
 
-    def _fail(self, state: SecAggRound, message: str) -> None:
-        state.error = RoundFailed(f"round {state.round_id} aborted: {message}")
-        state.stage = DONE
-        state.changed.notify_all()
+    def admit(self, client_id: str) -> None:
+        if self.stage != MASKED:
+            raise RoundClosed(f"round {self.round_id} is in stage {self.stage}, not taking masked inputs")
+        if client_id not in self.shares:
+            raise RoundClosed(f"client {client_id} did not share keys in round {self.round_id} and counts as dropped")
 
-    def _close_advertising(self, state: SecAggRound) -> None:
-        if len(state.adverts) < self._min_clients:
-            return self._fail(state, f"only {len(state.adverts)} clients advertised keys; {self._min_clients} needed")
-        ids = sorted(state.adverts)
-        state.degree, state.threshold = choose_params(len(ids), self.config.dropout_fraction, self.config.corrupt_fraction)
-        state.graph = neighbours(ids, state.degree, graph_seed(state.round_id, ids))
-        state.positions = {cid: i + 1 for i, cid in enumerate(ids)}
-        self._open_stage(state, SHARE)
+    def expected_submissions(self, configured: int) -> int:
+        return len(self.shares) if self.stage == MASKED else 0
 
-    def _close_sharing(self, state: SecAggRound) -> None:
-        if len(state.shares) < self._min_clients:
-            return self._fail(state, f"only {len(state.shares)} clients shared keys; {self._min_clients} needed")
-        self._open_stage(state, MASKED)
+    def submission_deadline(self, opened_at: float, timeout_seconds: float) -> float | None:
+        return self.stage_opened + self.scheme.stage_timeout if self.stage == MASKED else None
 
-    def _wait_past(self, round_id: str, stage: str, timeout: float) -> SecAggRound | None:
-        """The round's state once it has left `stage`; None if it has not within `timeout`."""
-        order = [ADVERTISE, SHARE, MASKED, UNMASK, DONE]
-        state = self._state(round_id)
-        with state.changed:
-            if not state.changed.wait_for(
-                lambda: state.error is not None or order.index(state.stage) > order.index(stage), timeout=timeout,
-            ):
-                return None
-        if state.error is not None:
-            raise state.error
-        return state
+    def begin_reveal(self, contributors: Sequence[str]) -> None:
+        self.survivors = sorted(contributors)
+        self.dropped = sorted(set(self.shares) - set(self.survivors))
+        self._open_stage(UNMASK)
 
-    def expire_stage(self, round_id: str, stage: str) -> None:
-        """Close `stage` of the round, if it is still open, as its deadline does: the clients
-        that did not answer count as dropped."""
-        state = self._state(round_id)
-        with state.changed:
-            if state.stage != stage:
-                return
-            if stage == ADVERTISE:
-                self._close_advertising(state)
-            elif stage == SHARE:
-                self._close_sharing(state)
+    def reveal_ready(self, now: float) -> bool:
+        return len(self.reveals) == len(self.survivors) or now >= self.stage_opened + self.scheme.stage_timeout
 
-    def _watch_stages(self) -> None:
-        while not self._stopped.wait(0.05):
-            now = self._clock()
-            with self._lock:
-                due = [(s.round_id, s.stage) for s in self._rounds.values()
-                       if s.error is None and s.stage in (ADVERTISE, SHARE) and now >= s.stage_opened + self._stage_timeout]
-            for round_id, stage in due:
-                self.expire_stage(round_id, stage)
+    def reveal(self, accumulator: MaskedAccumulator, vector_length: int, spec_hash: bytes,
+               receipts: list[common_pb2.Receipt]) -> np.ndarray:
+        """Close the unmask stage (later reveals are refused) and remove the masks: the exact
+        sum of the survivors' encoded inputs, decoded."""
+        self.stage = DONE
+        assert accumulator.total is not None
+        total = accumulator.total.copy()
+        self._remove_masks(total)
+        return self.scheme.encoding.decode(total)
 
-    def _remove_masks(self, state: SecAggRound, total: np.ndarray) -> None:
+    def _remove_masks(self, total: np.ndarray) -> None:
         """Subtract every survivor's self mask and the pairwise masks survivors share with
         dropped clients; the pairwise masks between survivors cancel by construction."""
         def reconstruct(owner: str, field_name: str) -> bytes:
-            shares = {state.positions[responder]: s.share for responder, response in state.reveals.items()
+            shares = {self.positions[responder]: s.share for responder, response in self.reveals.items()
                       for s in getattr(response, field_name) if s.owner == owner}
-            if len(shares) < state.threshold:
-                raise RoundFailed(f"round {state.round_id} aborted: only {len(shares)} of the {state.threshold} shares "
+            if len(shares) < self.threshold:
+                raise RoundFailed(f"round {self.round_id} aborted: only {len(shares)} of the {self.threshold} shares "
                                   f"needed to unmask {owner} arrived (too many dropouts)")
             try:
-                return shamir.combine(shares, state.threshold)
+                return shamir.combine(shares, self.threshold)
             except ValueError as exc:
-                raise RoundFailed(f"round {state.round_id} aborted: shares of {owner} are inconsistent: {exc}") from None
+                raise RoundFailed(f"round {self.round_id} aborted: shares of {owner} are inconsistent: {exc}") from None
 
         dtype, count = total.dtype, total.size
-        for survivor in state.survivors:
+        for survivor in self.survivors:
             total -= expand(reconstruct(survivor, "seed_shares"), count, dtype)
-        for gone in state.dropped:
+        for gone in self.dropped:
             mask_key = reconstruct(gone, "key_shares")
-            for survivor in state.graph[gone]:
-                if survivor not in state.survivors:
+            for survivor in self.graph[gone]:
+                if survivor not in self.survivors:
                     continue
-                seed = keys.derive(mask_key, state.adverts[survivor].mask_public_key, keys.MASK_SEED_LABEL,
-                                   state.round_id, survivor, gone)
+                seed = keys.derive(mask_key, self.adverts[survivor].mask_public_key, keys.MASK_SEED_LABEL,
+                                   self.round_id, survivor, gone)
                 mask = expand(seed, count, dtype)
                 if survivor < gone:
                     total -= mask
                 else:
                     total += mask
 
-    def stop(self) -> None:
-        self._stopped.set()
 
-
-def _unsigned(message) -> bytes:
+def unsigned(message) -> bytes:
     """Deterministic bytes of a stage message without its signature: what the client signs."""
     copy = type(message)()
     copy.CopyFrom(message)
@@ -350,5 +325,5 @@ def _unsigned(message) -> bytes:
     return b"securefl/secagg/v1/" + type(message).__name__.encode() + copy.SerializeToString(deterministic=True)
 
 
-def sign_stage_message(message, sign: Callable[[bytes], bytes]) -> None:
-    message.signature = sign(_unsigned(message))
+def sign_stage_message(message, sign) -> None:
+    message.signature = sign(unsigned(message))

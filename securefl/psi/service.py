@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from ..errors import InvalidInput, from_rpc_error
-from ..services.rpc import channel, translate_errors
+from ..errors import InvalidInput
+from ..services.rpc import channel, from_rpc_error, translate_errors
 from ..v1 import psi_pb2, psi_pb2_grpc
 from .group import POINT_BYTES, GroupPool, batched, hash_and_blind, new_scalar, blind
 from .hashing import session_dst

@@ -1,40 +1,33 @@
-"""The untrusted aggregator's gRPC service.
+"""The untrusted aggregator's gRPC service: a thin transport over the round engine.
 
-It relays the key-holder's public context, takes streamed submissions and adds them into the
-round's running sum, and publishes each round's weighted average. It never holds the CKKS
-secret key nor a plaintext update; it sees only the revealed aggregate."""
+It decodes requests, hands them to `securefl.rounds.engine.RoundEngine` (where every protocol
+rule lives), and encodes the answers. It never holds an HE secret key nor a plaintext update;
+it sees only the revealed aggregate."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import (
-    InvalidInput, LengthMismatch, PayloadTooLarge, RoundClosed, SpecMismatch, UnknownClient, VerificationFailed,
-)
-from ..masking.server import ADVERTISE, SHARE, UNMASK
-from ..identity import Roster, check_identifier, verify_receipt
-from ..schemes import SECAGG, AggregationScheme, ChunkDigest, chunk_count, chunk_length, float64_chunks
+from ..errors import InvalidInput
+from ..rounds.chunks import float64_chunks
+from ..rounds.engine import Round, RoundEngine
+from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
-from .rounds import FAILED, OPEN, Round, RoundConfig, RoundManager
 from .rpc import translate_errors
 
 log = logging.getLogger(__name__)
 
-MAX_VECTOR_LENGTH = 1 << 28  # larger models are refused before any work
-MAX_CHUNK_BYTES = 1 << 20
+STAGE_POLL_SECONDS = 10.0  # a stage long-poll returns "nothing yet" after this, and the client asks again
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
-    def __init__(self, scheme: AggregationScheme, rounds: RoundManager, roster: Roster, session: aggregator_pb2.Session) -> None:
-        self._scheme = scheme
-        self._rounds = rounds
-        self._roster = roster
+    def __init__(self, engine: RoundEngine, session: aggregator_pb2.Session) -> None:
+        self._engine = engine
         self._session = session
         self._signing_key = Ed25519PrivateKey.generate()
         self._public_key = self._signing_key.public_key().public_bytes(
@@ -54,136 +47,62 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         if request.HasField("config"):
             c = request.config
             config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds)
-        return _round_info(self._rounds.open_round(request.round_id or None, config))
+        return _round_info(self._engine.open_round(request.round_id or None, config))
 
     @translate_errors
     def JoinRound(self, request, context) -> aggregator_pb2.RoundInfo:
-        client_id = check_identifier(request.client_id, "client id")
-        if client_id not in self._roster:
-            raise UnknownClient(f"client {client_id!r} is not enrolled")
-        return _round_info(self._rounds.join(client_id))
+        return _round_info(self._engine.join(request.client_id, request.round_id or None))
 
     @translate_errors
     def GetRound(self, request, context) -> aggregator_pb2.RoundInfo:
-        return _round_info(self._rounds.get(request.round_id))
+        return _round_info(self._engine.get(request.round_id))
 
     @translate_errors
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InvalidInput("a submission starts with its header")
-        receipt, announced = first.header.receipt, first.header.chunk_count
-        verify_receipt(self._roster, receipt)
-        if receipt.scheme != self._scheme.name:
-            raise SpecMismatch(f"this aggregator runs scheme {self._scheme.name!r}, not {receipt.scheme!r:.40}")
-        if not 2 <= receipt.vector_length <= MAX_VECTOR_LENGTH:
-            raise PayloadTooLarge(f"vector length {receipt.vector_length} is outside [2, {MAX_VECTOR_LENGTH}]")
-        expected = chunk_count(receipt.vector_length, self._scheme.chunk_values)
-        if announced != expected:
-            raise LengthMismatch(f"{announced} chunks announced; length {receipt.vector_length} needs {expected}")
-        round_ = self._rounds.for_submission(receipt.round_id)
-        round_.check_accepts(receipt)  # fail fast; checked again under the round's lock
-        raw, parsed, validation_seconds = self._read_chunks(request_iterator, receipt.vector_length, expected,
-                                                            receipt.digest)
-        contributors = self._rounds.accept(round_, receipt, raw, parsed, validation_seconds)
-        log.info("round %s: accepted %s (%d contributors)", round_.round_id, receipt.client_id, contributors)
+        receipt = first.header.receipt
+        round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
             aggregator_key=self._public_key, aggregator_signature=self._signing_key.sign(receipt.signature),
         )
 
-    def _read_chunks(self, request_iterator, vector_length: int, expected: int,
-                     signed_digest: bytes) -> tuple[list[bytes], list, float]:
-        """Read and validate every chunk; nothing touches the round until all have passed.
-        Also returns the time spent validating (not waiting for the network)."""
-        digest = ChunkDigest()
-        validation_seconds = 0.0
-        raw: list[bytes] = []
-        parsed = []
-        for message in request_iterator:
-            index = len(raw)
-            if not message.HasField("chunk") or message.chunk.index != index or index >= expected:
-                raise InvalidInput(f"expected chunk {index} of {expected}")
-            data = message.chunk.data
-            if len(data) > MAX_CHUNK_BYTES:
-                raise PayloadTooLarge(f"chunk {index} has {len(data)} bytes; the limit is {MAX_CHUNK_BYTES}")
-            started = time.perf_counter()
-            digest.update(index, data)
-            parsed.append(self._scheme.parse_chunk(index, data, chunk_length(index, vector_length, self._scheme.chunk_values)))
-            validation_seconds += time.perf_counter() - started
-            raw.append(data)
-        if len(raw) != expected:
-            raise InvalidInput(f"stream ended after {len(raw)} of {expected} chunks; nothing was added")
-        if digest.digest() != signed_digest:
-            raise VerificationFailed("chunks do not match the signed digest")
-        return raw, parsed, validation_seconds
-
-    # -- SecAgg+ stages ------------------------------------------------------------------
-
-    def _secagg(self):
-        if self._scheme.name != SECAGG:
-            raise SpecMismatch(f"this aggregator runs scheme {self._scheme.name!r}; secure-aggregation stages do not apply")
-        return self._scheme
-
-    def _await_stage(self, wait, request, context):
-        """Block until the stage `wait` waits for is over; give up if the round fails or the
-        caller leaves."""
-        round_ = self._rounds.get(request.round_id)
-        while True:
-            answer = wait(round_.round_id, request.client_id, 0.5)
-            if answer is not None:
-                return answer
-            if round_.state == FAILED:
-                raise round_.error()
-            if not context.is_active():
-                raise RoundClosed("caller left")
+    @translate_errors
+    def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
+        stage = self._engine.await_stage(request.round_id, request.client_id, STAGE_POLL_SECONDS)
+        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=request.client_id)
+        if stage is not None:
+            reply.stage, reply.body = stage.name, stage.body
+        return reply
 
     @translate_errors
-    def AdvertiseKeys(self, request, context) -> aggregator_pb2.StageAck:
-        scheme = self._secagg()
-        round_ = self._rounds.for_submission(request.round_id)
-        if round_.state != OPEN:
-            raise RoundClosed(f"round {round_.round_id} is {round_.state}")
-        scheme.open(round_.round_id, round_.config.expected_clients)
-        scheme.advertise(request)
-        return aggregator_pb2.StageAck(stage=ADVERTISE)
-
-    @translate_errors
-    def AwaitParticipants(self, request, context) -> aggregator_pb2.Participants:
-        return self._await_stage(self._secagg().participants, request, context)
-
-    @translate_errors
-    def ShareKeys(self, request, context) -> aggregator_pb2.StageAck:
-        self._secagg().share_keys(request)
-        return aggregator_pb2.StageAck(stage=SHARE)
-
-    @translate_errors
-    def AwaitShares(self, request, context) -> aggregator_pb2.IncomingShares:
-        return self._await_stage(self._secagg().incoming_shares, request, context)
-
-    @translate_errors
-    def AwaitUnmask(self, request, context) -> aggregator_pb2.UnmaskRequest:
-        return self._await_stage(self._secagg().unmask_request, request, context)
-
-    @translate_errors
-    def Unmask(self, request, context) -> aggregator_pb2.StageAck:
-        self._secagg().unmask(request)
-        return aggregator_pb2.StageAck(stage=UNMASK)
+    def AnswerStage(self, request, context) -> aggregator_pb2.StageAck:
+        self._engine.answer_stage(request.round_id, request.client_id, request.stage, request.body)
+        return aggregator_pb2.StageAck(stage=request.stage)
 
     @translate_errors
     def AwaitResult(self, request, context) -> Iterator[aggregator_pb2.ResultMessage]:
-        round_ = self._rounds.get(request.round_id)
-        while not self._rounds.wait(round_, timeout=0.5):
+        round_ = self._engine.get(request.round_id)
+        while not self._engine.wait(round_, timeout=0.5):
             if not context.is_active():
                 return
-        average = self._rounds.result(round_)
-        chunks = float64_chunks(average)
+        result = self._engine.result(round_)
+        chunks = float64_chunks(result.average)
         yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
-            round_id=round_.round_id, vector_length=average.size, total_weight=round_.record.total_weight or 0.0,
-            contributors=round_.record.contributors or 0, chunk_count=len(chunks),
+            round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
+            contributors=result.contributors, chunk_count=len(chunks),
         ))
         for index, data in enumerate(chunks):
             yield aggregator_pb2.ResultMessage(chunk=common_pb2.Chunk(index=index, data=data))
+
+
+def _chunks(request_iterator) -> Iterator[tuple[int, bytes]]:
+    for message in request_iterator:
+        if not message.HasField("chunk"):
+            raise InvalidInput("a submission's header comes once, before its chunks")
+        yield message.chunk.index, message.chunk.data
 
 
 def _round_info(round_: Round) -> aggregator_pb2.RoundInfo:

@@ -21,10 +21,11 @@ from ..errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, PolicyV
 from ..he.codec import decrypt_chunks, parse_chunk
 from ..he.keys import SecretContext
 from ..identity import Roster, check_identifier, verify_receipt
-from ..schemes import CKKS, chunk_count, chunk_length, float64_chunks
+from ..he.aggregation import CKKS
+from ..rounds.chunks import chunk_count, chunk_length, float64_chunks
+from ..rounds.store import KeyHolderStore
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import translate_errors
-from .store import KeyHolderStore
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from ..errors import from_rpc_error
-from ..schemes import join_float64
+from ..rounds.chunks import join_float64
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import channel
+from .rpc import channel, from_rpc_error
+
 
 
 class KeyHolderClient:

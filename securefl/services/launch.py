@@ -9,20 +9,20 @@ from pathlib import Path
 
 import grpc
 
-from ..errors import InvalidInput, VerificationFailed
-from ..he.aggregation import CkksScheme
-from ..he.keys import SecretContext, fingerprint
+from ..errors import InvalidInput
+from ..he.keys import SecretContext
 from ..he.presets import DEFAULT_PRESET, get_preset
 from ..identity import Roster
-from ..masking.server import SecAggScheme, secagg_config
-from ..schemes import CKKS, PLAIN, SCHEMES, SECAGG, AggregationScheme, PlainScheme
+from ..masking.server import SecAggSettings
+from ..rounds.engine import RoundEngine
+from ..rounds.scheme import RoundConfig
+from ..rounds.store import KeyHolderStore, RoundStore
+from ..schemes import ServerOptions, server_scheme
 from ..v1 import aggregator_pb2
 from .aggregator import AggregatorService
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
-from .rounds import RoundConfig, RoundManager
 from .rpc import start_server
-from .store import KeyHolderStore, RoundStore
 
 log = logging.getLogger(__name__)
 
@@ -57,54 +57,17 @@ def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, 
     return Running(server, bound)
 
 
-@dataclass(frozen=True)
-class SecAggSettings:
-    """Aggregator options of the masking scheme (see securefl.masking)."""
-
-    stage_timeout: float = 30.0
-    value_bound: float = 10.0
-    max_weight: float = 1000.0
-    dropout_fraction: float = 0.1
-    corrupt_fraction: float = 0.1
-
-
-def aggregation_scheme(scheme: str, keyholder_address: str | None, roster: Roster, min_clients: int,
-                       secagg: SecAggSettings) -> AggregationScheme:
-    if scheme == PLAIN:
-        return PlainScheme()
-    if scheme == SECAGG:
-        config = secagg_config(len(roster), secagg.value_bound, secagg.max_weight, secagg.dropout_fraction,
-                               secagg.corrupt_fraction)
-        return SecAggScheme(config, roster, min_clients, secagg.stage_timeout)
-    if scheme != CKKS:
-        raise InvalidInput(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if not keyholder_address:
-        raise InvalidInput("the ckks scheme needs the key-holder's address")
-    keyholder = KeyHolderClient(keyholder_address)
-    public = keyholder.public_context()
-    if fingerprint(public.context) != public.fingerprint:
-        raise VerificationFailed("the key-holder's public context does not match its fingerprint")
-    return CkksScheme(public.context, public.preset, keyholder)
-
-
 def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
                      db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
                      port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
-    aggregation = aggregation_scheme(scheme, keyholder_address, roster, defaults.min_clients, secagg)
-    session = aggregator_pb2.Session(
-        scheme=aggregation.name, chunk_values=aggregation.chunk_values, max_abs_sum=aggregation.max_abs_sum,
-        max_clients=len(roster),
-    )
-    if isinstance(aggregation, CkksScheme):
-        session.he_context = aggregation.public_context
-        session.he_fingerprint = fingerprint(aggregation.public_context)
-        session.he_preset = aggregation.preset.name
-    if isinstance(aggregation, SecAggScheme):
-        session.secagg.CopyFrom(aggregation.config)
-    rounds = RoundManager(aggregation, RoundStore(db), defaults, implicit_rounds=implicit_rounds)
-    service = AggregatorService(aggregation, rounds, roster, session)
+    keyholder = KeyHolderClient(keyholder_address) if keyholder_address else None
+    protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
+    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
+    protection.describe(session)
+    engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
+    service = AggregatorService(engine, session)
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:
     # the synchronous server needs a thread for each, or waiting clients starve the others.
     server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16)
-    log.info("aggregator (%s) listening on %s:%d", aggregation.name, host, bound)
+    log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
     return Running(server, bound)

@@ -1,4 +1,5 @@
-"""gRPC plumbing shared by every service: error translation, server start-up, channels."""
+"""gRPC plumbing shared by every service and client: error translation both ways, server
+start-up, channels."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 import grpc
 
-from ..errors import ERROR_METADATA_KEY, SecureFLError
+from ..errors import SecureFLError, ServiceUnavailable, error_named
 
 log = logging.getLogger(__name__)
+
+ERROR_METADATA_KEY = "securefl-error"  # the error's class name, so the caller re-raises the same type
 
 # Every payload is streamed in chunks far below this; larger messages are refused by gRPC
 # with RESOURCE_EXHAUSTED before they reach a handler.
@@ -26,7 +29,7 @@ _OPTIONS = [
 
 def _abort(context: grpc.ServicerContext, error: SecureFLError) -> None:
     context.set_trailing_metadata(((ERROR_METADATA_KEY, type(error).__name__),))
-    context.abort(error.status, str(error))
+    context.abort(grpc.StatusCode[error.status], str(error))
 
 
 def translate_errors(method: Callable) -> Callable:
@@ -70,3 +73,18 @@ def start_server(register: Callable[[grpc.Server], None], host: str, port: int, 
 
 def channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(address, options=_OPTIONS)
+
+
+def from_rpc_error(error: grpc.RpcError) -> SecureFLError:
+    """Rebuild the securefl error a server raised, from a failed call."""
+    name = dict(error.trailing_metadata() or ()).get(ERROR_METADATA_KEY)
+    default = ServiceUnavailable if error.code() == grpc.StatusCode.UNAVAILABLE else SecureFLError
+    return error_named(name, error.details() or str(error.code()), default)
+
+
+def invoke(method: Callable, request: Any, **kwargs: Any) -> Any:
+    """Call an RPC; a failure comes back as the securefl error the server raised."""
+    try:
+        return method(request, **kwargs)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None

@@ -1,8 +1,8 @@
 from securefl.v1 import common_pb2 as _common_pb2
-from google.protobuf.internal import containers as _containers
+from securefl.v1 import secagg_pb2 as _secagg_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -27,24 +27,8 @@ class Session(_message.Message):
     chunk_values: int
     max_abs_sum: float
     max_clients: int
-    secagg: SecAggConfig
-    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[SecAggConfig, _Mapping]] = ...) -> None: ...
-
-class SecAggConfig(_message.Message):
-    __slots__ = ("value_bound", "max_weight", "bits", "frac_bits", "dropout_fraction", "corrupt_fraction")
-    VALUE_BOUND_FIELD_NUMBER: _ClassVar[int]
-    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
-    BITS_FIELD_NUMBER: _ClassVar[int]
-    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
-    DROPOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
-    CORRUPT_FRACTION_FIELD_NUMBER: _ClassVar[int]
-    value_bound: float
-    max_weight: float
-    bits: int
-    frac_bits: int
-    dropout_fraction: float
-    corrupt_fraction: float
-    def __init__(self, value_bound: _Optional[float] = ..., max_weight: _Optional[float] = ..., bits: _Optional[int] = ..., frac_bits: _Optional[int] = ..., dropout_fraction: _Optional[float] = ..., corrupt_fraction: _Optional[float] = ...) -> None: ...
+    secagg: _secagg_pb2.SecAggConfig
+    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
     __slots__ = ("min_clients", "expected_clients", "timeout_seconds")
@@ -65,10 +49,12 @@ class OpenRoundRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ...) -> None: ...
 
 class JoinRoundRequest(_message.Message):
-    __slots__ = ("client_id",)
+    __slots__ = ("client_id", "round_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
-    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+    round_id: str
+    def __init__(self, client_id: _Optional[str] = ..., round_id: _Optional[str] = ...) -> None: ...
 
 class RoundRequest(_message.Message):
     __slots__ = ("round_id",)
@@ -158,92 +144,20 @@ class StageRequest(_message.Message):
     client_id: str
     def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
+class StageMessage(_message.Message):
+    __slots__ = ("round_id", "client_id", "stage", "body")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    stage: str
+    body: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., stage: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+
 class StageAck(_message.Message):
     __slots__ = ("stage",)
     STAGE_FIELD_NUMBER: _ClassVar[int]
     stage: str
     def __init__(self, stage: _Optional[str] = ...) -> None: ...
-
-class KeyAdvertisement(_message.Message):
-    __slots__ = ("round_id", "client_id", "cipher_public_key", "mask_public_key", "signature")
-    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    CIPHER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    round_id: str
-    client_id: str
-    cipher_public_key: bytes
-    mask_public_key: bytes
-    signature: bytes
-    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., cipher_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
-
-class Participants(_message.Message):
-    __slots__ = ("clients", "degree", "threshold")
-    CLIENTS_FIELD_NUMBER: _ClassVar[int]
-    DEGREE_FIELD_NUMBER: _ClassVar[int]
-    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    clients: _containers.RepeatedCompositeFieldContainer[KeyAdvertisement]
-    degree: int
-    threshold: int
-    def __init__(self, clients: _Optional[_Iterable[_Union[KeyAdvertisement, _Mapping]]] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
-
-class EncryptedShare(_message.Message):
-    __slots__ = ("sender", "recipient", "ciphertext")
-    SENDER_FIELD_NUMBER: _ClassVar[int]
-    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    sender: str
-    recipient: str
-    ciphertext: bytes
-    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
-
-class ShareKeysRequest(_message.Message):
-    __slots__ = ("round_id", "client_id", "shares", "signature")
-    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    SHARES_FIELD_NUMBER: _ClassVar[int]
-    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    round_id: str
-    client_id: str
-    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
-    signature: bytes
-    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
-
-class IncomingShares(_message.Message):
-    __slots__ = ("shared", "shares")
-    SHARED_FIELD_NUMBER: _ClassVar[int]
-    SHARES_FIELD_NUMBER: _ClassVar[int]
-    shared: _containers.RepeatedScalarFieldContainer[str]
-    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
-    def __init__(self, shared: _Optional[_Iterable[str]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
-
-class UnmaskRequest(_message.Message):
-    __slots__ = ("survivors", "dropped")
-    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
-    DROPPED_FIELD_NUMBER: _ClassVar[int]
-    survivors: _containers.RepeatedScalarFieldContainer[str]
-    dropped: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class RevealedShare(_message.Message):
-    __slots__ = ("owner", "share")
-    OWNER_FIELD_NUMBER: _ClassVar[int]
-    SHARE_FIELD_NUMBER: _ClassVar[int]
-    owner: str
-    share: bytes
-    def __init__(self, owner: _Optional[str] = ..., share: _Optional[bytes] = ...) -> None: ...
-
-class UnmaskResponse(_message.Message):
-    __slots__ = ("round_id", "client_id", "seed_shares", "key_shares", "signature")
-    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
-    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
-    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    round_id: str
-    client_id: str
-    seed_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
-    key_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
-    signature: bytes
-    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., seed_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...

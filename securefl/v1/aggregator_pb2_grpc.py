@@ -66,34 +66,14 @@ class AggregatorStub(object):
                 request_serializer=securefl_dot_v1_dot_aggregator__pb2.RoundRequest.SerializeToString,
                 response_deserializer=securefl_dot_v1_dot_aggregator__pb2.ResultMessage.FromString,
                 _registered_method=True)
-        self.AdvertiseKeys = channel.unary_unary(
-                '/securefl.v1.Aggregator/AdvertiseKeys',
-                request_serializer=securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
-                _registered_method=True)
-        self.AwaitParticipants = channel.unary_unary(
-                '/securefl.v1.Aggregator/AwaitParticipants',
+        self.AwaitStage = channel.unary_unary(
+                '/securefl.v1.Aggregator/AwaitStage',
                 request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.Participants.FromString,
+                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageMessage.FromString,
                 _registered_method=True)
-        self.ShareKeys = channel.unary_unary(
-                '/securefl.v1.Aggregator/ShareKeys',
-                request_serializer=securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
-                _registered_method=True)
-        self.AwaitShares = channel.unary_unary(
-                '/securefl.v1.Aggregator/AwaitShares',
-                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.IncomingShares.FromString,
-                _registered_method=True)
-        self.AwaitUnmask = channel.unary_unary(
-                '/securefl.v1.Aggregator/AwaitUnmask',
-                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.FromString,
-                _registered_method=True)
-        self.Unmask = channel.unary_unary(
-                '/securefl.v1.Aggregator/Unmask',
-                request_serializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.SerializeToString,
+        self.AnswerStage = channel.unary_unary(
+                '/securefl.v1.Aggregator/AnswerStage',
+                request_serializer=securefl_dot_v1_dot_aggregator__pb2.StageMessage.SerializeToString,
                 response_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
                 _registered_method=True)
 
@@ -139,38 +119,15 @@ class AggregatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AdvertiseKeys(self, request, context):
-        """SecAgg+ stages (scheme "secagg"); the masked input itself goes through Submit.
+    def AwaitStage(self, request, context):
+        """Stages of interactive schemes (SecAgg+): the client asks what to do next and answers.
+        The protected update itself always goes through Submit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AwaitParticipants(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ShareKeys(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AwaitShares(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AwaitUnmask(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Unmask(self, request, context):
+    def AnswerStage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,34 +166,14 @@ def add_AggregatorServicer_to_server(servicer, server):
                     request_deserializer=securefl_dot_v1_dot_aggregator__pb2.RoundRequest.FromString,
                     response_serializer=securefl_dot_v1_dot_aggregator__pb2.ResultMessage.SerializeToString,
             ),
-            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
-                    servicer.AdvertiseKeys,
-                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.FromString,
-                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
-            ),
-            'AwaitParticipants': grpc.unary_unary_rpc_method_handler(
-                    servicer.AwaitParticipants,
+            'AwaitStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitStage,
                     request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
-                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.Participants.SerializeToString,
+                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageMessage.SerializeToString,
             ),
-            'ShareKeys': grpc.unary_unary_rpc_method_handler(
-                    servicer.ShareKeys,
-                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.FromString,
-                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
-            ),
-            'AwaitShares': grpc.unary_unary_rpc_method_handler(
-                    servicer.AwaitShares,
-                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
-                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.IncomingShares.SerializeToString,
-            ),
-            'AwaitUnmask': grpc.unary_unary_rpc_method_handler(
-                    servicer.AwaitUnmask,
-                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageRequest.FromString,
-                    response_serializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.SerializeToString,
-            ),
-            'Unmask': grpc.unary_unary_rpc_method_handler(
-                    servicer.Unmask,
-                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.FromString,
+            'AnswerStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerStage,
+                    request_deserializer=securefl_dot_v1_dot_aggregator__pb2.StageMessage.FromString,
                     response_serializer=securefl_dot_v1_dot_aggregator__pb2.StageAck.SerializeToString,
             ),
     }
@@ -415,7 +352,7 @@ class Aggregator(object):
             _registered_method=True)
 
     @staticmethod
-    def AdvertiseKeys(request,
+    def AwaitStage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -428,36 +365,9 @@ class Aggregator(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/securefl.v1.Aggregator/AdvertiseKeys',
-            securefl_dot_v1_dot_aggregator__pb2.KeyAdvertisement.SerializeToString,
-            securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AwaitParticipants(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/securefl.v1.Aggregator/AwaitParticipants',
+            '/securefl.v1.Aggregator/AwaitStage',
             securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-            securefl_dot_v1_dot_aggregator__pb2.Participants.FromString,
+            securefl_dot_v1_dot_aggregator__pb2.StageMessage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -469,7 +379,7 @@ class Aggregator(object):
             _registered_method=True)
 
     @staticmethod
-    def ShareKeys(request,
+    def AnswerStage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -482,89 +392,8 @@ class Aggregator(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/securefl.v1.Aggregator/ShareKeys',
-            securefl_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
-            securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AwaitShares(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/securefl.v1.Aggregator/AwaitShares',
-            securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-            securefl_dot_v1_dot_aggregator__pb2.IncomingShares.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AwaitUnmask(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/securefl.v1.Aggregator/AwaitUnmask',
-            securefl_dot_v1_dot_aggregator__pb2.StageRequest.SerializeToString,
-            securefl_dot_v1_dot_aggregator__pb2.UnmaskRequest.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Unmask(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/securefl.v1.Aggregator/Unmask',
-            securefl_dot_v1_dot_aggregator__pb2.UnmaskResponse.SerializeToString,
+            '/securefl.v1.Aggregator/AnswerStage',
+            securefl_dot_v1_dot_aggregator__pb2.StageMessage.SerializeToString,
             securefl_dot_v1_dot_aggregator__pb2.StageAck.FromString,
             options,
             channel_credentials,
