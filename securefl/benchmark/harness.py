@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .tables import Table, render_markdown
+from .tables import Renderer, render_markdown
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def median_seconds(function: Callable[[], Any], repeat: int) -> tuple[float, Any
     return statistics.median(times), result
 
 
-def write_results(report: dict[str, Any], tables: Callable[[dict[str, Any]], list[Table]],
+def write_results(report: dict[str, Any], tables: Renderer,
                   out: Path | None, markdown: Path | None = None) -> dict[str, Any]:
     """Write the report as JSON to `out`, and to `markdown` the tables `tables` renders from that
     same JSON (read back, so the file and the tables can never disagree). Returns the report as
@@ -109,7 +109,7 @@ def write_results(report: dict[str, Any], tables: Callable[[dict[str, Any]], lis
     return recorded
 
 
-def publish(report: dict[str, Any], tables: Callable[[dict[str, Any]], list[Table]], args: argparse.Namespace) -> None:
+def publish(report: dict[str, Any], tables: Renderer, args: argparse.Namespace) -> None:
     """The end of a benchmark script: write the files its `benchmark_parser` options ask for and
     print the tables."""
     recorded = write_results(report, tables, args.out, args.markdown)
