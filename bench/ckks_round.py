@@ -8,21 +8,19 @@ Two parts, both in the same run so ratios compare like with like:
 * the whole round end to end through LocalFederation (real key-holder and aggregator processes,
   real gRPC), all clients submitting concurrently.
 
-Run: python bench/ckks_round.py [--params N] [--clients N] [--out PATH]"""
+Run: python bench/ckks_round.py [--params N] [--clients N] [--out PATH] [--markdown PATH]"""
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median_seconds, write_json  # noqa: E402
-
+from securefl.benchmark.harness import benchmark_parser, envelope, median_seconds, publish
+from securefl.benchmark.numbers import byte_size, count, duration, scientific
+from securefl.benchmark.tables import Table, compared
 from securefl.he.aggregation import CkksScheme
 from securefl.he.codec import decrypt_chunks
 from securefl.he.keys import SecretContext
@@ -102,24 +100,42 @@ def end_to_end(scheme: str, params: int, clients: int) -> dict:
     }
 
 
+def tables(report: dict) -> list[Table]:
+    """One table: each cost of CKKS beside plaintext, and their ratio, from the same run."""
+    c, rounds = report["components"], report["end_to_end"]
+    protect, sent, added = c["client_protect_seconds"], c["bytes_per_client"], c["aggregator_seconds_per_submission"]
+    cpus = report["machine"]["cpus"]
+
+    rows = [
+        compared(f"client protection of {count(report['params'])} parameters (encryption pool, {cpus} CPUs)",
+            protect["ckks"], protect["plain"], duration),
+        compared("bytes sent per client", sent["ckks"], sent["plain"], byte_size),
+        compared("aggregator work per submission (validate + add in place)", added["ckks"], added["plain"], duration),
+        compared("key-holder decryption of the sum", c["keyholder_decrypt_seconds"], None, duration),
+        compared(f"whole round, {report['clients']} clients on this one machine (LocalFederation)",
+            rounds["ckks"]["round_seconds"], rounds["plain"]["round_seconds"], duration),
+        compared("mean client protection within that round (all clients share the CPUs)",
+            rounds["ckks"]["mean_client_protect_seconds_under_contention"],
+            rounds["plain"]["mean_client_protect_seconds_under_contention"], duration),
+        compared("relative error of the decrypted sum", c["decrypted_sum_relative_error"], None, scientific),
+    ]
+    caption = (f"Preset `{c['preset']}`, {c['ciphertexts_per_client']} ciphertexts per client; "
+               f"plaintext is the float32 update.")
+    return [Table("ckks_round", ("measure", "CKKS", "plaintext", "ratio"), rows, caption)]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, HERE / "results" / "ckks_round.json")
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "ckks_round.json")
     args = parser.parse_args()
 
-    result = {"benchmark": "ckks_round", "params": args.params, "clients": args.clients, "machine": machine(),
-              "components": components(args.params, args.clients, args.repeat)}
+    result = envelope("ckks_round")
+    result.update(params=args.params, clients=args.clients, components=components(args.params, args.clients, args.repeat))
     ckks, plain = end_to_end("ckks", args.params, args.clients), end_to_end("plain", args.params, args.clients)
     result["end_to_end"] = {"ckks": ckks, "plain": plain, "round_ratio": ckks["round_seconds"] / plain["round_seconds"]}
-    write_json(args.out, result)
-    c = result["components"]
-    print(f"client encrypt: {c['client_protect_seconds']['ckks']:.3f} s per {args.params:,} params; "
-          f"bytes {c['bytes_per_client']['ratio']:.2f}x plain; aggregator {c['aggregator_seconds_per_submission']['ckks']:.3f} s "
-          f"per submission; decrypt {c['keyholder_decrypt_seconds']:.3f} s; round {ckks['round_seconds']:.2f} s vs "
-          f"plain {plain['round_seconds']:.2f} s ({result['end_to_end']['round_ratio']:.1f}x)")
+    publish(result, tables, args)
 
 
 if __name__ == "__main__":

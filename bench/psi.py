@@ -5,21 +5,19 @@ cost of one ristretto255 scalar multiplication and of one hash-to-group. The pro
 is 4 scalar multiplications per element pair (each party blinds its own set and the other's);
 `floor_seconds` spreads that over this machine's cores.
 
-Run: python bench/psi.py [--sizes 100000 1000000] [--out PATH]"""
+Run: python bench/psi.py [--sizes 100000 1000000] [--out PATH] [--markdown PATH]"""
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median_seconds, write_json  # noqa: E402
-
 import rbcl
 
+from securefl.benchmark.harness import benchmark_parser, envelope, median_seconds, publish
+from securefl.benchmark.numbers import byte_size, compact_count, count, duration, ratio, significant
+from securefl.benchmark.tables import Table
 from securefl.psi import _run_local
 from securefl.psi.hashing import HASH_TO_GROUP_BYTES, XmdExpander, hash_to_group, session_dst
 
@@ -60,11 +58,25 @@ def run(size: int) -> dict:
     }
 
 
+def tables(report: dict) -> list[Table]:
+    """One row per set size: time, bytes and speed, against the floors of the same run."""
+    costs, cpus = report["operation_costs"], report["machine"]["cpus"]
+    rows = [[f"{compact_count(r['size_a'])} × {compact_count(r['size_b'])}", count(r["intersection"]),
+             duration(r["wall_seconds"]), byte_size(r["bytes_exchanged"]), significant(r["elements_per_second"]),
+             duration(r["floor_seconds"]), ratio(r["ratio_to_floor"]), ratio(r["ratio_to_floor_with_hashing"])]
+            for r in report["runs"]]
+    caption = (f"Measured in the same run: one ristretto255 scalar multiplication {duration(costs['scalar_mult_seconds'])}, "
+               f"one hash-to-group {duration(costs['hash_to_group_seconds'])}; floors spread over {cpus} CPUs.")
+    columns = ("sets", "intersection", "wall time", "bytes exchanged", "elements/s", "floor (4 mults/pair)",
+               "× floor", "× floor incl. 2 hashes/pair")
+    return [Table("psi", columns, rows, caption)]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, HERE / "results" / "psi.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "psi.json")
     args = parser.parse_args()
+    report = envelope("psi")
     # Measured before and after the runs; the cheaper reading is the one least disturbed.
     before = operation_costs()
     raw_runs = []
@@ -78,7 +90,7 @@ def main() -> None:
         runs.append(result)
         print(f"{size:,} x {size:,}: {result['wall_seconds']:.1f} s, {result['bytes_exchanged'] / 1e6:.1f} MB, "
               f"{result['elements_per_second']:,.0f} elements/s, {result['ratio_to_floor']:.2f}x the 4-multiplication floor")
-    write_json(args.out, {"benchmark": "psi", "machine": machine(), "operation_costs": costs, "runs": runs})
+    publish({**report, "operation_costs": costs, "runs": runs}, tables, args)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,20 @@ Two parts, in the same run:
   without dropouts, and with 5 clients vanishing after sharing keys; the plaintext round loses
   the same 5 clients. Dropouts are only noticed at a deadline, so those rounds include it.
 
-Run: python bench/secagg_round.py [--clients N] [--params N] [--out PATH]"""
+Run: python bench/secagg_round.py [--clients N] [--params N] [--out PATH] [--markdown PATH]"""
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json  # noqa: E402
-
+from securefl.benchmark.harness import benchmark_parser, envelope, publish
+from securefl.benchmark.numbers import MISSING, byte_size, duration, plural, scientific
+from securefl.benchmark.tables import Table, compared
 from securefl.identity import Identity, Roster
 from securefl.masking.client import SecAggParticipant
 from securefl.masking.graph import choose_params
@@ -137,16 +135,47 @@ def end_to_end(scheme: str, n: int, params: int, dropped: int, timeout: float) -
             "bytes_per_client": statistics.mean(s.bytes_sent for s in stats)}
 
 
+def tables(report: dict) -> list[Table]:
+    """One table: each cost of SecAgg+ beside plaintext, and their ratio, from the same run."""
+    c, rounds = report["components"], report["end_to_end"]
+    aggregator, uploaded = c["aggregator_seconds"], c["bytes_per_client"]
+    dropped, degree = c["dropped_after_sharing_keys"], c["degree"]
+    survivors = report["clients"] - dropped
+    deadline = f"a {report['dropout_timeout']:g} s deadline" if "dropout_timeout" in report else "the stage deadline"
+
+    def whole_round(label: str, measure: str) -> list[str]:
+        secagg, plain = rounds[label]["secagg"]["round_seconds"], rounds[label]["plain"]["round_seconds"]
+        return compared(measure, secagg, plain, duration)
+
+    rows = [
+        compared("bytes uploaded per client", uploaded["secagg_masked_input"], uploaded["plain"], byte_size),
+        ["client work: advertise / share keys / masked input / unmask",
+         " / ".join(duration(seconds) for seconds in c["client_seconds_per_stage"].values()), MISSING, MISSING],
+        compared("client work per round, all stages", c["client_seconds_total"], c["plain_client_seconds"], duration),
+        compared(f"aggregator: add {survivors} inputs", aggregator["add_all_inputs"], c["plain_aggregator_seconds"],
+                 duration),
+        compared(f"aggregator: unmask ({survivors} self masks, {dropped} × {degree} recovered pairwise masks)",
+                 aggregator["unmask"], None, duration),
+        compared("aggregator: total", aggregator["total"], c["plain_aggregator_seconds"], duration),
+        whole_round("no_dropouts", f"whole round, no dropouts, {report['clients']} client threads on this machine"),
+        whole_round("dropouts", f"whole round, {plural(dropped, 'dropout')} noticed at {deadline}"),
+        compared("max error of the average (fixed-point resolution)", c["max_abs_error_of_average"], None, scientific),
+    ]
+    caption = (f"{report['clients']} clients × {report['params']:,} parameters; neighbour graph k = {degree}, "
+               f"threshold t = {c['threshold']}; {plural(dropped, 'client')} dropped after sharing keys.")
+    return [Table("secagg_round", ("measure", "SecAgg+", "plaintext", "ratio"), rows, caption)]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, HERE / "results" / "secagg_round.json")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--dropout-timeout", type=float, default=20.0)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "secagg_round.json")
     args = parser.parse_args()
     dropped = max(1, args.clients // 20)
-    result = {"benchmark": "secagg_round", "clients": args.clients, "params": args.params, "machine": machine(),
-              "components": components(args.clients, args.params, dropped)}
+    result = envelope("secagg_round")
+    result.update(clients=args.clients, params=args.params, dropout_timeout=args.dropout_timeout,
+                  components=components(args.clients, args.params, dropped))
     rounds = {}
     for label, drops in (("no_dropouts", 0), ("dropouts", dropped)):
         secagg = end_to_end("secagg", args.clients, args.params, drops, args.dropout_timeout)
@@ -155,11 +184,7 @@ def main() -> None:
         print(f"{label}: secagg {secagg['round_seconds']:.1f} s, plain {plain['round_seconds']:.1f} s "
               f"({rounds[label]['ratio']:.2f}x)")
     result["end_to_end"] = rounds
-    c = result["components"]
-    print(f"client work {c['client_seconds_total']:.3f} s per round (k={c['degree']}); aggregator "
-          f"{c['aggregator_seconds']['total']:.2f} s vs plain {c['plain_aggregator_seconds']:.2f} s; "
-          f"bytes {c['bytes_per_client']['ratio']:.3f}x")
-    write_json(args.out, result)
+    publish(result, tables, args)
 
 
 if __name__ == "__main__":

@@ -204,16 +204,18 @@ def bench(
     size_sweep_clients: Optional[int] = typer.Option(None, help="Clients while sweeping model sizes."),
     repeat: Optional[int] = typer.Option(None, min=1, help="Rounds per configuration (the median is kept)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results and the machine's description here."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the result tables, rendered from the JSON of this run, here (Markdown)."),
     plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Write PNG charts of the overhead here."),
 ) -> None:
     """Measure each scheme against plain aggregation across model sizes and client counts."""
     import dataclasses
-    import json
 
     from rich.progress import Progress
     from rich.table import Table
 
-    from .benchmark import DEFAULT, MODEL_SIZES, QUICK, as_json, plot, run
+    from .benchmark.charts import plot
+    from .benchmark.grid import DEFAULT, MODEL_SIZES, QUICK, report_results, run, tables
+    from .benchmark.harness import envelope, write_results
 
     grid = QUICK if quick else DEFAULT
     try:
@@ -230,25 +232,19 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out = Console(width=max(Console().width, 132))
+    report = envelope("securefl bench")
     with Progress(console=out) as progress:
         task = progress.add_task("benchmarking", total=len(grid.configurations()))
         results = run(grid, on_progress=lambda m: progress.update(
             task, advance=1, description=f"{m.scheme} {m.size} x {m.clients} clients"))
-    table = Table(title="securefl bench: cost of each scheme (ratio to plain in the same run)")
-    for column in ("scheme", "model", "clients", "client s", "aggregator s/sub", "reveal s", "MB/client",
-                   "bytes ×", "round s", "round ×", "aggr. peak MB"):
-        table.add_column(column, justify="right")
-    for m in results:
-        r = m.ratios
-        table.add_row(m.scheme, m.size, str(m.clients), f"{m.client_seconds:.4f}",
-                      f"{m.aggregator_seconds:.4f}", f"{m.reveal_seconds:.3f}", f"{m.bytes_per_client / 1e6:.2f}",
-                      f"{r.get('bytes', 1):.2f}", f"{m.round_seconds:.2f}", f"{r.get('round', 1):.1f}",
-                      f"{m.aggregator_peak_mb:.0f}")
-    out.print(table)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(as_json(results, grid), indent=2) + "\n")
-        out.print(f"wrote {json_path}")
+    report = write_results({**report, **report_results(results, grid)}, tables, json_path, markdown)
+    for rendered in tables(report):
+        table = Table(title=f"securefl bench: {rendered.caption.rstrip(':')} (ratios to plain in the same run)")
+        for i, column in enumerate(rendered.columns):
+            table.add_column(column, justify="left" if i < rendered.text_columns else "right")
+        for row in rendered.rows:
+            table.add_row(*row)
+        out.print(table)
     if plot_dir is not None:
         for chart in plot(results, grid, plot_dir):
             out.print(f"wrote {chart}")

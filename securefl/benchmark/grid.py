@@ -1,4 +1,4 @@
-"""`securefl bench`: what privacy costs, measured on the real services.
+"""`securefl bench`: what privacy costs, measured on the real services, and its tables.
 
 Every configuration runs real rounds through LocalFederation (key-holder and aggregator
 processes, gRPC over localhost, all clients submitting concurrently from threads) and is
@@ -6,7 +6,6 @@ compared with the plain scheme at the same model size and client count, in the s
 
 from __future__ import annotations
 
-import platform
 import statistics
 import threading
 import time
@@ -16,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .schemes import CKKS, PLAIN, SECAGG
-from .simulation import LocalFederation, SecAggSettings
+from ..schemes import CKKS, PLAIN, SECAGG
+from ..simulation import LocalFederation, SecAggSettings
+from .numbers import byte_size, compact_count, duration, ratio, significant
+from .tables import Table
 
 # Parameter counts of real architectures: the PyTorch tutorial CIFAR-10 CNN and torchvision's ResNet-18.
 MODEL_SIZES = {"10k": 10_000, "small-cnn": 62_006, "1M": 1_000_000, "resnet18": 11_689_512}
@@ -151,50 +152,33 @@ def _add_ratios(results: list[Measurement]) -> None:
         }
 
 
-def machine_description() -> dict:
-    import os
-
-    import tenseal
-
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "numpy": np.__version__, "tenseal": tenseal.__version__}
+def report_results(results: list[Measurement], grid: Grid) -> dict:
+    """The measured part of the report (`harness.envelope` supplies the rest)."""
+    return {"grid": asdict(grid), "model_sizes": MODEL_SIZES, "results": [asdict(m) for m in results]}
 
 
-def as_json(results: list[Measurement], grid: Grid) -> dict:
-    return {"benchmark": "securefl bench", "machine": machine_description(), "grid": asdict(grid),
-            "model_sizes": MODEL_SIZES, "results": [asdict(m) for m in results]}
+def tables(report: dict) -> list[Table]:
+    """Two tables: every scheme across model sizes, and across client counts. Ratios are to
+    plain at the same model size and client count in the same run."""
+    grid = report["grid"]
+    scheme_order = {scheme: i for i, scheme in enumerate(grid["schemes"])}
+    rows = report["results"]
+    columns = ("scheme", "model", "clients", "client protect", "aggregator / submission", "reveal", "upload / client",
+               "bytes ×", "round", "round ×", "aggregator peak")
 
+    def row(m: dict) -> list[str]:
+        ratios = m.get("ratios", {})
+        model = m["size"] if m["size"] == compact_count(m["params"]) else f"{m['size']} ({compact_count(m['params'])})"
+        return [m["scheme"], model, str(m["clients"]), duration(m["client_seconds"]), duration(m["aggregator_seconds"]),
+                duration(m["reveal_seconds"]), byte_size(m["bytes_per_client"]), ratio(ratios.get("bytes")),
+                duration(m["round_seconds"]), ratio(ratios.get("round")), f"{significant(m['aggregator_peak_mb'])} MiB"]
 
-def plot(results: list[Measurement], grid: Grid, directory: Path) -> list[Path]:
-    """Round-time overhead against plain, versus model size and versus number of clients."""
-    import matplotlib
+    def table(name: str, caption: str, selected: list[dict]) -> Table:
+        ordered = sorted(selected, key=lambda m: (m["params"], m["clients"], scheme_order.get(m["scheme"], 99)))
+        return Table(name, columns, [row(m) for m in ordered], caption, text_columns=2)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    charts = []
-    for name, x_label, select, x_of, log_x in (
-        ("overhead_vs_model_size.png", "parameters", lambda m: m.clients == grid.size_sweep_clients, lambda m: m.params, True),
-        ("overhead_vs_clients.png", "clients", lambda m: m.size == grid.client_sweep_size, lambda m: m.clients, False),
-    ):
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for scheme in grid.schemes:
-            points = sorted((x_of(m), m.ratios.get("round", float("nan"))) for m in results if m.scheme == scheme and select(m))
-            if points and scheme != PLAIN:
-                axis.plot(*zip(*points), marker="o", label=scheme)
-        axis.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="plain")
-        if log_x:
-            axis.set_xscale("log")
-        axis.set_xlabel(x_label)
-        axis.set_ylabel("round time / plain round time")
-        title = (f"{grid.size_sweep_clients} clients" if log_x else f"{grid.client_sweep_size} model")
-        axis.set_title(f"Overhead of secure aggregation ({title})")
-        axis.legend()
-        figure.tight_layout()
-        path = directory / name
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        charts.append(path)
-    return charts
+    n, model = grid["size_sweep_clients"], grid["client_sweep_size"]
+    return [
+        table("model-size", f"Across model sizes, {n} clients:", [m for m in rows if m["clients"] == n]),
+        table("clients", f"Across client counts, model {model}:", [m for m in rows if m["size"] == model]),
+    ]
