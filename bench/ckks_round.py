@@ -21,13 +21,15 @@ import numpy as np
 from securefl.benchmark.harness import benchmark_parser, envelope, median_seconds, publish
 from securefl.benchmark.numbers import byte_size, count, duration, scientific
 from securefl.benchmark.tables import Table, compared
-from securefl.he.aggregation import CkksScheme
+from securefl.he.aggregation import CkksServer
 from securefl.he.codec import decrypt_chunks
 from securefl.he.keys import SecretContext
 from securefl.he.pool import EncryptionPool
 from securefl.he.presets import DEFAULT_PRESET, get_preset
-from securefl.schemes import PlainScheme, chunk_length, plain_chunks
+from securefl.rounds.chunks import chunk_length
+from securefl.rounds.plain import PlainServer, plain_chunks
 from securefl.simulation import LocalFederation
+from securefl.v1 import keyholder_pb2
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,6 +41,21 @@ def aggregator_seconds_per_submission(scheme, submissions: list[list[bytes]], le
     for chunks in submissions:
         accumulator.add([scheme.parse_chunk(i, c, chunk_length(i, length, scheme.chunk_values)) for i, c in enumerate(chunks)])
     return (time.perf_counter() - started) / len(submissions), accumulator
+
+
+class PublicContextOnly:
+    """The key-holder's public context, handed over without a network: the aggregator's
+    cryptographic work is measured alone."""
+
+    def __init__(self, secret: SecretContext) -> None:
+        self._secret = secret
+
+    def public_context(self) -> keyholder_pb2.PublicContext:
+        return keyholder_pb2.PublicContext(context=self._secret.public_bytes, fingerprint=self._secret.fingerprint,
+                                           preset=self._secret.preset.name)
+
+    def decrypt(self, *args) -> np.ndarray:
+        raise NotImplementedError("the components benchmark decrypts with the secret context itself")
 
 
 def components(params: int, clients: int, repeat: int) -> dict:
@@ -56,9 +73,9 @@ def components(params: int, clients: int, repeat: int) -> dict:
     plain_protect_s, _ = median_seconds(lambda: plain_chunks(payloads[0]), repeat)
     plain_submissions = [plain_chunks(p) for p in payloads]
 
-    ckks = CkksScheme(secret.public_bytes, preset.name, keyholder=None)
+    ckks = CkksServer(PublicContextOnly(secret))
     ckks_aggregate_s, accumulator = aggregator_seconds_per_submission(ckks, ciphertexts, length)
-    plain_aggregate_s, plain_accumulator = aggregator_seconds_per_submission(PlainScheme(), plain_submissions, length)
+    plain_aggregate_s, plain_accumulator = aggregator_seconds_per_submission(PlainServer(), plain_submissions, length)
     serialized_sum = [total.serialize() for total in accumulator.sums]
     parsed_sum = [ckks.parse_chunk(i, c, chunk_length(i, length, preset.slots)) for i, c in enumerate(serialized_sum)]
     decrypt_s, total = median_seconds(lambda: decrypt_chunks(secret.context, parsed_sum), 1)

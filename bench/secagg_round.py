@@ -25,11 +25,15 @@ from securefl.benchmark.harness import benchmark_parser, envelope, publish
 from securefl.benchmark.numbers import MISSING, byte_size, duration, plural, scientific
 from securefl.benchmark.tables import Table, compared
 from securefl.identity import Identity, Roster
-from securefl.masking.client import SecAggParticipant
+from securefl.masking.client import SecAggClient
 from securefl.masking.graph import choose_params
-from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggScheme, secagg_config
-from securefl.schemes import PlainScheme, plain_chunks
+from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggServer, secagg_config
+from securefl.rounds.chunks import chunk_length
+from securefl.rounds.inprocess import ManualClock
+from securefl.rounds.plain import PlainClient, PlainServer
+from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage
 from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
+from securefl.v1 import aggregator_pb2
 
 HERE = Path(__file__).resolve().parent
 VALUE_BOUND, MAX_WEIGHT = 10.0, 100.0
@@ -42,56 +46,53 @@ def timed(function, *args):
 
 
 def components(n: int, params: int, dropped: int) -> dict:
+    """Every client's stages and the aggregator's work, through the scheme's two halves."""
     identities = [Identity.generate(f"site-{i:03d}") for i in range(n)]
     roster = Roster.of(identities)
     config = secagg_config(n, VALUE_BOUND, MAX_WEIGHT)
-    scheme = SecAggScheme(config, roster, min_clients=2, stage_timeout=3600)
-    scheme.open("bench", n)
-    clients = [SecAggParticipant(i, roster, config, "bench") for i in identities]
-    ids = sorted(c.client_id for c in clients)
-    gone = set(ids[:: n // dropped][:dropped])
+    clock = ManualClock()
+    server = SecAggServer(config, roster, min_clients=2, stage_timeout=3600, clock=clock)
+    session = aggregator_pb2.Session(scheme=server.name)
+    server.describe(session)
+    round_ = server.new_round("bench", RoundConfig(2, n), clock())
     rng = np.random.default_rng(0)
     vector = rng.uniform(-1, 1, size=params).astype(np.float32)
+    jobs = {i.client_id: SecAggClient(session, i, roster).start("bench", vector, 3.0) for i in identities}
+    ids = sorted(jobs)
+    gone = set(ids[:: n // dropped][:dropped])
     stage_times = {stage: [] for stage in (ADVERTISE, SHARE, MASKED, UNMASK)}
 
-    for c in clients:
-        advert, seconds = timed(c.advertisement)
-        stage_times[ADVERTISE].append(seconds)
-        scheme.advertise(advert)
-    for c in clients:
-        c.accept_participants(scheme.participants("bench", c.client_id, 0))
-    for c in clients:
-        request, seconds = timed(c.share_keys)
-        stage_times[SHARE].append(seconds)
-        scheme.share_keys(request)
-    for c in clients:
-        _, seconds = timed(c.accept_shares, scheme.incoming_shares("bench", c.client_id, 0))
-        stage_times[SHARE][-1] += seconds
-    accumulator, aggregate_seconds = scheme.new_accumulator(), 0.0
-    survivors = [c for c in clients if c.client_id not in gone]
-    for c in survivors:
-        masked, seconds = timed(c.masked_input, vector, 3.0)
+    for stage in (ADVERTISE, SHARE):
+        for cid in ids:
+            body, seconds = timed(jobs[cid].answer, round_.stage_for(cid, False))
+            stage_times[stage].append(seconds)
+            round_.answer(cid, stage, body)
+    accumulator, aggregate_seconds = server.new_accumulator(), 0.0
+    survivors = [cid for cid in ids if cid not in gone]
+    for cid in survivors:
+        protected, seconds = timed(jobs[cid].protect, round_.stage_for(cid, False))
         stage_times[MASKED].append(seconds)
-        data = masked.tobytes()
-        _, seconds = timed(lambda: accumulator.add([scheme.parse_chunk(0, data, params + 1)]))
+        _, seconds = timed(lambda: accumulator.add([
+            server.parse_chunk(i, c, chunk_length(i, params + 1, server.chunk_values)) for i, c in enumerate(protected.chunks)]))
         aggregate_seconds += seconds
-    state = scheme.begin_unmask("bench", [c.client_id for c in survivors])
-    for c in survivors:
-        response, seconds = timed(c.unmask, scheme.unmask_request("bench", c.client_id, 0))
+    round_.begin_reveal(survivors)
+    for cid in survivors:
+        body, seconds = timed(jobs[cid].answer, round_.stage_for(cid, True))
         stage_times[UNMASK].append(seconds)
-        scheme.unmask(response)
-    total, unmask_seconds = timed(scheme.unmasked_total, state, accumulator)
-    decoded = scheme.encoding.decode(total)
+        round_.answer(cid, UNMASK, body)
+    decoded, unmask_seconds = timed(round_.reveal, accumulator, params + 1, b"", [])
     error = float(np.abs(decoded[:-1] / decoded[-1] - vector).max())
 
-    plain = PlainScheme()
-    plain_payload = np.append(vector * 3.0, 3.0)
-    chunks, plain_protect = timed(plain_chunks, plain_payload)
+    plain = PlainServer()
+    plain_job = PlainClient().start("bench", vector, 3.0)
+    protected_plain, plain_protect = timed(plain_job.protect, Stage(SUBMIT))
     plain_accumulator, plain_add = plain.new_accumulator(), 0.0
     for _ in survivors:
-        _, seconds = timed(lambda: plain_accumulator.add(
-            [plain.parse_chunk(i, c, min(65536, plain_payload.size - i * 65536)) for i, c in enumerate(chunks)]))
+        _, seconds = timed(lambda: plain_accumulator.add([
+            plain.parse_chunk(i, c, chunk_length(i, params + 1, plain.chunk_values))
+            for i, c in enumerate(protected_plain.chunks)]))
         plain_add += seconds
+    plain_bytes = sum(map(len, protected_plain.chunks))
     degree, threshold = choose_params(n, config.dropout_fraction, config.corrupt_fraction)
     client_total = sum(statistics.mean(times) for times in stage_times.values())
     return {
@@ -102,8 +103,8 @@ def components(n: int, params: int, dropped: int) -> dict:
         "aggregator_seconds": {"add_all_inputs": aggregate_seconds, "unmask": unmask_seconds,
                                "total": aggregate_seconds + unmask_seconds},
         "plain_aggregator_seconds": plain_add,
-        "bytes_per_client": {"secagg_masked_input": 4 * (params + 1), "plain": sum(map(len, chunks)),
-                             "ratio": 4 * (params + 1) / sum(map(len, chunks))},
+        "bytes_per_client": {"secagg_masked_input": 4 * (params + 1), "plain": plain_bytes,
+                             "ratio": 4 * (params + 1) / plain_bytes},
         "max_abs_error_of_average": error,
     }
 
@@ -120,7 +121,7 @@ def end_to_end(scheme: str, n: int, params: int, dropped: int, timeout: float) -
                 return None
             try:
                 federation.clients[i].aggregate(updates[i], weight=1.0, round_id=round_id,
-                                                simulate_dropout="masked_input" if drop else None)
+                                                simulate_dropout=MASKED if drop else None)
             except SimulatedDropout:
                 return None
             return federation.clients[i].last_stats
