@@ -1,12 +1,16 @@
 """The client library a site's training loop calls.
 
-    client = securefl.connect("aggregator:7000", identity=identity, keyholder_fingerprint=pin)
+    client = securefl.connect("aggregator:7000", identity=identity, federation=federation, tls=tls,
+                              keyholder_fingerprint=pin)
     averaged = client.aggregate(model.state_dict(), weight=n_samples)
 
 Security: the update is scaled by its weight and protected (CKKS-encrypted under the pinned
 key-holder's public key) before it leaves this process; only the weighted average of a round
 comes back. The key-holder fingerprint must be pinned: a session whose public context does not
-hash to it is refused, so a malicious aggregator cannot substitute its own key.
+hash to it is refused, so a malicious aggregator cannot substitute its own key. Everything
+else that decides security comes from the federation file, never from the aggregator: the
+roster, the aggregator's key (an acknowledgement is checked against it) and the SecAgg+
+parameters. The channel is mutual TLS, and the server must hold the aggregator's certificate.
 
 Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
 any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
@@ -23,19 +27,21 @@ from typing import Any
 
 import grpc
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import InvalidInput, SecureFLError, VerificationFailed, from_rpc_error
+from .federation import Federation
 from .he.codec import encrypt_chunks
 from .he.keys import fingerprint, load_public_context
 from .he.pool import INLINE_MAX_CHUNKS, shared_pool
-from .identity import Identity, Roster, sign_receipt
+from .identity import Identity, ack_message, sign_receipt
 from .masking.client import SecAggParticipant
 from .masking.client import run_round as run_secagg_round
-from .masking.server import MASKED_CHUNK_VALUES
+from .masking.server import MASKED_CHUNK_VALUES, secagg_config
+from .pki import AGGREGATOR, SITE, PartyName
 from .schemes import CKKS, PLAIN, SECAGG, ChunkDigest, chunk_count, join_float64, plain_chunks
 from .services.rpc import channel
 from .tensors import flatten, unflatten
+from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 
@@ -59,12 +65,17 @@ class RoundStats:
 
 
 class Client:
-    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None) -> None:
+    def __init__(self, address: str, identity: Identity, federation: Federation,
+                 keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
+                 insecure: bool = False) -> None:
+        if tls is not None and tls.party != PartyName(SITE, identity.client_id):
+            raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
         self.identity = identity
-        self._roster = roster
+        self.federation = federation
+        self._roster = federation.roster
         self._pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._channel = channel(address)
+        self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
+                                insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
         self._he_context = None
@@ -83,7 +94,9 @@ class Client:
                 if not hmac.compare_digest(fingerprint(session.he_context), self._pin):
                     raise VerificationFailed("the key-holder context relayed by the aggregator does not match the pinned fingerprint")
                 self._he_context = load_public_context(session.he_context)
-            elif session.scheme not in (PLAIN, SECAGG):
+            elif session.scheme == SECAGG:
+                self._check_secagg_config(session.secagg)
+            elif session.scheme != PLAIN:
                 raise InvalidInput(f"this client does not support scheme {session.scheme!r}")
             self._session = session
         return self._session
@@ -91,6 +104,15 @@ class Client:
     @property
     def scheme(self) -> str:
         return self.session.scheme
+
+    def _check_secagg_config(self, offered: aggregator_pb2.SecAggConfig) -> None:
+        """The SecAgg+ parameters follow from the federation file alone; an aggregator offering
+        others (a smaller threshold, a wider range) is refused."""
+        security = self.federation.security
+        pinned = secagg_config(len(self._roster), security.value_bound, security.max_weight,
+                               security.dropout_fraction, security.corrupt_fraction)
+        if offered != pinned:
+            raise VerificationFailed("the aggregator's SecAgg+ parameters differ from the federation file's")
 
     # -- aggregation -----------------------------------------------------------------------
 
@@ -127,9 +149,8 @@ class Client:
 
     def _secagg_round(self, round_id: str, spec, vector: np.ndarray, weight: float, simulate_dropout: str | None,
                       stage_seconds: dict[str, float]) -> _Sent:
-        if self._roster is None:
-            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
-        participant = SecAggParticipant(self.identity, self._roster, self.session.secagg, round_id)
+        participant = SecAggParticipant(self.identity, self._roster, self.session.secagg, round_id,
+                                        self.federation.security.min_participants)
         sent: list[_Sent] = []
 
         def submit(masked: np.ndarray) -> None:
@@ -181,12 +202,10 @@ class Client:
         for index, data in enumerate(chunks):
             yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
 
-    @staticmethod
-    def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
-        try:
-            Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
-        except Exception:
-            raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
+    def _check_ack(self, ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
+        """Against the aggregator key pinned in the federation file, whatever key the ack names."""
+        if not self.federation.aggregator.verify(ack.aggregator_signature, ack_message(receipt)):
+            raise VerificationFailed("the aggregator's acknowledgement is not signed by the pinned aggregator key")
 
     def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
         """Wait for the round's average. An acknowledged submission survives an aggregator
@@ -228,9 +247,10 @@ class Client:
         self.close()
 
 
-def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None) -> Client:
-    """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
-    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
-    the secagg scheme, the `roster` of enrolled clients' public keys."""
-    return Client(address, identity, keyholder_fingerprint, roster)
+def connect(address: str, *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
+            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None) -> Client:
+    """A client of the aggregator at `address`, signing with `identity`, pinning what
+    `federation` (the federation file) says. `tls` is the site's TLS material; plaintext only
+    with `insecure=True`. For the ckks scheme, `keyholder_fingerprint` (hex or bytes, from the
+    key-holder's operator) must be pinned too."""
+    return Client(address, identity, federation, keyholder_fingerprint, tls, insecure)

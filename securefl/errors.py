@@ -47,6 +47,19 @@ class VerificationFailed(SecureFLError):
     status = grpc.StatusCode.UNAUTHENTICATED
 
 
+class Unauthenticated(SecureFLError):
+    """The caller presented no credential this service accepts (no client certificate, or one
+    that names no securefl party)."""
+
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SecureFLError):
+    """An authenticated caller is not allowed to do this (wrong role, another party, revoked)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
 class PolicyViolation(SecureFLError):
     """The key-holder refused to decrypt: its policy does not hold."""
 
@@ -113,7 +126,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
-        UnknownSession,
+        UnknownSession, Unauthenticated, PermissionDenied,
     )
 }
 

@@ -5,7 +5,9 @@ identity signatures of enrolled clients (the roster is pinned, not taken from th
 aggregator), the graph parameters are the ones it computes itself, shares decrypt under keys
 bound to this round and these two clients, and an unmask request is refused when its
 survivor and dropped sets overlap, contain strangers, or leave fewer survivors than the
-threshold. It reveals, for each neighbour, at most one of its two secrets."""
+threshold. It refuses a round of fewer than `min_participants` clients (from the federation
+file), where the sum would say too much about each one. It reveals, for each neighbour, at
+most one of its two secrets."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class SecAggParticipant:
     roster: Roster
     config: aggregator_pb2.SecAggConfig
     round_id: str
+    min_participants: int = 2
     cipher_key: object = field(default_factory=keys.new_private_key, repr=False)
     mask_key: object = field(default_factory=keys.new_private_key, repr=False)
     self_seed: bytes = field(default_factory=lambda: os.urandom(SEED_BYTES), repr=False)
@@ -76,6 +79,9 @@ class SecAggParticipant:
         if self.adverts.get(self.client_id) is None or self.adverts[self.client_id].mask_public_key != keys.public_bytes(self.mask_key):
             raise VerificationFailed("the aggregator did not relay this client's own keys faithfully")
         ids = sorted(self.adverts)
+        if len(ids) < self.min_participants:
+            raise VerificationFailed(f"refusing a round of {len(ids)} participants: the federation requires at least "
+                                     f"{self.min_participants}")
         degree, threshold = choose_params(len(ids), self.config.dropout_fraction, self.config.corrupt_fraction)
         if (participants.degree, participants.threshold) != (degree, threshold):
             raise VerificationFailed("the aggregator's graph parameters differ from the ones this client computes")

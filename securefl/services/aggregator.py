@@ -11,18 +11,18 @@ import time
 from collections.abc import Iterator
 
 import grpc
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import (
     InvalidInput, LengthMismatch, PayloadTooLarge, RoundClosed, SpecMismatch, UnknownClient, VerificationFailed,
 )
 from ..masking.server import ADVERTISE, SHARE, UNMASK
-from ..identity import Roster, check_identifier, verify_receipt
+from ..federation import Federation
+from ..identity import Identity, ack_message, check_identifier, verify_receipt
+from ..pki import SITE
 from ..schemes import SECAGG, AggregationScheme, ChunkDigest, chunk_count, chunk_length, float64_chunks
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 from .rounds import FAILED, OPEN, Round, RoundConfig, RoundManager
-from .rpc import translate_errors
+from .rpc import authorize, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,16 @@ MAX_CHUNK_BYTES = 1 << 20
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
-    def __init__(self, scheme: AggregationScheme, rounds: RoundManager, roster: Roster, session: aggregator_pb2.Session) -> None:
+    def __init__(self, scheme: AggregationScheme, rounds: RoundManager, federation: Federation,
+                 session: aggregator_pb2.Session, signer: Identity) -> None:
+        """`signer` is the aggregator's long-term identity, pinned by clients in federation.json:
+        its signature on an acknowledgement is what a client can hold against it."""
         self._scheme = scheme
         self._rounds = rounds
-        self._roster = roster
+        self._federation = federation
+        self._roster = federation.roster
         self._session = session
-        self._signing_key = Ed25519PrivateKey.generate()
-        self._public_key = self._signing_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self._signer = signer
 
     def register(self, server: grpc.Server) -> None:
         aggregator_pb2_grpc.add_AggregatorServicer_to_server(self, server)
@@ -69,10 +70,13 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
 
     @translate_errors
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
+        authorize(context, self._federation, (SITE,), action="submit")
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InvalidInput("a submission starts with its header")
         receipt, announced = first.header.receipt, first.header.chunk_count
+        # The TLS peer and the signed receipt must name the same site.
+        authorize(context, self._federation, (SITE,), receipt.client_id, f"submit for {receipt.client_id!r:.70}")
         verify_receipt(self._roster, receipt)
         if receipt.scheme != self._scheme.name:
             raise SpecMismatch(f"this aggregator runs scheme {self._scheme.name!r}, not {receipt.scheme!r:.40}")
@@ -89,7 +93,7 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         log.info("round %s: accepted %s (%d contributors)", round_.round_id, receipt.client_id, contributors)
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
-            aggregator_key=self._public_key, aggregator_signature=self._signing_key.sign(receipt.signature),
+            aggregator_key=self._signer.public_bytes, aggregator_signature=self._signer.sign(ack_message(receipt)),
         )
 
     def _read_chunks(self, request_iterator, vector_length: int, expected: int,

@@ -8,14 +8,19 @@ import grpc
 import numpy as np
 
 from ..errors import from_rpc_error
+from ..pki import PartyName
 from ..schemes import join_float64
+from ..tls import TlsConfig
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import channel
 
 
 class KeyHolderClient:
-    def __init__(self, address: str) -> None:
-        self._channel = channel(address)
+    """`server` names the key-holder its certificate must carry (mutual TLS with `tls`)."""
+
+    def __init__(self, address: str, tls: TlsConfig | None = None, *, server: PartyName | None = None,
+                 insecure: bool = False) -> None:
+        self._channel = channel(address, tls, server=server, insecure=insecure)
         self._stub = keyholder_pb2_grpc.KeyHolderStub(self._channel)
 
     def public_context(self, timeout: float = 30.0) -> keyholder_pb2.PublicContext:

@@ -10,11 +10,13 @@ from pathlib import Path
 import grpc
 
 from ..errors import InvalidInput, VerificationFailed
+from ..federation import Federation
 from ..he.aggregation import CkksScheme
 from ..he.keys import SecretContext, fingerprint
 from ..he.presets import DEFAULT_PRESET, get_preset
-from ..identity import Roster
+from ..identity import Identity
 from ..masking.server import SecAggScheme, secagg_config
+from ..pki import KEYHOLDER
 from ..schemes import CKKS, PLAIN, SCHEMES, SECAGG, AggregationScheme, PlainScheme
 from ..v1 import aggregator_pb2
 from .aggregator import AggregatorService
@@ -23,6 +25,7 @@ from .keyholder_client import KeyHolderClient
 from .rounds import RoundConfig, RoundManager
 from .rpc import start_server
 from .store import KeyHolderStore, RoundStore
+from ..tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,48 +52,49 @@ def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset:
     return secret
 
 
-def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, db: Path | str = ":memory:",
-                    host: str = "127.0.0.1", port: int = 0) -> Running:
-    service = KeyHolderService(secret, roster, KeyHolderStore(db), min_clients)
-    server, bound = start_server(service.register, host, port)
+def serve_keyholder(*, federation: Federation, secret: SecretContext, min_clients: int | None = None,
+                    db: Path | str = ":memory:", host: str = "127.0.0.1", port: int = 0, tls: TlsConfig | None = None,
+                    insecure: bool = False) -> Running:
+    """`min_clients` defaults to the federation's `security.min_participants`."""
+    min_clients = min_clients or federation.security.min_participants
+    service = KeyHolderService(secret, federation, KeyHolderStore(db), min_clients)
+    server, bound = start_server(service.register, host, port, tls=tls, insecure=insecure)
     log.info("key-holder listening on %s:%d, context fingerprint %s", host, bound, secret.fingerprint.hex())
     return Running(server, bound)
 
 
-@dataclass(frozen=True)
-class SecAggSettings:
-    """Aggregator options of the masking scheme (see securefl.masking)."""
-
-    stage_timeout: float = 30.0
-    value_bound: float = 10.0
-    max_weight: float = 1000.0
-    dropout_fraction: float = 0.1
-    corrupt_fraction: float = 0.1
-
-
-def aggregation_scheme(scheme: str, keyholder_address: str | None, roster: Roster, min_clients: int,
-                       secagg: SecAggSettings) -> AggregationScheme:
+def aggregation_scheme(scheme: str, keyholder_address: str | None, federation: Federation, min_clients: int,
+                       stage_timeout: float, tls: TlsConfig | None, insecure: bool) -> AggregationScheme:
+    """The scheme's server half; its security parameters come from the federation file."""
     if scheme == PLAIN:
         return PlainScheme()
     if scheme == SECAGG:
-        config = secagg_config(len(roster), secagg.value_bound, secagg.max_weight, secagg.dropout_fraction,
-                               secagg.corrupt_fraction)
-        return SecAggScheme(config, roster, min_clients, secagg.stage_timeout)
+        security = federation.security
+        config = secagg_config(len(federation.roster), security.value_bound, security.max_weight,
+                               security.dropout_fraction, security.corrupt_fraction)
+        return SecAggScheme(config, federation.roster, max(min_clients, security.min_participants), stage_timeout)
     if scheme != CKKS:
         raise InvalidInput(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not keyholder_address:
         raise InvalidInput("the ckks scheme needs the key-holder's address")
-    keyholder = KeyHolderClient(keyholder_address)
+    keyholder = KeyHolderClient(keyholder_address, tls, server=federation.party(KEYHOLDER), insecure=insecure)
     public = keyholder.public_context()
     if fingerprint(public.context) != public.fingerprint:
         raise VerificationFailed("the key-holder's public context does not match its fingerprint")
     return CkksScheme(public.context, public.preset, keyholder)
 
 
-def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
-                     db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
-                     port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
-    aggregation = aggregation_scheme(scheme, keyholder_address, roster, defaults.min_clients, secagg)
+def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str, defaults: RoundConfig,
+                     keyholder_address: str | None = None, db: Path | str = ":memory:", implicit_rounds: bool = True,
+                     host: str = "127.0.0.1", port: int = 0, stage_timeout: float = 30.0, tls: TlsConfig | None = None,
+                     insecure: bool = False) -> Running:
+    """`identity` signs acknowledgements: it must be the key federation.json pins for the
+    aggregator, or clients would refuse every acknowledgement."""
+    if not federation.aggregator.matches(identity):
+        raise InvalidInput(f"identity {identity.client_id!r} is not the aggregator key pinned in the federation file")
+    roster = federation.roster
+    aggregation = aggregation_scheme(scheme, keyholder_address, federation, defaults.min_clients, stage_timeout, tls,
+                                     insecure)
     session = aggregator_pb2.Session(
         scheme=aggregation.name, chunk_values=aggregation.chunk_values, max_abs_sum=aggregation.max_abs_sum,
         max_clients=len(roster),
@@ -102,9 +106,9 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
     if isinstance(aggregation, SecAggScheme):
         session.secagg.CopyFrom(aggregation.config)
     rounds = RoundManager(aggregation, RoundStore(db), defaults, implicit_rounds=implicit_rounds)
-    service = AggregatorService(aggregation, rounds, roster, session)
+    service = AggregatorService(aggregation, rounds, federation, session, identity)
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:
     # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16)
+    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16, tls=tls, insecure=insecure)
     log.info("aggregator (%s) listening on %s:%d", aggregation.name, host, bound)
     return Running(server, bound)
