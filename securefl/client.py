@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from .errors import InvalidInput, SecureFLError, VerificationFailed, from_rpc_error
+from .errors import InvalidInput, SecureFLError, ServiceUnavailable, VerificationFailed, from_rpc_error
 from .federation import Federation
 from .he.codec import encrypt_chunks
 from .he.keys import fingerprint, load_public_context
@@ -87,7 +87,14 @@ class Client:
     def session(self) -> aggregator_pb2.Session:
         """The aggregator's scheme and (for CKKS) public context, checked against the pin."""
         if self._session is None:
-            session = self._call(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            try:
+                session = self._stub.GetSession(aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise ServiceUnavailable(
+                        "no aggregator answered within 30 s: check its address, and that both sides use TLS with "
+                        "certificates of the federation's CA (or both --insecure)") from None
+                raise from_rpc_error(exc) from None
             if session.scheme == CKKS:
                 if self._pin is None:
                     raise VerificationFailed("the ckks scheme needs the key-holder's fingerprint pinned")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from securefl.errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, QuorumTimeout,
-    RoundClosed, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed,
+    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
+    QuorumTimeout, RoundClosed, SpecMismatch, UnknownRound, VerificationFailed,
 )
 from securefl.identity import Identity
 from securefl.simulation import LocalFederation
@@ -33,7 +33,7 @@ def federation():
 
 @pytest.fixture(scope="module")
 def raw(federation):
-    return RawAggregator(federation.aggregator_address)
+    return RawAggregator(federation)
 
 
 def updates(rng, n=3):
@@ -97,7 +97,7 @@ BAD_SUBMISSIONS = {
     "chunks_not_matching_signed_digest": (1, _replace_chunk_with_another_valid_one, False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
     "forged_signature": (1, _set("signature", bytes(64)), False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
     "oversized_vector": (1, _set("vector_length", 1 << 40), True, PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    "unknown_client": ("outsider", None, True, UnknownClient, grpc.StatusCode.PERMISSION_DENIED),
+    "unknown_client": ("outsider", None, True, PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     "malformed_round_id": (1, _set("round_id", "../../etc"), True, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
 }
 
@@ -174,7 +174,7 @@ def test_operator_opened_rounds_refuse_unknown_round_ids(rng):
 
 def test_acknowledged_submissions_survive_an_aggregator_restart(rng):
     with LocalFederation(3, scheme="ckks") as fed:
-        raw = RawAggregator(fed.aggregator_address)
+        raw = RawAggregator(fed)
         ups, weights = updates(rng), [1.0, 2.0, 3.0]
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(fed.clients[i].aggregate, ups[i], weight=weights[i], round_id="r1", timeout=60)
