@@ -48,13 +48,16 @@ class SecAggSettings:
 
 class ServiceProcess:
     """One service in a child process; its port comes back through a ready file. The child
-    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables."""
+    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
+    `cwd` is where it runs (default: here)."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.args = args
         self.workdir = workdir
         self.env = env or {}
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -64,7 +67,7 @@ class ServiceProcess:
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         log.close()
