@@ -15,7 +15,7 @@ import pytest
 
 from securefl.client import connect
 from securefl.enrolment import ephemeral_credentials
-from securefl.errors import PermissionDenied, VerificationFailed
+from securefl.errors import InvalidInput, PermissionDenied, VerificationFailed
 from securefl.federation import PartyKey, SecurityParameters
 from securefl.identity import Identity
 from securefl.pki import AGGREGATOR, KEYHOLDER, SITE, PartyName
@@ -93,6 +93,14 @@ def test_every_server_refuses_a_certificate_from_another_ca(federation, psi, ser
     impostor = dataclasses.replace(ephemeral_credentials(PartyName(SITE, "site-1"))[0], ca=enrolled.ca)
     assert first_call(service, address, impostor, name) == grpc.StatusCode.UNAVAILABLE
     assert first_call(service, address, enrolled, name) is None
+
+
+def test_plaintext_needs_an_explicit_insecure_on_both_sides(federation):
+    site = federation.identities[0]
+    with pytest.raises(InvalidInput, match="--insecure"):
+        connect(federation.aggregator_address, identity=site, federation=federation.federation)
+    with pytest.raises(InvalidInput, match="--insecure"):
+        start_server(lambda server: None, "127.0.0.1", 0)
 
 
 def test_a_site_cannot_submit_under_another_sites_receipt(federation, rng):
@@ -198,6 +206,8 @@ def recorded_round(insecure: bool) -> bytes:
                 client.close()
         finally:
             relay.close()
+        warned = "INSECURE: serving plaintext gRPC" in (fed.workdir / "aggregator.log").read_text()
+        assert warned == insecure
         return bytes(relay.recorded)
 
 
