@@ -24,7 +24,8 @@ import numpy as np
 from securefl.benchmark.harness import benchmark_parser, envelope, publish
 from securefl.benchmark.numbers import MISSING, byte_size, duration, plural, scientific
 from securefl.benchmark.tables import Table, compared
-from securefl.identity import Identity, Roster
+from securefl.federation import Federation, SecurityParameters
+from securefl.identity import Identity
 from securefl.masking.client import SecAggClient
 from securefl.masking.graph import choose_params
 from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggServer, secagg_config
@@ -48,7 +49,8 @@ def timed(function, *args):
 def components(n: int, params: int, dropped: int) -> dict:
     """Every client's stages and the aggregator's work, through the scheme's two halves."""
     identities = [Identity.generate(f"site-{i:03d}") for i in range(n)]
-    roster = Roster.of(identities)
+    federation = Federation.in_process(identities, SecurityParameters(value_bound=VALUE_BOUND, max_weight=MAX_WEIGHT))
+    roster = federation.roster
     config = secagg_config(n, VALUE_BOUND, MAX_WEIGHT)
     clock = ManualClock()
     server = SecAggServer(config, roster, min_clients=2, stage_timeout=3600, clock=clock)
@@ -57,7 +59,7 @@ def components(n: int, params: int, dropped: int) -> dict:
     round_ = server.new_round("bench", RoundConfig(2, n), clock())
     rng = np.random.default_rng(0)
     vector = rng.uniform(-1, 1, size=params).astype(np.float32)
-    jobs = {i.client_id: SecAggClient(session, i, roster).start("bench", vector, 3.0) for i in identities}
+    jobs = {i.client_id: SecAggClient(session, i, federation).start("bench", vector, 3.0) for i in identities}
     ids = sorted(jobs)
     gone = set(ids[:: n // dropped][:dropped])
     stage_times = {stage: [] for stage in (ADVERTISE, SHARE, MASKED, UNMASK)}

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from securefl.errors import InvalidInput, RoundClosed, RoundFailed, VerificationFailed
-from securefl.identity import Identity, Roster
+from securefl.federation import Federation, SecurityParameters
+from securefl.identity import Identity
 from securefl.masking import keys, shamir
 from securefl.masking.client import SecAggClient, SecAggClientRound, SecAggParticipant
 from securefl.masking.graph import choose_params, graph_seed, neighbours
@@ -121,13 +122,15 @@ class Protocol:
 
     def __init__(self, n: int, dropout_fraction: float = 0.1) -> None:
         self.identities = [Identity.generate(f"c{i:03d}") for i in range(n)]
-        self.roster = Roster.of(self.identities)
+        self.federation = Federation.in_process(self.identities, SecurityParameters(
+            value_bound=10.0, max_weight=10.0, dropout_fraction=dropout_fraction))
+        self.roster = self.federation.roster
         self.config = secagg_config(n, value_bound=10.0, max_weight=10.0, dropout_fraction=dropout_fraction)
         self.clock = ManualClock()
         self.server = SecAggServer(self.config, self.roster, min_clients=2, stage_timeout=30, clock=self.clock)
         session = aggregator_pb2.Session(scheme=SECAGG)
         self.server.describe(session)
-        clients = {i.client_id: SecAggClient(session, i, self.roster) for i in self.identities}
+        clients = {i.client_id: SecAggClient(session, i, self.federation) for i in self.identities}
         self.federation = InProcessFederation.start(self.server, clients, self.identities, RoundConfig(2, n),
                                                     self.clock, step_seconds=31)
         self.ids = sorted(clients)

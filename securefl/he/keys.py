@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import InvalidInput, VerificationFailed
+from ..keyfiles import read_private, write_private
 from .presets import CkksPreset
 
 _KEYFILE_MAGIC = b"SFLKEY1\n"
@@ -73,14 +74,13 @@ class SecretContext:
         secret = self.context.serialize(save_secret_key=True)
         plaintext = struct.pack(">Q", len(self.public_bytes)) + self.public_bytes + secret
         sealed = AESGCM(_derive_key(passphrase, salt)).encrypt(nonce, plaintext, header)
-        path.write_bytes(header + salt + nonce + sealed)
-        path.chmod(0o600)
+        write_private(path, header + salt + nonce + sealed)
 
     @classmethod
     def load(cls, path: Path, passphrase: str) -> SecretContext:
         from .presets import get_preset
 
-        blob = path.read_bytes()
+        blob = read_private(path)
         if not blob.startswith(_KEYFILE_MAGIC):
             raise InvalidInput(f"{path} is not a securefl key file")
         header_end = blob.index(b"\n", len(_KEYFILE_MAGIC)) + 1

@@ -5,7 +5,9 @@ identity signatures of enrolled clients (the roster is pinned, not taken from th
 aggregator), the graph parameters are the ones it computes itself, shares decrypt under keys
 bound to this round and these two clients, and an unmask request is refused when its
 survivor and dropped sets overlap, contain strangers, or leave fewer survivors than the
-threshold. It reveals, for each neighbour, at most one of its two secrets."""
+threshold. It refuses a round of fewer than `min_participants` clients (from the federation
+file), where the sum would say too much about each one. It reveals, for each neighbour, at
+most one of its two secrets."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidInput, VerificationFailed
+from ..federation import Federation
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint
 from ..rounds.scheme import Protected, Stage, decode
@@ -22,7 +25,7 @@ from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params, graph_seed, neighbours
 from .prg import SEED_BYTES, expand
-from .server import ADVERTISE, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK, sign_stage_message
+from .server import ADVERTISE, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK, secagg_config, sign_stage_message
 
 
 @dataclass
@@ -33,6 +36,7 @@ class SecAggParticipant:
     roster: Roster
     config: secagg_pb2.SecAggConfig
     round_id: str
+    min_participants: int = 2
     cipher_key: object = field(default_factory=keys.new_private_key, repr=False)
     mask_key: object = field(default_factory=keys.new_private_key, repr=False)
     self_seed: bytes = field(default_factory=lambda: os.urandom(SEED_BYTES), repr=False)
@@ -68,6 +72,9 @@ class SecAggParticipant:
         if self.adverts.get(self.client_id) is None or self.adverts[self.client_id].mask_public_key != keys.public_bytes(self.mask_key):
             raise VerificationFailed("the aggregator did not relay this client's own keys faithfully")
         ids = sorted(self.adverts)
+        if len(ids) < self.min_participants:
+            raise VerificationFailed(f"refusing a round of {len(ids)} participants: the federation requires at least "
+                                     f"{self.min_participants}")
         degree, threshold = choose_params(len(ids), self.config.dropout_fraction, self.config.corrupt_fraction)
         if (participants.degree, participants.threshold) != (degree, threshold):
             raise VerificationFailed("the aggregator's graph parameters differ from the ones this client computes")
@@ -175,13 +182,19 @@ class SecAggClient:
     name = SECAGG
     interactive = True
 
-    def __init__(self, session: aggregator_pb2.Session, identity: Identity, roster: Roster | None) -> None:
-        if roster is None:
-            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
-        self._config = session.secagg
+    def __init__(self, session: aggregator_pb2.Session, identity: Identity, federation: Federation) -> None:
+        """The SecAgg+ parameters follow from the federation file alone; an aggregator offering
+        others (a smaller threshold, a wider range) is refused."""
+        security = federation.security
+        pinned = secagg_config(len(federation.roster), security.value_bound, security.max_weight,
+                               security.dropout_fraction, security.corrupt_fraction)
+        if session.secagg != pinned:
+            raise VerificationFailed("the aggregator's SecAgg+ parameters differ from the federation file's")
+        self._config = pinned
         self._identity = identity
-        self._roster = roster
+        self._roster = federation.roster
+        self._min_participants = security.min_participants
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
-        participant = SecAggParticipant(self._identity, self._roster, self._config, round_id)
+        participant = SecAggParticipant(self._identity, self._roster, self._config, round_id, self._min_participants)
         return SecAggClientRound(participant, vector, weight)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidInput, MalformedCiphertext, RoundClosed, RoundFailed
+from ..federation import Federation
 from ..identity import Roster
 from ..quantize import FixedPoint
 from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
@@ -66,17 +67,6 @@ def secagg_config(max_clients: int, value_bound: float = 10.0, max_weight: float
     )
 
 
-@dataclass(frozen=True)
-class SecAggSettings:
-    """The aggregator operator's options of the masking scheme."""
-
-    stage_timeout: float = 30.0
-    value_bound: float = 10.0
-    max_weight: float = 1000.0
-    dropout_fraction: float = 0.1
-    corrupt_fraction: float = 0.1
-
-
 class SecAggServer:
     name = SECAGG
     chunk_values = MASKED_CHUNK_VALUES
@@ -94,10 +84,12 @@ class SecAggServer:
         self.clock = clock
 
     @classmethod
-    def configured(cls, settings: SecAggSettings, roster: Roster, min_clients: int) -> SecAggServer:
-        config = secagg_config(len(roster), settings.value_bound, settings.max_weight, settings.dropout_fraction,
-                               settings.corrupt_fraction)
-        return cls(config, roster, min_clients, settings.stage_timeout)
+    def configured(cls, federation: Federation, min_clients: int, stage_timeout: float) -> SecAggServer:
+        """The scheme with the security parameters of the federation file every site pins."""
+        security = federation.security
+        config = secagg_config(len(federation.roster), security.value_bound, security.max_weight,
+                               security.dropout_fraction, security.corrupt_fraction)
+        return cls(config, federation.roster, max(min_clients, security.min_participants), stage_timeout)
 
     def describe(self, session: aggregator_pb2.Session) -> None:
         session.secagg.CopyFrom(self.config)
