@@ -37,7 +37,8 @@ What CKKS still leaks under active attack — use bfv (or secagg) where the aggr
 may be malicious. If the adversary adds (0, K) to the honest sum (or a client submits c1 + K),
 the masks cancel and U = Σp + K·s/Δ decoded: unlike BFV's exact arithmetic modulo t, CKKS
 lets K be scaled down until K·s/Δ is small in every slot, so it passes the range checks and is
-released. Where the adversary can predict Σp (untouched parameters, the weight sum), it reads
+released (padding slots, checked against 0, do not stop it: their positions are public, and K
+can be shaped to be small there without knowing s). Where the adversary can predict Σp (untouched parameters, the weight sum), it reads
 noisy values of K·s — linear functions of the secret key — in every accepted round: flooding
 of practical width does not hide a signal the adversary can make as large as the range check
 allows. Key rotation bounds this to `rotate_every` rounds per key, not to zero."""

@@ -116,9 +116,9 @@ class PackingPlan:
 
     def encode(self, vector: np.ndarray, weight: float) -> np.ndarray:
         """Quantize, offset and pack one client's (vector, weight); uint64 packed slots."""
+        payload = weighted_payload(vector, weight, self.value_bound, self.max_weight)
         if weight * self.scale < 1:
             raise InvalidInput(f"weight {weight} is below this federation's weight resolution 2^{-self.frac_bits}")
-        payload = weighted_payload(vector, weight, self.value_bound, self.max_weight)
         slots = self.slots_used(payload.size)
         fields = np.full(self.values_per_slot * slots, self.offset, dtype=np.uint64)
         fields[:payload.size] = (stochastic_round(payload * self.scale) + self.offset).astype(np.uint64)
