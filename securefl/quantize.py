@@ -36,8 +36,9 @@ class FixedPoint:
         """The finest resolution at which `max_clients` weighted updates cannot overflow."""
         if bits not in (32, 64):
             raise InvalidInput("bits must be 32 or 64")
-        if not (value_bound > 0 and max_weight > 0 and max_clients >= 1):
-            raise InvalidInput("value_bound and max_weight must be positive, max_clients at least 1")
+        check_bounds(value_bound, max_weight)
+        if max_clients < 1:
+            raise InvalidInput("max_clients must be at least 1")
         largest = max_clients * max(value_bound, 1.0) * max_weight  # |weighted value| and |weight| alike
         frac_bits = bits - 2 - math.ceil(math.log2(largest))
         if frac_bits < MIN_FRAC_BITS:
@@ -56,6 +57,12 @@ class FixedPoint:
         """Two's complement sum -> float64 (the weighted sum, weight sum last)."""
         signed = total.view(np.int32 if self.bits == 32 else np.int64)
         return signed.astype(np.float64) / float(2**self.frac_bits)
+
+
+def check_bounds(value_bound: float, max_weight: float) -> None:
+    """The clipping bound and the largest weight of a federation: positive and finite."""
+    if not (math.isfinite(value_bound) and value_bound > 0 and math.isfinite(max_weight) and max_weight > 0):
+        raise InvalidInput("value_bound and max_weight must be positive and finite")
 
 
 def weighted_payload(vector: np.ndarray, weight: float, value_bound: float, max_weight: float) -> np.ndarray:

@@ -5,8 +5,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tenseal as ts
 
 from securefl.client import Client
+from securefl.he.keys import SecretContext, load_public_context
 
 
 def run_round(clients: list[Client], updates: list[Any], weights: list[float], **kwargs: Any) -> list[Any]:
@@ -27,3 +29,14 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def secret(request) -> SecretContext:
+    """An HE key for the test module's `PRESET`."""
+    return SecretContext.generate(request.module.PRESET)
+
+
+@pytest.fixture(scope="module")
+def public(secret) -> ts.Context:
+    return load_public_context(secret.public_bytes)

@@ -1,5 +1,6 @@
 """Rounds of the HE schemes at the core level (no transport): clients protect and sign, the
-test plays the aggregator (adding in place, or cheating), the key-holder core releases."""
+test plays the aggregator (adding in place, or cheating), the key-holder core releases.
+`bench/bfv_round.py` times the same path."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import numpy as np
 
 from securefl.he.epochs import EpochSettings, EpochVerifier, VerifiedEpoch, protect_update
 from securefl.he.keystore import KeyStore, RotationPolicy
+from securefl.he.pool import EncryptionPool
 from securefl.he.release import KeyHolderCore
 from securefl.identity import Identity, Roster, sign_receipt
 from securefl.schemes import ChunkDigest
 from securefl.v1 import common_pb2
+from tests.submissions import Submission
 
 SPEC = b"s" * 32
 
@@ -31,12 +34,6 @@ class MemoryAudit:
 
 
 @dataclass
-class Submission:
-    receipt: common_pb2.Receipt
-    chunks: list[bytes]
-
-
-@dataclass
 class HeFederation:
     identities: list[Identity]
     keystore: KeyStore
@@ -51,8 +48,9 @@ class HeFederation:
             self.epochs[round_id] = self.verifier.verify(self.core.public_epoch_for_round(round_id))
         return self.epochs[round_id]
 
-    def submit(self, round_id: str, identity: Identity, vector: np.ndarray, weight: float) -> Submission:
-        protected = protect_update(self.epoch(round_id), round_id, identity.client_id, vector, weight)
+    def submit(self, round_id: str, identity: Identity, vector: np.ndarray, weight: float,
+               pool: EncryptionPool | None = None) -> Submission:
+        protected = protect_update(self.epoch(round_id), round_id, identity.client_id, vector, weight, pool)
         receipt = common_pb2.Receipt(
             round_id=round_id, client_id=identity.client_id, scheme=self.keystore.settings.scheme, spec_hash=SPEC,
             vector_length=protected.vector_length, digest=ChunkDigest.of(protected.chunks),
@@ -61,8 +59,9 @@ class HeFederation:
         sign_receipt(identity, receipt)
         return Submission(receipt, protected.chunks)
 
-    def submit_all(self, round_id: str, vectors: list[np.ndarray], weights: list[float]) -> list[Submission]:
-        return [self.submit(round_id, i, v, w) for i, v, w in zip(self.identities, vectors, weights)]
+    def submit_all(self, round_id: str, vectors: list[np.ndarray], weights: list[float],
+                   pool: EncryptionPool | None = None) -> list[Submission]:
+        return [self.submit(round_id, i, v, w, pool) for i, v, w in zip(self.identities, vectors, weights)]
 
     def add_up(self, round_id: str, chunk_lists: list[list[bytes]]) -> list:
         """The aggregator's work: parse every chunk and add it into the running sum in place."""

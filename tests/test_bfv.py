@@ -24,16 +24,6 @@ T = PRESET.plain_modulus
 SLOTS = PRESET.slots
 
 
-@pytest.fixture(scope="module")
-def secret() -> SecretContext:
-    return SecretContext.generate(PRESET)
-
-
-@pytest.fixture(scope="module")
-def public(secret) -> ts.Context:
-    return load_public_context(secret.public_bytes)
-
-
 # -- preset ---------------------------------------------------------------------------------------
 
 def test_bfv_preset_is_within_the_128_bit_bound_and_batches():
@@ -102,7 +92,10 @@ def test_documented_k_table(clients, k_limits):
 def plan_for(k: int, clients: int, value_bound: float, max_weight: float) -> PackingPlan:
     precision = 39 // k - math.ceil(math.log2(clients))
     assume(precision >= 4)
-    plan = PackingPlan.choose(clients, precision, value_bound, max_weight, 39, SLOTS)
+    try:
+        plan = PackingPlan.choose(clients, precision, value_bound, max_weight, 39, SLOTS)
+    except InvalidInput:  # too few bits for any weight up to max_weight
+        assume(False)
     assert plan.values_per_slot == k
     return plan
 
@@ -138,8 +131,12 @@ def test_packed_sums_unpack_to_the_exact_sum_of_every_clients_fields(k, clients,
 def test_every_accepted_plan_has_room_for_the_largest_sum(clients, precision, value_bound, max_weight):
     try:
         codec = EpochSettings("bfv", PRESET.name, clients, value_bound, max_weight, precision).codec()
-    except InvalidInput:
-        assert clients > PRESET.max_clients or precision > 39 // 1 - math.ceil(math.log2(clients))
+    except InvalidInput:  # only for a reason: too many clients, no room, or no weight representable
+        headroom = math.ceil(math.log2(clients))
+        fitting = [k for k in range(1, 40) if 39 // k - headroom >= precision]
+        if clients <= PRESET.max_clients and fitting:
+            offset = 2 ** (39 // max(fitting) - headroom - 1) - 1
+            assert max_weight * 2.0 ** math.floor(math.log2(offset / (max(value_bound, 1.0) * max_weight))) < 1
         return
     plan = codec.plan
     assert plan.client_bits >= precision and plan.values_per_slot * plan.field_bits <= 39

@@ -40,25 +40,21 @@ claimed."""
 from __future__ import annotations
 
 import numpy as np
-import tenseal as ts
 
-from .codec import encrypt_bfv_chunks, parse_chunk
+from .codec import encrypt_bfv_chunks
+from .masked import WholeCiphertexts
 from .masks import uniform_mod
 from .packing import PackingPlan
-from .pool import EncryptionPool, encrypt_vector
 from .presets import BfvPreset
 
 
-class BfvCodec:
+class BfvCodec(WholeCiphertexts):
     scheme = "bfv"
+    encrypt = encrypt_bfv_chunks
 
     def __init__(self, preset: BfvPreset, plan: PackingPlan) -> None:
         self.preset = preset
         self.plan = plan
-
-    @property
-    def slots(self) -> int:
-        return self.preset.slots
 
     def chunk_count(self, vector_length: int) -> int:
         return self.plan.chunk_count(vector_length)
@@ -69,19 +65,12 @@ class BfvCodec:
         masked = packed + uniform_mod(seed, packed.size, self.preset.plain_modulus)  # < 2^39 + t: no overflow
         return np.where(masked >= self.preset.plain_modulus, masked - np.uint64(self.preset.plain_modulus), masked)
 
-    def protect(self, context: ts.Context, vector: np.ndarray, weight: float, seed: bytes,
-                pool: EncryptionPool | None = None) -> list[bytes]:
-        return encrypt_vector(context, self.masked_plaintext(vector, weight, seed), self.slots, encrypt_bfv_chunks, pool)
-
-    def parse_chunk(self, context: ts.Context, data: bytes) -> ts.BFVVector:
-        return parse_chunk(context, self.preset, data, self.slots)
-
     def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray:
         """Remove the receipted clients' masks and range-check; ReleaseCheckFailed if not honest."""
         t = self.preset.plain_modulus
         masks = np.zeros(decrypted.size, dtype=np.uint64)
         for seed in seeds:  # each < 2^40: the sum cannot overflow before 2^24 clients
             masks += uniform_mod(seed, decrypted.size, t)
-        total = np.mod(decrypted, t).astype(np.uint64)
-        packed = (total + np.uint64(t) - masks % np.uint64(t)) % np.uint64(t)
+        masks %= np.uint64(t)
+        packed = np.mod(decrypted - masks.astype(np.int64), t).astype(np.uint64)  # decrypted lies in (-t/2, t/2]
         return self.plan.unpack_sum(packed, len(seeds), vector_length)

@@ -48,30 +48,29 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tenseal as ts
 
 from ..errors import InvalidInput
 from ..masking.prg import uniform_floats
-from ..quantize import weighted_payload
-from .codec import encrypt_chunks, parse_chunk
+from ..quantize import check_bounds, weighted_payload
+from .codec import encrypt_chunks
+from .masked import WholeCiphertexts
 from .masks import uniform_reals
 from .packing import ReleaseCheckFailed
-from .pool import EncryptionPool, encrypt_vector
 from .presets import CkksPreset
 
 ERROR_STD_BITS = 11  # σ_e <= 2^(ERROR_STD_BITS - scale_bits) per client and slot
 TOLERANCE_SIGMAS = 10  # honest sums never exceed τ = 10 σ_e(m): P < 1e-22 per slot
 
 
-class CkksCodec:
+class CkksCodec(WholeCiphertexts):
     scheme = "ckks"
+    encrypt = encrypt_chunks
 
     def __init__(self, preset: CkksPreset, max_clients: int, value_bound: float, max_weight: float,
                  decryptions_per_key: int = 1) -> None:
+        check_bounds(value_bound, max_weight)
         if max_clients < 1 or decryptions_per_key < 1:
             raise InvalidInput("max_clients and decryptions_per_key must be at least 1")
-        if not (math.isfinite(value_bound) and value_bound > 0 and math.isfinite(max_weight) and max_weight > 0):
-            raise InvalidInput("value_bound and max_weight must be positive and finite")
         self.preset = preset
         self.max_clients = max_clients
         self.value_bound = value_bound
@@ -84,10 +83,6 @@ class CkksCodec:
                 f"CKKS masks need max_clients·(2·max_clients + 1)·max(1, value_bound)·max_weight <= {preset.max_abs_sum:.3g} "
                 f"(preset {preset.name}); lower max_weight (e.g. weights as fractions) or use the bfv scheme"
             )
-
-    @property
-    def slots(self) -> int:
-        return self.preset.slots
 
     def chunk_count(self, vector_length: int) -> int:
         return -(-vector_length // self.slots)
@@ -108,13 +103,6 @@ class CkksCodec:
         masked = uniform_reals(seed, size, self.mask_bound)
         masked[:payload.size] += payload
         return masked
-
-    def protect(self, context: ts.Context, vector: np.ndarray, weight: float, seed: bytes,
-                pool: EncryptionPool | None = None) -> list[bytes]:
-        return encrypt_vector(context, self.masked_plaintext(vector, weight, seed), self.slots, encrypt_chunks, pool)
-
-    def parse_chunk(self, context: ts.Context, data: bytes) -> ts.CKKSVector:
-        return parse_chunk(context, self.preset, data, self.slots)
 
     def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray:
         """Unmask, range-check (ReleaseCheckFailed), flood."""

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import tenseal as ts
@@ -27,33 +25,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import InvalidInput, VerificationFailed
 from ..identity import length_prefixed
+from ..masking.prg import SEED_BYTES
 from ..v1 import common_pb2
 from .bfv import BfvCodec
 from .ckks import CkksCodec
-from ..masking.prg import SEED_BYTES
 from .keys import load_public_context
+from .masked import MaskedCodec
 from .masks import seal_seed
 from .packing import DEFAULT_PRECISION_BITS, PackingPlan
 from .pool import EncryptionPool
 from .presets import BfvPreset, CkksPreset, get_preset
 
 _EPOCH_TAG = b"securefl/public-epoch/v1"
-
-
-class MaskedCodec(Protocol):
-    """What the bfv and ckks codecs share: the client's protection and the key-holder's reveal."""
-
-    scheme: str
-    slots: int
-
-    def chunk_count(self, vector_length: int) -> int: ...
-
-    def protect(self, context: ts.Context, vector: np.ndarray, weight: float, seed: bytes,
-                pool: EncryptionPool | None = None) -> list[bytes]: ...
-
-    def parse_chunk(self, context: ts.Context, data: bytes): ...
-
-    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -150,8 +133,6 @@ class EpochVerifier:
                 if not hmac.compare_digest(epoch_message(epoch), epoch_message(newest.message)):
                     raise VerificationFailed(f"two different key epochs carry the number {epoch.epoch}")
                 return newest
-        if not (math.isfinite(epoch.value_bound) and math.isfinite(epoch.max_weight)):
-            raise InvalidInput("the key epoch's bounds are not finite")
         context = load_public_context(epoch.context)
         verified = VerifiedEpoch(epoch.epoch, epoch, context, EpochSettings.of(epoch).codec())
         with self._lock:

@@ -40,8 +40,9 @@ from ..errors import DuplicateSubmission, InvalidInput, PolicyViolation
 from ..identity import check_identifier
 from ..secretfile import PassphraseBox, write_private
 from ..v1 import common_pb2
-from .epochs import EpochSettings, MaskedCodec, sign_epoch
+from .epochs import EpochSettings, sign_epoch
 from .keys import SecretContext
+from .masked import MaskedCodec
 from .masks import x25519_public_bytes
 from .presets import get_preset
 
@@ -109,30 +110,25 @@ class KeyStore:
                clock: Callable[[], float] = time.time) -> KeyStore:
         """A new keystore with a new signing key and a first epoch. Refuses settings that could
         overflow before any key is made, and an existing file."""
-        settings.codec(policy.rotate_every)
-        path = Path(path)
-        lock_fd = _lock(path)
-        try:
+
+        def build(path: Path, lock_fd: int) -> KeyStore:
             if path.exists():
                 raise InvalidInput(f"{path} exists; open it, or remove it to start over")
             store = cls(path, PassphraseBox(passphrase), lock_fd, Ed25519PrivateKey.generate(), settings, policy, clock)
             with store._mutex:
                 store._start_epoch()
                 store._save()
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        return store
+            return store
+
+        return cls._locked(path, settings, policy, build)
 
     @classmethod
     def open(cls, path: Path, passphrase: str, settings: EpochSettings, policy: RotationPolicy = RotationPolicy(),
              clock: Callable[[], float] = time.time) -> KeyStore:
         """Open an existing keystore (exclusively). If `settings` differ from the current epoch's
         (say the roster grew), a new epoch starts and the old one finishes its rounds."""
-        settings.codec(policy.rotate_every)
-        path = Path(path)
-        lock_fd = _lock(path)
-        try:
+
+        def build(path: Path, lock_fd: int) -> KeyStore:
             box, plaintext = PassphraseBox.open(passphrase, _MAGIC, path.read_bytes())
             state = json.loads(plaintext)
             signing_key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(state["signing_key"]))
@@ -143,10 +139,23 @@ class KeyStore:
                     store._replace_current()
                 store._purge()
                 store._save()
+            return store
+
+        return cls._locked(path, settings, policy, build)
+
+    @staticmethod
+    def _locked(path: Path, settings: EpochSettings, policy: RotationPolicy,
+                build: Callable[[Path, int], KeyStore]) -> KeyStore:
+        """Check the settings (before any key exists), take the file's lock, build the store;
+        the lock is released if building fails."""
+        settings.codec(policy.rotate_every)
+        path = Path(path)
+        lock_fd = _lock(path)
+        try:
+            return build(path, lock_fd)
         except BaseException:
             os.close(lock_fd)
             raise
-        return store
 
     def close(self) -> None:
         with self._mutex:

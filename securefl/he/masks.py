@@ -79,8 +79,8 @@ def open_seed(sealed: bytes, sealing_key: X25519PrivateKey, round_id: str, clien
 
 def uniform_mod(seed: bytes, count: int, modulus: int) -> np.ndarray:
     """`count` integers uniform on [0, modulus) as uint64: the top bit_length(modulus) bits of
-    each keystream word, candidates >= modulus rejected. For t = 2^40 - 2359295 one candidate in
-    1.9 million is rejected; the first `count` accepted values are a pure function of the seed."""
+    each keystream word, candidates >= modulus rejected. For t = 2^40 - 147455 one candidate in
+    7.5 million is rejected; the first `count` accepted values are a pure function of the seed."""
     if not 1 < modulus < 2**63:
         raise ValueError("modulus must be in (1, 2^63)")
     shift = np.uint64(64 - modulus.bit_length())

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInput
-from ..quantize import stochastic_round, weighted_payload
+from ..quantize import check_bounds, stochastic_round, weighted_payload
 
 MIN_PRECISION_BITS = 4
 DEFAULT_PRECISION_BITS = 12
@@ -76,12 +76,11 @@ class PackingPlan:
     def choose(cls, max_clients: int, precision_bits: int, value_bound: float, max_weight: float,
                packing_bits: int, slots_per_chunk: int) -> PackingPlan:
         """The densest packing giving each client at least `precision_bits`; InvalidInput if none."""
-        if not 1 <= max_clients:
+        check_bounds(value_bound, max_weight)
+        if max_clients < 1:
             raise InvalidInput("max_clients must be at least 1")
         if not MIN_PRECISION_BITS <= precision_bits <= packing_bits:
             raise InvalidInput(f"precision_bits must lie in [{MIN_PRECISION_BITS}, {packing_bits}]")
-        if not (math.isfinite(value_bound) and value_bound > 0 and math.isfinite(max_weight) and max_weight > 0):
-            raise InvalidInput("value_bound and max_weight must be positive and finite")
         headroom = math.ceil(math.log2(max_clients))
         for k in range(packing_bits // precision_bits, 0, -1):
             field_bits = packing_bits // k
@@ -89,6 +88,9 @@ class PackingPlan:
             if client_bits >= precision_bits:
                 offset = 2 ** (client_bits - 1) - 1
                 frac_bits = math.floor(math.log2(offset / (max(value_bound, 1.0) * max_weight)))
+                if max_weight * 2.0**frac_bits < 1:
+                    raise InvalidInput(f"{client_bits} bits per value cannot represent any weight up to {max_weight} "
+                                       f"with values up to {value_bound}; raise precision_bits or lower the bounds")
                 return cls(max_clients, value_bound, max_weight, k, field_bits, client_bits, frac_bits, slots_per_chunk)
         raise InvalidInput(
             f"{max_clients} clients need {headroom} headroom bits per field: {precision_bits} bits of precision "
