@@ -15,14 +15,17 @@ Z_t^S and independent of everything the adversary sees: the seed is sealed (X255
 AES-GCM) to the key-holder, and Enc(p_h + r_h) is IND-CPA under RLWE. BFV is linear modulo t,
 so whatever the adversary submits decrypts to D = Σ_h a_h·(p_h + r_h) + E, where a_h in Z_t
 (per slot) says how it used ct_h and E is whatever the rest contributes; E cannot depend on
-r_h. Then U = Σ_h (a_h - 1)·r_h + Σ_h a_h·p_h + E - Σ_{i in R \\ H} r_i. If any a_h != 1 (a
-single client's ciphertext with several receipts: a_h = 0 for the others; a subset: 0 for the
-missing ones; a scaled sum: 2; a slot selection: 0 in some slots; (0, K) alone: all 0), U is
-uniform on Z_t in those slots, since t is prime and a_h - 1 is invertible. A uniform slot passes
-the checks with probability < 0.51 and a ciphertext has 8,192 slots: refused except with
-probability < 2^-7900, and the refusal is the same whatever the key, so it tells the adversary
-nothing about s. If every a_h = 1 (the honest sum plus something: a client's c1 + K, or
-sum + (0, K)), the masks cancel and U = Σ p + E where E = round(t/q · (K·s + noise)) is the only
+r_h. Then U = Σ_h (a_h - 1)·r_h + Σ_h a_h·p_h + E - Σ_{i in R, not in H} r_i. In every slot where
+some a_h != 1 (a single client's ciphertext with several receipts: a_h = 0 for the others; a
+subset: 0 for the missing ones; a scaled sum: 2; a slot selection: 0 in some slots; (0, K)
+alone: all 0), U is uniform on Z_t, since t is prime and a_h - 1 is invertible, and independent
+of every update and of the key: pass or fail, such a slot carries nothing about them. A uniform
+slot passes the checks with probability < 0.51 (2^39/t), so a change in n slots is refused
+except with probability < 0.51^n (< 2^-7900 for one whole ciphertext), and a refusal is the
+same whatever the key, so it tells the adversary nothing about s.
+
+If every a_h = 1 (the honest sum plus something: a client's c1 + K, or sum + (0, K)), the
+masks cancel and U = Σ p + E where E = round(t/q · (K·s + noise)) is the only
 key-dependent term. Either E = 0 (the release is the honest sum, and the adversary learns the
 one bit that its perturbation rounded away) or E is a nonzero polynomial fixed by the unknown
 key, whose batching (an NTT modulo t) spreads it over all 8,192 slots at full size: steering it
