@@ -1,8 +1,10 @@
 """Ed25519 site identities, the enrolment roster, and signed receipts.
 
 A receipt binds (round, client, scheme, model-spec hash, vector length, digest of the
-protected bytes) under the client's identity key. The key-holder counts only distinct,
-correctly signed receipts of enrolled clients towards its quorum."""
+protected bytes, and for HE schemes the key epoch and the sealed mask seed) under the client's
+identity key. The key-holder counts only distinct, correctly signed receipts of enrolled
+clients towards its quorum, and the aggregator that relays them can neither read nor swap the
+sealed seed."""
 
 from __future__ import annotations
 
@@ -22,8 +24,14 @@ from .keyfiles import read_private, write_private
 from .v1 import common_pb2
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_RECEIPT_TAG = b"securefl/receipt/v1"
+_RECEIPT_TAG = b"securefl/receipt/v2"
 _ACK_TAG = b"securefl/ack/v1"
+
+
+def length_prefixed(*fields: bytes) -> bytes:
+    """Canonical encoding of a tuple of byte strings for signatures and KDF labels: each field
+    prefixed by its 4-byte big-endian length, so no two tuples encode alike."""
+    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -127,11 +135,11 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
 def receipt_message(receipt: common_pb2.Receipt) -> bytes:
     """Canonical, length-prefixed encoding of the signed receipt fields (not protobuf bytes,
     which are not canonical)."""
-    fields = [
+    return _RECEIPT_TAG + length_prefixed(
         receipt.round_id.encode(), receipt.client_id.encode(), receipt.scheme.encode(),
         receipt.spec_hash, struct.pack(">Q", receipt.vector_length), receipt.digest,
-    ]
-    return _RECEIPT_TAG + b"".join(struct.pack(">I", len(f)) + f for f in fields)
+        struct.pack(">Q", receipt.key_epoch), receipt.sealed_seed,
+    )
 
 
 def sign_receipt(identity: Identity, receipt: common_pb2.Receipt) -> None:

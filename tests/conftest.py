@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tenseal as ts
 
 from securefl.client import Client
+from securefl.he.keys import SecretContext, load_public_context
 
 
 def run_round(clients: list[Client], updates: list[Any], weights: list[float], **kwargs: Any) -> list[Any]:
@@ -52,3 +54,12 @@ def enrol_with_cli(out: Path, *site_ids: str) -> Path:
 def tls_args(enrolment: Path, party_id: str) -> list[str]:
     return ["--tls-cert", str(enrolment / f"{party_id}.tls.crt"), "--tls-key", str(enrolment / f"{party_id}.tls.key"),
             "--tls-ca", str(enrolment / "ca.crt")]
+@pytest.fixture(scope="module")
+def secret(request) -> SecretContext:
+    """An HE key for the test module's `PRESET`."""
+    return SecretContext.generate(request.module.PRESET)
+
+
+@pytest.fixture(scope="module")
+def public(secret) -> ts.Context:
+    return load_public_context(secret.public_bytes)

@@ -22,6 +22,7 @@ def test_a_signed_receipt_verifies_against_the_roster():
 
 @pytest.mark.parametrize("field, value", [
     ("round_id", "r2"), ("scheme", "plain"), ("spec_hash", b"x" * 32), ("vector_length", 11), ("digest", b"e" * 32),
+    ("key_epoch", 2), ("sealed_seed", b"z" * 80),
 ])
 def test_changing_any_signed_field_breaks_the_signature(field, value):
     alice = Identity.generate("alice")
