@@ -118,59 +118,77 @@ def aggregator_serve(
     _serve_until_signal(running, ready_file)
 
 
+_PEM = {"exists": True, "dir_okay": False, "readable": True}
+
+
 @psi_app.command("serve")
 def psi_serve(
     ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
     out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    peer: str = typer.Option(..., help="The only peer served: the common name of its TLS client certificate."),
+    cert: Path = typer.Option(..., help="This party's TLS certificate (PEM).", **_PEM),
+    key: Path = typer.Option(..., help="This party's TLS private key (PEM).", **_PEM),
+    ca: Path = typer.Option(..., help="CA certificate (PEM) the peer's certificate must chain to.", **_PEM),
     column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set the peer may bring (default: twice this party's)."),
+    session_timeout: float = typer.Option(3600.0, min=1.0, help="Seconds a session may last before it is dropped."),
     host: str = "127.0.0.1",
     port: int = 7100,
     ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
 ) -> None:
-    """Serve one PSI session as party A, write the aligned indices, and exit."""
-    from .psi.group import GroupPool
-    from .psi.ids import read_ids, write_indices
-    from .psi.protocol import ServerParty
-    from .psi.service import PsiService
+    """Serve PSI as party A to one authenticated peer, write the aligned indices after the first
+    completed session, and exit."""
+    from .psi import GroupPool, ServerParty, read_ids, write_indices
+    from .services.psi import PsiService, mutual_tls, tls_peer
     from .services.rpc import start_server
 
-    try:
-        own = read_ids(ids, column)
-    except SecureFLError as exc:
-        _fail(exc)
     finished = threading.Event()
 
     def record(outcome) -> None:
         write_indices(out, outcome.indices)
-        console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
+        console.print(f"intersection of {outcome.cardinality} rows with {peer}'s {outcome.peer_size}; wrote {out}")
         finished.set()
 
-    with GroupPool() as pool:
-        server, bound = start_server(PsiService(ServerParty(own, pool), on_finish=record).register, host, port, workers=4)
-        if ready_file is not None:
-            _announce_port(ready_file, bound)
-        console.print(f"PSI party A serving {len(own)} IDs on port {bound}")
-        finished.wait()
-        server.stop(1).wait()
+    try:
+        own = read_ids(ids, column)
+        server_credentials, _ = mutual_tls(cert, key, ca)
+        with GroupPool() as pool:
+            party = ServerParty(own, pool, expected_peer=peer, max_peer_set=max_peer_set, session_timeout=session_timeout)
+            server, bound = start_server(PsiService(party, tls_peer, on_finish=record).register, host, port,
+                                         workers=4, credentials=server_credentials)
+            if ready_file is not None:
+                _announce_port(ready_file, bound)
+            console.print(f"PSI party A serving {len(own)} IDs to {peer} on port {bound}")
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(stop_signal, lambda *_: finished.set())
+            finished.wait()
+            server.stop(1).wait()
+    except SecureFLError as exc:
+        _fail(exc)
 
 
 @psi_app.command("join")
 def psi_join(
-    address: str = typer.Argument(..., help="host:port of party A."),
+    address: str = typer.Argument(..., help="host:port of party A (its certificate must name this host)."),
     ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
     out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    cert: Path = typer.Option(..., help="This party's TLS certificate (PEM); party A expects its common name.", **_PEM),
+    key: Path = typer.Option(..., help="This party's TLS private key (PEM).", **_PEM),
+    ca: Path = typer.Option(..., help="CA certificate (PEM) party A's certificate must chain to.", **_PEM),
     column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set party A may bring (default: twice this party's)."),
     cardinality_only: bool = typer.Option(False, help="Learn only the size of the intersection."),
 ) -> None:
-    """Join party A's PSI session as party B and write the aligned indices."""
-    from .psi.group import GroupPool
-    from .psi.ids import read_ids, write_indices
-    from .psi.service import join
+    """Join party A's PSI service as party B and write the aligned indices."""
+    from .psi import GroupPool, JoinerParty, read_ids, write_indices
+    from .services.psi import join, mutual_tls
+    from .services.rpc import channel
 
     try:
         own = read_ids(ids, column)
-        with GroupPool() as pool:
-            outcome = join(address, own, pool, cardinality_only=cardinality_only)
+        _, channel_credentials = mutual_tls(cert, key, ca)
+        with GroupPool() as pool, channel(address, channel_credentials) as psi_channel:
+            outcome = join(psi_channel, JoinerParty(own, pool, max_peer_set=max_peer_set), cardinality_only=cardinality_only)
     except SecureFLError as exc:
         _fail(exc)
     write_indices(out, outcome.indices)

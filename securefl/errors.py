@@ -60,9 +60,27 @@ class UnknownRound(SecureFLError):
 
 
 class UnknownSession(SecureFLError):
-    """No PSI session with this id is under way."""
+    """No PSI session with this id is under way (never started, finished or expired)."""
 
     status = grpc.StatusCode.NOT_FOUND
+
+
+class PeerRefused(SecureFLError):
+    """The caller is not the authenticated peer this service was told to expect."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class SessionBusy(SecureFLError):
+    """A PSI session is already under way; the service runs one at a time."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StepOutOfOrder(SecureFLError):
+    """A PSI session step was called before the steps it needs completed, or twice."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class RoundClosed(SecureFLError):
@@ -113,7 +131,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
-        UnknownSession,
+        UnknownSession, PeerRefused, SessionBusy, StepOutOfOrder,
     )
 }
 

@@ -1,4 +1,5 @@
-"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost.
+"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost; and
+`local_psi`: both parties of a private set intersection in this process.
 
 Each service runs in its own process (`python -m securefl ... serve`) and talks real gRPC over
 real sockets, as in a deployment; the clients live in this process and may be used from
@@ -12,18 +13,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import grpc
 
 from .client import Client, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
 from .masking.client import SimulatedDropout
+from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
 from .schemes import CKKS, SCHEMES, SECAGG
 from .services.launch import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
+from .services.psi import LOCAL_PEER, PsiService, join, local_peer
+from .services.rpc import bind_server, channel
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout",
+           "local_psi", "local_psi_size", "local_psi_outcomes"]
 
 
 def _die_with_parent() -> None:
@@ -189,3 +197,39 @@ class LocalFederation:
                 service.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def local_psi(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> tuple[list[int], list[int]]:
+    """Align two ID lists: returns (indices_a, indices_b) of the intersection, in the same order."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, workers=workers)
+    return outcome_a.indices, outcome_b.indices
+
+
+def local_psi_size(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> int:
+    """Only the size of the intersection (cardinality mode)."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, cardinality_only=True, workers=workers)
+    if outcome_a.cardinality != outcome_b.cardinality:
+        raise RuntimeError("the two parties disagree on the intersection size")
+    return outcome_b.cardinality
+
+
+def local_psi_outcomes(ids_a: Sequence, ids_b: Sequence, cardinality_only: bool = False,
+                       workers: int | None = None) -> tuple[PsiOutcome, PsiOutcome]:
+    """Both PSI parties in this process, over real gRPC on a Unix socket in a fresh private
+    directory (mode 0700: only this user can connect, which is the peer A authorizes). Group
+    operations run on `workers` threads (default: one per core); no worker processes, so this
+    works from any script, `python -`, a notebook or a thread."""
+    encoded_a, encoded_b = encode_ids(list(ids_a)), encode_ids(list(ids_b))
+    outcomes: list[PsiOutcome] = []
+    with GroupPool(workers) as pool, tempfile.TemporaryDirectory(prefix="securefl-psi-") as directory:
+        party_a = ServerParty(encoded_a, pool, expected_peer=LOCAL_PEER, max_peer_set=len(encoded_b))
+        address = f"unix:{directory}/psi.sock"
+        server, _ = bind_server(PsiService(party_a, local_peer, on_finish=outcomes.append).register, address,
+                                workers=4, credentials=grpc.local_server_credentials(grpc.LocalConnectionType.UDS))
+        try:
+            with channel(address, grpc.local_channel_credentials(grpc.LocalConnectionType.UDS)) as psi_channel:
+                party_b = JoinerParty(encoded_b, pool, max_peer_set=len(encoded_a))
+                outcome_b = join(psi_channel, party_b, cardinality_only=cardinality_only)
+        finally:
+            server.stop(0)
+    return outcomes[0], outcome_b

@@ -57,16 +57,25 @@ def translate_errors(method: Callable) -> Callable:
     return unary_wrapper
 
 
-def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32) -> tuple[grpc.Server, int]:
+def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32,
+                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
     """Start a server with modest limits; returns it and the bound port (port 0 picks one)."""
+    return bind_server(register, f"{host}:{port}", workers, credentials)
+
+
+def bind_server(register: Callable[[grpc.Server], None], address: str, workers: int = 32,
+                credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+    """Start a server on any gRPC address (`host:port`, `unix:/path`); returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
     register(server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
-        raise OSError(f"cannot bind {host}:{port}")
+        raise OSError(f"cannot bind {address}")
     server.start()
     return server, bound
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=_OPTIONS)
+def channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(address, options=_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=_OPTIONS)
