@@ -20,7 +20,7 @@ import pytest
 import rbcl
 from hypothesis import given, settings, strategies as st
 
-from securefl.errors import InvalidInput, PayloadTooLarge, PeerRefused
+from securefl.errors import InvalidInput, PayloadTooLarge, PeerRefused, ServiceUnavailable
 from securefl.psi import GroupPool, JoinerParty, ServerParty, encode_ids, read_ids
 from securefl.psi.group import hash_and_blind, new_scalar
 from securefl.psi.hashing import expand_message_xmd, session_dst
@@ -242,6 +242,8 @@ def test_an_unexpected_peer_cannot_touch_the_expected_peers_session(party_a):
 def test_a_certificate_from_another_ca_cannot_even_connect(party_a):
     error = refused(lambda: party_a.stub("outsider").Start(psi_pb2.PsiStart(joiner_size=2), timeout=5))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(ServiceUnavailable, match="certificate chains to the other's CA"):
+        join(party_a.channel("outsider"), JoinerParty(encode_ids(["x"]), GroupPool(0)))
     assert party_a.party.live_session is None
 
 

@@ -15,7 +15,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from ..errors import InvalidInput, from_rpc_error
+from ..errors import InvalidInput, ServiceUnavailable, from_rpc_error
 from ..psi.protocol import JoinerParty, PsiOutcome, ServerParty
 from ..v1 import psi_pb2, psi_pb2_grpc
 from .rpc import translate_errors
@@ -39,7 +39,7 @@ def mutual_tls(cert: Path, key: Path, ca: Path) -> tuple[grpc.ServerCredentials,
     peer's certificate must chain to. The server requires and verifies a client certificate,
     so `tls_peer` always has an authenticated name; the channel verifies the server's."""
     cert_pem = _read_pem(cert, "certificate", x509.load_pem_x509_certificate)
-    key_pem = _read_pem(key, "private key", lambda data: load_pem_private_key(data, password=None))
+    key_pem = _read_pem(key, "unencrypted private key", lambda data: load_pem_private_key(data, password=None))
     ca_pem = _read_pem(ca, "CA certificate", x509.load_pem_x509_certificate)
     return (grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True),
             grpc.ssl_channel_credentials(ca_pem, key_pem, cert_pem))
@@ -52,7 +52,7 @@ def _read_pem(path: Path, what: str, parse: Callable[[bytes], object]) -> bytes:
     except OSError as exc:
         raise InvalidInput(f"cannot read the {what} {path}: {exc.strerror}") from None
     except (ValueError, TypeError):
-        raise InvalidInput(f"{path} is not a PEM {what} (unencrypted)") from None
+        raise InvalidInput(f"{path} is not a PEM {what}") from None
     return data
 
 
@@ -148,5 +148,8 @@ def join(psi_channel: grpc.Channel, party: JoinerParty, cardinality_only: bool =
         stub.Finish(matches, timeout=timeout)
         traffic["sent"] += matches.ByteSize()
     except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            raise ServiceUnavailable(f"cannot reach party A ({exc.details()}): check its address, that it is "
+                                     "serving, and that each party's certificate chains to the other's CA") from None
         raise from_rpc_error(exc) from None
     return PsiOutcome(result.own_indices, result.cardinality, started.server_size, traffic["sent"], traffic["received"])
