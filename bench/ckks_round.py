@@ -1,10 +1,12 @@
-"""CKKS vs plaintext aggregation for one round: 1,000,000 parameters, 10 clients.
+"""CKKS (masked, range-checked, flooded) vs plaintext aggregation for one round: 1,000,000
+parameters, 10 clients.
 
 Two parts, both in the same run so ratios compare like with like:
 
-* components, each timed alone on this machine: client protection (CKKS encryption on the
-  process pool vs float32 serialisation), bytes per client, aggregator work per submission
-  (validate + add in place), key-holder decryption of the sum;
+* components, each timed alone on this machine (`securefl.benchmark.he_round`: the scheme's own
+  halves and the key-holder's release core, no gRPC): client protection (masking and CKKS
+  encryption on the worker pool vs float32 serialisation), bytes per client, aggregator work per
+  submission (validate + add in place), key-holder decryption + unmasking + checks of the sum;
 * the whole round end to end through LocalFederation (real key-holder and aggregator processes,
   real gRPC), all clients submitting concurrently.
 
@@ -12,6 +14,7 @@ Run: python bench/ckks_round.py [--params N] [--clients N] [--out PATH] [--markd
 
 from __future__ import annotations
 
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,90 +22,58 @@ from pathlib import Path
 import numpy as np
 
 from securefl.benchmark.harness import benchmark_parser, envelope, median_seconds, publish
+from securefl.benchmark.he_round import he_components
 from securefl.benchmark.numbers import byte_size, count, duration, scientific
 from securefl.benchmark.tables import Table, compared
-from securefl.he.aggregation import CkksServer
-from securefl.he.codec import decrypt_chunks
-from securefl.he.keys import SecretContext
-from securefl.he.pool import EncryptionPool
-from securefl.he.presets import DEFAULT_PRESET, get_preset
 from securefl.rounds.chunks import chunk_length
 from securefl.rounds.plain import PlainServer, plain_chunks
-from securefl.simulation import LocalFederation
-from securefl.v1 import keyholder_pb2
+from securefl.simulation import LocalFederation, SecAggSettings
 
 HERE = Path(__file__).resolve().parent
+VALUE_BOUND, MAX_WEIGHT = 10.0, 10.0
 
 
-def aggregator_seconds_per_submission(scheme, submissions: list[list[bytes]], length: int) -> tuple[float, object]:
-    """Validate every chunk of each submission and add it into the running sum in place."""
-    accumulator = scheme.new_accumulator()
+def plain_components(params: int, clients: int, repeat: int) -> tuple[float, int, float]:
+    """float32 serialisation, its bytes, and the plain aggregator's parse + add per submission."""
+    rng = np.random.default_rng(0)
+    payloads = [np.append(rng.normal(size=params).astype(np.float32), 1.0) for _ in range(clients)]
+    protect_s, _ = median_seconds(lambda: plain_chunks(payloads[0]), repeat)
+    submissions = [plain_chunks(p) for p in payloads]
+    server, length = PlainServer(), payloads[0].size
+    accumulator = server.new_accumulator()
     started = time.perf_counter()
     for chunks in submissions:
-        accumulator.add([scheme.parse_chunk(i, c, chunk_length(i, length, scheme.chunk_values)) for i, c in enumerate(chunks)])
-    return (time.perf_counter() - started) / len(submissions), accumulator
-
-
-class PublicContextOnly:
-    """The key-holder's public context, handed over without a network: the aggregator's
-    cryptographic work is measured alone."""
-
-    def __init__(self, secret: SecretContext) -> None:
-        self._secret = secret
-
-    def public_context(self) -> keyholder_pb2.PublicContext:
-        return keyholder_pb2.PublicContext(context=self._secret.public_bytes, fingerprint=self._secret.fingerprint,
-                                           preset=self._secret.preset.name)
-
-    def decrypt(self, *args) -> np.ndarray:
-        raise NotImplementedError("the components benchmark decrypts with the secret context itself")
+        accumulator.add([server.parse_chunk(i, c, chunk_length(i, length, server.chunk_values)) for i, c in enumerate(chunks)])
+    return protect_s, sum(map(len, submissions[0])), (time.perf_counter() - started) / clients
 
 
 def components(params: int, clients: int, repeat: int) -> dict:
-    preset = get_preset(DEFAULT_PRESET)
-    secret = SecretContext.generate(preset)
-    rng = np.random.default_rng(0)
-    payloads = [np.append(rng.normal(size=params).astype(np.float32) * 3.0, 3.0) for _ in range(clients)]
-    length = payloads[0].size
-
-    pool = EncryptionPool(secret.public_bytes)
-    pool.encrypt(payloads[0][: preset.slots * 4], preset.slots)  # start the workers
-    encrypt_s, _ = median_seconds(lambda: pool.encrypt(payloads[0], preset.slots), repeat)
-    ciphertexts = [pool.encrypt(p, preset.slots) for p in payloads]
-    pool.shutdown()
-    plain_protect_s, _ = median_seconds(lambda: plain_chunks(payloads[0]), repeat)
-    plain_submissions = [plain_chunks(p) for p in payloads]
-
-    ckks = CkksServer(PublicContextOnly(secret))
-    ckks_aggregate_s, accumulator = aggregator_seconds_per_submission(ckks, ciphertexts, length)
-    plain_aggregate_s, plain_accumulator = aggregator_seconds_per_submission(PlainServer(), plain_submissions, length)
-    serialized_sum = [total.serialize() for total in accumulator.sums]
-    parsed_sum = [ckks.parse_chunk(i, c, chunk_length(i, length, preset.slots)) for i, c in enumerate(serialized_sum)]
-    decrypt_s, total = median_seconds(lambda: decrypt_chunks(secret.context, parsed_sum), 1)
-    expected = np.sum(payloads, axis=0, dtype=np.float64)
-    relative_error = float(np.linalg.norm(total - expected) / np.linalg.norm(expected))
-
-    ckks_bytes = sum(map(len, ciphertexts[0]))
-    plain_bytes = sum(map(len, plain_submissions[0]))
+    """The hardened CKKS round's components (`securefl.benchmark.he_round`) beside plaintext's."""
+    with tempfile.TemporaryDirectory() as workdir:
+        ckks = he_components(Path(workdir), "ckks", params, clients, VALUE_BOUND, MAX_WEIGHT, repeat)
+    plain_protect_s, plain_bytes, plain_aggregate_s = plain_components(params, clients, repeat)
     return {
-        "preset": preset.name,
-        "ciphertexts_per_client": len(ciphertexts[0]),
-        "client_protect_seconds": {"ckks": encrypt_s, "plain": plain_protect_s},
-        "client_encrypt_seconds_per_million_params": encrypt_s * 1e6 / params,
-        "bytes_per_client": {"ckks": ckks_bytes, "plain": plain_bytes, "ratio": ckks_bytes / plain_bytes},
+        "preset": ckks["preset"],
+        "ciphertexts_per_client": ckks["ciphertexts_per_client"],
+        "client_protect_seconds": {"ckks": ckks["client_protect_seconds"], "plain": plain_protect_s},
+        "client_encrypt_seconds_per_million_params": ckks["client_protect_seconds"] * 1e6 / params,
+        "bytes_per_client": {"ckks": ckks["bytes_per_client"], "plain": plain_bytes,
+                             "ratio": ckks["bytes_per_client"] / plain_bytes},
         "aggregator_seconds_per_submission": {
-            "ckks": ckks_aggregate_s, "plain": plain_aggregate_s, "ratio": ckks_aggregate_s / plain_aggregate_s,
+            "ckks": ckks["aggregator_seconds_per_submission"], "plain": plain_aggregate_s,
+            "ratio": ckks["aggregator_seconds_per_submission"] / plain_aggregate_s,
         },
-        "keyholder_decrypt_seconds": decrypt_s,
-        "decrypted_sum_relative_error": relative_error,
-        "plain_sum_matches": bool(np.allclose(plain_accumulator.total, expected)),
+        "keyholder_decrypt_seconds": ckks["keyholder_decrypt_unmask_seconds"],
+        "max_average_error": ckks["max_average_error"],
+        "average_error_bound": ckks["average_error_bound"],
     }
 
 
 def end_to_end(scheme: str, params: int, clients: int) -> dict:
     rng = np.random.default_rng(1)
     updates = [{"w": rng.normal(size=params).astype(np.float32)} for _ in range(clients)]
-    with LocalFederation(clients, scheme=scheme) as federation:
+    settings = SecAggSettings(value_bound=VALUE_BOUND, max_weight=MAX_WEIGHT)
+    with LocalFederation(clients, scheme=scheme, secagg=settings) as federation:
         with ThreadPoolExecutor(clients) as pool:
             # A full dry round first: starts the encryption pool and channels outside the timing.
             list(pool.map(lambda i: federation.clients[i].aggregate(updates[i]), range(clients)))
@@ -128,16 +99,18 @@ def tables(report: dict) -> list[Table]:
             protect["ckks"], protect["plain"], duration),
         compared("bytes sent per client", sent["ckks"], sent["plain"], byte_size),
         compared("aggregator work per submission (validate + add in place)", added["ckks"], added["plain"], duration),
-        compared("key-holder decryption of the sum", c["keyholder_decrypt_seconds"], None, duration),
+        compared("key-holder decryption + unmasking + checks of the sum", c["keyholder_decrypt_seconds"], None, duration),
         compared(f"whole round, {report['clients']} clients on this one machine (LocalFederation)",
             rounds["ckks"]["round_seconds"], rounds["plain"]["round_seconds"], duration),
         compared("mean client protection within that round (all clients share the CPUs)",
             rounds["ckks"]["mean_client_protect_seconds_under_contention"],
             rounds["plain"]["mean_client_protect_seconds_under_contention"], duration),
-        compared("relative error of the decrypted sum", c["decrypted_sum_relative_error"], None, scientific),
+        compared(f"max error of the released average (bound {scientific(c['average_error_bound'])})",
+                 c["max_average_error"], None, scientific),
     ]
-    caption = (f"Preset `{c['preset']}`, {c['ciphertexts_per_client']} ciphertexts per client; "
-               f"plaintext is the float32 update.")
+    caption = (f"Preset `{c['preset']}`, {c['ciphertexts_per_client']} ciphertexts per client, masked, range-checked "
+               f"and flooded; values clipped to ±{VALUE_BOUND:g}, weights up to {MAX_WEIGHT:g}; plaintext is the float32 "
+               "update.")
     return [Table("ckks_round", ("measure", "CKKS", "plaintext", "ratio"), rows, caption)]
 
 

@@ -1,10 +1,11 @@
 """One site of a deployed federation: contribute an update to a round, print the average.
 
     SECUREFL_IDENTITY_PASSPHRASE=... python examples/site.py --aggregator aggregator.example:7000 \\
-        --id hospital-a --dir hospital-a/ --keyholder-fingerprint 3f9c...
+        --id hospital-a --dir hospital-a/
 
 `--dir` holds what enrolment gave this site: `<id>.identity.json`, `<id>.tls.key`,
-`<id>.tls.crt` and `federation.json`. The update here is a constant vector (`--value`), so the
+`<id>.tls.crt` and `federation.json` (which pins the aggregator's and the key-holder's keys:
+nothing else needs pinning). The update here is a constant vector (`--value`), so the
 printed average is easy to check; a training loop passes its model's state_dict instead."""
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ def main() -> None:
     parser.add_argument("--aggregator", required=True, help="host:port of the aggregator")
     parser.add_argument("--id", required=True, help="this site's id")
     parser.add_argument("--dir", type=Path, required=True, help="directory of this site's files")
-    parser.add_argument("--keyholder-fingerprint", help="ckks: printed by `securefl keyholder serve`, pinned out of band")
     parser.add_argument("--value", type=float, default=1.0)
     parser.add_argument("--weight", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=1000)
@@ -36,7 +36,6 @@ def main() -> None:
         federation=federation,
         tls=securefl.TlsConfig.from_files(args.dir / f"{args.id}.tls.crt", args.dir / f"{args.id}.tls.key",
                                           federation.ca_certificate),
-        keyholder_fingerprint=args.keyholder_fingerprint,
     )
     with client:
         average = client.aggregate(np.full(args.size, args.value), weight=args.weight, round_id=args.round_id)

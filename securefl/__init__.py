@@ -3,7 +3,7 @@
     import securefl
     client = securefl.connect("aggregator:7000", identity=securefl.Identity.load(path),
                               federation=securefl.Federation.load("federation.json"),
-                              tls=securefl.TlsConfig.from_files(cert, key), keyholder_fingerprint=pin)
+                              tls=securefl.TlsConfig.from_files(cert, key))
     averaged_state = client.aggregate(model.state_dict(), weight=n_samples)
 """
 
@@ -11,17 +11,17 @@ from .client import Client, RoundStats, connect
 from .errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
     PolicyViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable,
-    SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed,
+    SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed, WorkerDied,
 )
 from .federation import Federation, SecurityParameters
 from .identity import Identity, Roster
 from .tls import TlsConfig
-from .schemes import CKKS, PLAIN, SCHEMES
+from .schemes import BFV, CKKS, DEFAULT_SCHEME, PLAIN, SCHEMES, SECAGG
 
 __all__ = [
-    "CKKS", "PLAIN", "SCHEMES", "Client", "RoundStats", "connect", "Identity", "Roster", "Federation",
+    "BFV", "CKKS", "SECAGG", "PLAIN", "SCHEMES", "DEFAULT_SCHEME", "Client", "RoundStats", "connect", "Identity", "Roster", "Federation",
     "SecurityParameters", "TlsConfig", "Unauthenticated", "PermissionDenied",
     "SecureFLError", "InvalidInput", "MalformedCiphertext", "LengthMismatch", "PayloadTooLarge", "UnknownClient",
     "VerificationFailed", "PolicyViolation", "UnknownRound", "RoundClosed", "RoundExists", "SpecMismatch",
-    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ServiceUnavailable",
+    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ServiceUnavailable", "WorkerDied",
 ]

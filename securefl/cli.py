@@ -15,12 +15,13 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from .errors import InvalidInput, SecureFLError
-from .he.presets import DEFAULT_PRESET, PRESETS
-from .keyfiles import IDENTITY_PASSPHRASE_ENV
-from .schemes import CKKS, PLAIN, SECAGG
+from .he.keystore import RotationPolicy
+from .he.presets import DEFAULT_PRESETS, PRESETS
+from .keyfiles import IDENTITY_PASSPHRASE_ENV, KEY_PASSPHRASE_ENV
+from .schemes import BFV, CKKS, DEFAULT_SCHEME, PLAIN, SCHEMES, SECAGG
 
 app = typer.Typer(help="securefl: secure aggregation for federated learning.", no_args_is_help=True)
-keyholder_app = typer.Typer(help="The key-holder: holds the CKKS secret key, decrypts only aggregates.", no_args_is_help=True)
+keyholder_app = typer.Typer(help="The key-holder: holds the HE secret keys, releases only honest sums.", no_args_is_help=True)
 aggregator_app = typer.Typer(help="The untrusted aggregator: sums protected updates.", no_args_is_help=True)
 app.add_typer(keyholder_app, name="keyholder")
 app.add_typer(aggregator_app, name="aggregator")
@@ -44,7 +45,6 @@ enrol_app = typer.Typer(cls=_DefaultCommandGroup, no_args_is_help=True, help=(
 app.add_typer(enrol_app, name="enrol")
 console = Console(stderr=True)
 
-PASSPHRASE_ENV = "SECUREFL_KEY_PASSPHRASE"
 FEDERATION_HELP = "federation.json: the roster, the pinned keys, the CA and the security parameters."
 TLS_CERT_HELP = "This party's TLS certificate (PEM)."
 TLS_KEY_HELP = f"Its TLS private key (PEM, 0600; if encrypted, the passphrase comes from ${IDENTITY_PASSPHRASE_ENV})."
@@ -99,10 +99,14 @@ def _logging(verbose: bool) -> None:
 @keyholder_app.command("serve")
 def keyholder_serve(
     federation: Path = typer.Option(..., help=FEDERATION_HELP),
-    min_clients: Optional[int] = typer.Option(None, help="Decrypt only sums of at least this many distinct signed contributions (default: the federation's min_participants)."),
-    key_file: Optional[Path] = typer.Option(None, help=f"Encrypted key file (created if absent; passphrase from ${PASSPHRASE_ENV}). Keys stay in memory if omitted."),
-    preset: str = typer.Option(DEFAULT_PRESET, help=f"CKKS preset for new keys: {', '.join(PRESETS)}."),
-    db: Path = typer.Option(Path("keyholder.db"), help="SQLite store: decrypted rounds and the audit log."),
+    identity: Path = typer.Option(..., help=f"The key-holder's identity file: signs every key epoch, and federation.json pins its key (passphrase from ${IDENTITY_PASSPHRASE_ENV})."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, help=f"The HE scheme of the key epochs: {BFV} (exact, packed) or {CKKS}; the aggregator runs the same."),
+    preset: Optional[str] = typer.Option(None, help=f"HE parameter preset of new epochs (default {DEFAULT_PRESETS[BFV]} for {BFV}, {DEFAULT_PRESETS[CKKS]} for {CKKS}): {', '.join(PRESETS)}."),
+    precision_bits: Optional[int] = typer.Option(None, help="Bits of each client's quantized value (bfv; default: the federation's security.precision_bits, else 12)."),
+    rotate_every: int = typer.Option(RotationPolicy.rotate_every, min=1, help="A key epoch serves at most this many rounds; a refused release retires it at once."),
+    keystore: Path = typer.Option(Path("keyholder.keystore"), help=f"Encrypted keystore: epoch keys and the rounds each decrypted (created if absent; passphrase from ${KEY_PASSPHRASE_ENV})."),
+    audit_log: Path = typer.Option(Path("keyholder.audit.jsonl"), help="Audit log: every release or refusal, with who asked (JSON lines, 0600)."),
+    min_clients: Optional[int] = typer.Option(None, help="Release only sums of at least this many distinct signed contributions (default: the federation's min_participants)."),
     host: str = "127.0.0.1",
     port: int = 7001,
     tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
@@ -112,20 +116,25 @@ def keyholder_serve(
     ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
     verbose: bool = typer.Option(True, help="Log decisions to stderr."),
 ) -> None:
-    """Serve the key-holder (mutual TLS; Decrypt answers only the aggregator's certificate)."""
+    """Serve the key-holder (mutual TLS; RegisterRound and Decrypt answer only the aggregator's certificate)."""
     from .federation import Federation
-    from .services.launch import load_or_create_secret, serve_keyholder
+    from .identity import Identity
+    from .keyfiles import passphrase
+    from .services.launch import KeyHolderConfig, serve_keyholder
 
     _logging(verbose)
     try:
         pins = Federation.load(federation)
         tls = _tls(tls_cert, tls_key, tls_ca, insecure, pins.ca_certificate)
-        secret = load_or_create_secret(key_file, os.environ.get(PASSPHRASE_ENV), preset)
-        running = serve_keyholder(federation=pins, secret=secret, min_clients=min_clients, db=db, host=host, port=port,
-                                  tls=tls, insecure=insecure)
+        signer = Identity.load(identity)
+        config = KeyHolderConfig(keystore, passphrase(f"the keystore {keystore}", env=KEY_PASSPHRASE_ENV), audit_log,
+                                 scheme, preset, precision_bits, rotate_every, min_clients)
+        running = serve_keyholder(federation=pins, identity=signer, config=config, host=host, port=port, tls=tls,
+                                  insecure=insecure)
     except SecureFLError as exc:
         _fail(exc)
-    console.print(f"key-holder context fingerprint (clients pin this): {secret.fingerprint.hex()}")
+    console.print(f"key-holder {signer.client_id}: {scheme} key epochs signed with the identity federation.json pins "
+                  f"(sites need nothing else); audit log {audit_log}")
     _serve_until_signal(running, ready_file)
 
 
@@ -133,7 +142,7 @@ def keyholder_serve(
 def aggregator_serve(
     federation: Path = typer.Option(..., help=FEDERATION_HELP),
     identity: Path = typer.Option(..., help=f"The aggregator's identity file (signs acknowledgements; passphrase from ${IDENTITY_PASSPHRASE_ENV})."),
-    scheme: str = typer.Option(CKKS, help=f"{CKKS} (needs --keyholder), {SECAGG} (pairwise masking) or {PLAIN} (no protection, for measurement)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, help=f"{BFV} or {CKKS} (need --keyholder), {SECAGG} (pairwise masking) or {PLAIN} (no protection, for measurement)."),
     keyholder: Optional[str] = typer.Option(None, help="host:port of the key-holder."),
     min_clients: int = typer.Option(2, help="Default quorum of a round."),
     expected_clients: int = typer.Option(0, help="Close a round as soon as this many submitted (0: all enrolled)."),
@@ -254,13 +263,14 @@ def enrol_federation(
     out: Path = typer.Option(Path("enrolment"), help="Directory for the CA, every party's files and federation.json."),
     name: str = typer.Option("securefl", help="Name of the federation (in its CA certificate)."),
     aggregator_id: str = typer.Option("aggregator", help="Id of the aggregator."),
-    keyholder_id: str = typer.Option("keyholder", help="Id of the key-holder (ckks); empty for none."),
+    keyholder_id: str = typer.Option("keyholder", help="Id of the key-holder (bfv, ckks); empty for none."),
     operator_id: str = typer.Option("operator", help="Id of the operator credential."),
     dropout_fraction: float = typer.Option(0.1, help="secagg: tolerated fraction of dropouts."),
     corrupt_fraction: float = typer.Option(0.1, help="secagg: tolerated fraction of clients colluding with the aggregator."),
-    value_bound: float = typer.Option(10.0, help="secagg: update values are clipped to [-bound, bound]."),
-    max_weight: float = typer.Option(1000.0, help="secagg: largest weight a site may give."),
+    value_bound: float = typer.Option(10.0, help="Update values are clipped to [-bound, bound] (secagg, bfv, ckks): keep it tight, precision is relative to it."),
+    max_weight: float = typer.Option(1000.0, help="Largest weight a site may give (secagg, bfv, ckks): keep it tight, precision is relative to it."),
     min_participants: int = typer.Option(2, help="No sum of fewer contributions is ever revealed."),
+    precision_bits: Optional[int] = typer.Option(None, min=4, help="bfv: bits of each client's quantized value (default 12; the key-holder's --precision-bits overrides)."),
 ) -> None:
     """Create a federation centrally: a CA, keys and certificates for every party, federation.json.
     Private keys are encrypted under one passphrase (SECUREFL_IDENTITY_PASSPHRASE, or typed)."""
@@ -269,7 +279,8 @@ def enrol_federation(
     from .keyfiles import passphrase
 
     try:
-        security = SecurityParameters(dropout_fraction, corrupt_fraction, value_bound, max_weight, min_participants)
+        security = SecurityParameters(dropout_fraction, corrupt_fraction, value_bound, max_weight, min_participants,
+                                      precision_bits)
         new = create_federation(site_ids, name=name, aggregator_id=aggregator_id, keyholder_id=keyholder_id or None,
                                 operator_ids=(operator_id,), security=security)
         if (out / "federation.json").exists():
@@ -364,7 +375,7 @@ def bench(
     grid = QUICK if quick else DEFAULT
     try:
         chosen = tuple(dict.fromkeys([PLAIN, *(schemes.split(",") if schemes else grid.schemes)]))
-        unknown = [s for s in chosen if s not in (PLAIN, CKKS, SECAGG)] + [
+        unknown = [s for s in chosen if s not in SCHEMES] + [
             s for s in (sizes.split(",") if sizes else []) if s not in MODEL_SIZES]
         if unknown:
             raise typer.BadParameter(f"unknown scheme or size: {', '.join(unknown)}")
@@ -396,7 +407,7 @@ def bench(
 
 @app.command()
 def demo(
-    scheme: str = typer.Option(CKKS, help="Protection scheme of the secure run."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, help=f"Protection scheme of the secure run: {', '.join(s for s in SCHEMES if s != PLAIN)}."),
     clients: int = typer.Option(5, min=2, max=20, help="Number of hospitals."),
     rounds: int = typer.Option(10, min=1, max=100, help="Federated rounds."),
     seed: int = typer.Option(0, help="Seed of the data split and model initialisation."),

@@ -1,20 +1,19 @@
 """The client library a site's training loop calls, over gRPC.
 
-    client = securefl.connect("aggregator:7000", identity=identity, federation=federation, tls=tls,
-                              keyholder_fingerprint=pin)
+    client = securefl.connect("aggregator:7000", identity=identity, federation=federation, tls=tls)
     averaged = client.aggregate(model.state_dict(), weight=n_samples)
 
 Security: the update is scaled by its weight and protected by the aggregator's scheme (its
 client half, `securefl.schemes.client_scheme`) before it leaves this process; only the weighted
 average of a round comes back. What the site trusts comes from its pins, never from the
 aggregator: the federation file (the roster, the aggregator's key — every acknowledgement is
-checked against it — and the security parameters) and, for ckks, the key-holder's fingerprint;
-a scheme whose session does not match the pins is refused. The channel is mutual TLS, and the
-server must hold the aggregator's certificate.
+checked against it —, the key-holder's key — every HE key epoch is checked against it — and the
+security parameters); a scheme whose session does not match the pins is refused. The channel is
+mutual TLS, and the server must hold the aggregator's certificate.
 
-Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
-any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
-`if __name__ == "__main__":`."""
+Large HE updates are encrypted on worker processes that are plain subprocesses
+(`securefl.he.pool`), so calling `aggregate` needs no `if __name__ == "__main__":` guard and works
+from `python -`, a notebook or a thread."""
 
 from __future__ import annotations
 
@@ -34,10 +33,17 @@ from .pki import AGGREGATOR, SITE, PartyName
 from .rounds.chunks import join_float64
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
-from .services.rpc import channel, from_rpc_error, invoke
+from .services.rpc import channel, from_rpc_error, invoke, raised_by_server
 from .tensors import flatten, unflatten
 from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+
+
+# A waiting client keeps trying to reach an aggregator that went away (an acknowledged submission
+# survives its restart) for this long, then gives up with ServiceUnavailable.
+RECONNECT_SECONDS = 120.0
+_POLL_SECONDS = 60.0  # a long wait is asked again this often
+_RETRY_SECONDS = 0.5  # between attempts to reach an unreachable aggregator
 
 
 class SimulatedDropout(Exception):
@@ -58,15 +64,14 @@ class RoundStats:
 
 
 class Client:
-    def __init__(self, address: str, identity: Identity, federation: Federation,
-                 keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
+    def __init__(self, address: str, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
                  insecure: bool = False) -> None:
         if tls is not None and tls.party != PartyName(SITE, identity.client_id):
             raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
+        self.address = address
         self.identity = identity
         self.federation = federation
-        pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(federation=federation, keyholder_fingerprint=pin)
+        self._pins = ClientPins(federation=federation)
         self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
                                 insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
@@ -104,27 +109,32 @@ class Client:
                   simulate_dropout: str | None = None) -> Any:
         """Contribute `update` with `weight` to a round and return the round's weighted average,
         in the structure given (torch state_dict in, torch state_dict out). Blocks until the
-        round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout).
+        round completes (or `timeout` seconds pass); raises a SecureFLError if it fails (e.g.
+        QuorumTimeout), and ServiceUnavailable if the aggregator stays unreachable for
+        RECONNECT_SECONDS while this client waits. An update the scheme can never protect (a
+        weight or value out of the federation's range) is refused before any round is joined.
 
         `simulate_dropout` (simulations and tests) makes this client vanish just before the
         named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
         unmask), raising SimulatedDropout."""
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
             raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         scheme = self.scheme
         vector, spec = flatten(update)
+        scheme.check(vector, float(weight))
         if scheme.interactive or round_id is None:
             round_id = invoke(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(
                 client_id=self.identity.client_id, round_id=round_id or "")).round_id
         job = scheme.start(round_id, vector, float(weight))
-        run = _Run(self, round_id, spec.hash, job)
+        run = _Run(self, round_id, spec.hash, job, deadline)
         started = time.perf_counter()
         if scheme.interactive:
             run.follow_stages(simulate_dropout)
         else:
             run.submit(Stage(SUBMIT))
         submitted = time.perf_counter()
-        average = self._await_result(round_id, spec.size, timeout)
+        average = self._await_result(round_id, spec.size, deadline)
         protect = sum(run.stage_seconds.values())
         self.last_stats = RoundStats(round_id, protect, submitted - started - protect, time.perf_counter() - submitted,
                                      run.bytes_sent, spec.size + 1, run.stage_seconds)
@@ -143,23 +153,41 @@ class Client:
         if not self.federation.aggregator.verify(ack.aggregator_signature, ack_message(receipt)):
             raise VerificationFailed("the aggregator's acknowledgement is not signed by the pinned aggregator key")
 
-    def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
-        """Wait for the round's average. An acknowledged submission survives an aggregator
-        restart, so a dropped connection is retried until `timeout`."""
+    def _await_result(self, round_id: str, expected_length: int, deadline: float | None) -> np.ndarray:
+        """Wait for the round's average."""
         request = aggregator_pb2.RoundRequest(round_id=round_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                messages = list(self._stub.AwaitResult(request, timeout=remaining, wait_for_ready=True))
-                break
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or (deadline is not None and time.monotonic() >= deadline):
-                    raise from_rpc_error(exc) from None
-                time.sleep(0.2)
+        messages = self._wait(lambda timeout: list(self._stub.AwaitResult(request, timeout=timeout)),
+                              deadline, f"the result of round {round_id}")
         if not messages or not messages[0].HasField("header"):
             raise SecureFLError(f"round {round_id}: the aggregator sent no result")
         return join_float64([m.chunk.data for m in messages[1:]], expected_length)
+
+    def _wait(self, call, deadline: float | None, waiting_for: str):
+        """`call(timeout)` until it answers: a long wait on the aggregator that survives its
+        restarts. While the aggregator is unreachable the call is retried, for at most
+        RECONNECT_SECONDS in a row (then ServiceUnavailable); the whole wait ends at `deadline`."""
+        unreachable_since: float | None = None
+        while True:
+            remaining = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, deadline - time.monotonic())
+            if remaining <= 0:
+                raise SecureFLError(f"{waiting_for} did not come within the timeout given to aggregate")
+            try:
+                return call(remaining)
+            except grpc.RpcError as exc:
+                if raised_by_server(exc) or exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                                               grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise from_rpc_error(exc) from None
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # a long wait ended: ask again
+                    unreachable_since = None
+                    continue
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since >= RECONNECT_SECONDS:
+                raise ServiceUnavailable(
+                    f"the aggregator at {self.address} was unreachable for {now - unreachable_since:.0f} s while this "
+                    f"site waited for {waiting_for}; stopped waiting (an acknowledged submission still counts if the "
+                    "aggregator comes back)")
+            time.sleep(_RETRY_SECONDS)
 
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         """The aggregator's view of a round: state, contributors, and its timing metrics."""
@@ -178,11 +206,13 @@ class Client:
 class _Run:
     """One client's round over gRPC: follows the scheme's stages and times the local work."""
 
-    def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound) -> None:
+    def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound,
+                 deadline: float | None) -> None:
         self._client = client
         self._round_id = round_id
         self._spec_hash = spec_hash
         self._job = job
+        self._deadline = deadline
         self.stage_seconds: dict[str, float] = {}
         self.bytes_sent = 0
 
@@ -201,7 +231,8 @@ class _Run:
         stub, client_id = self._client._stub, self._client.identity.client_id
         request = aggregator_pb2.StageRequest(round_id=self._round_id, client_id=client_id)
         while True:
-            message = invoke(stub.AwaitStage, request, timeout=60)
+            message = self._client._wait(lambda timeout: stub.AwaitStage(request, timeout=timeout),
+                                         self._deadline, f"the next stage of round {self._round_id}")
             if not message.stage:
                 continue
             if message.stage == DONE:
@@ -224,9 +255,9 @@ def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[ag
 
 
 def connect(address: str, *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
-            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None) -> Client:
+            insecure: bool = False) -> Client:
     """A client of the aggregator at `address`, signing with `identity`, pinning what
-    `federation` (the federation file) says. `tls` is the site's TLS material; plaintext only
-    with `insecure=True`. For the ckks scheme, `keyholder_fingerprint` (hex or bytes, from the
-    key-holder's operator) must be pinned too."""
-    return Client(address, identity, federation, keyholder_fingerprint, tls, insecure)
+    `federation` (the federation file) says: the roster, the aggregator's and the key-holder's
+    keys, the security parameters. `tls` is the site's TLS material; plaintext only with
+    `insecure=True`."""
+    return Client(address, identity, federation, tls, insecure)

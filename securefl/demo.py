@@ -30,7 +30,22 @@ LOCAL_EPOCHS, BATCH_SIZE, LEARNING_RATE = 2, 16, 0.05
 DROPOUTS = {2: (4, "share_keys"), 5: (2, "submit"), 8: (0, "unmask")}
 STAGE_WORDS = {"share_keys": "sharing its keys", "submit": "sending its masked input", "unmask": "unmasking"}
 STAGE_TIMEOUT = 3.0
-DEMO_SECAGG = SecAggSettings(stage_timeout=STAGE_TIMEOUT, value_bound=100.0, max_weight=500.0)
+VALUE_BOUND = 10.0  # every model value and (relative) feature statistic of the demo lies within it
+# The demo's model (1,218 values) fits one BFV ciphertext however many values share a slot, so it
+# takes a whole slot per value (k = 1, 33-37 bits) at no cost in bytes; bench/demo_accuracy.py
+# also measures the default 12-bit floor (k = 2, 16 bits at five hospitals).
+PRECISION_BITS = 20
+
+
+def demo_settings(hospitals: list[Hospital], bounds: tuple[float, float] | None = None,
+                  precision_bits: int | None = None) -> SecAggSettings:
+    """The federation's security parameters: bounds (value_bound, max_weight) by default as tight
+    as an operator who knows the sites would set them, since fixed-point schemes (bfv, secagg)
+    resolve values relative to value_bound·max_weight and loose bounds cost accuracy
+    (bench/demo_accuracy.py measures it)."""
+    value_bound, max_weight = bounds or (VALUE_BOUND, float(max(len(h.labels) for h in hospitals)))
+    return SecAggSettings(stage_timeout=STAGE_TIMEOUT, value_bound=value_bound, max_weight=max_weight,
+                          precision_bits=precision_bits or PRECISION_BITS)
 
 
 @dataclass
@@ -73,16 +88,21 @@ def make_model(seed: int):
 
 
 def secure_standardizer(clients: list[Client], hospitals: list[Hospital]) -> tuple[np.ndarray, np.ndarray]:
-    """Global feature mean and std from securely averaged local moments."""
-    def moments(i: int):
-        x = hospitals[i].features
-        return clients[i].aggregate({"mean": x.mean(0), "square": (x**2).mean(0)}, weight=len(x))
+    """Global feature mean and std from two securely averaged rounds: the local means, then the
+    local mean squared deviations from the global mean, relative to it. Relative deviations keep
+    every feature in the same range whatever its units (fixed-point schemes resolve values
+    relative to the federation's value bound), and E[x²] - mean² is avoided: it cancels
+    catastrophically for features whose spread is small beside their mean."""
+    def average(make) -> np.ndarray:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            return list(pool.map(lambda i: clients[i].aggregate(make(hospitals[i].features),
+                                                                weight=len(hospitals[i].labels)),
+                                 range(len(clients))))[0]
 
-
-    with ThreadPoolExecutor(len(clients)) as pool:
-        result = list(pool.map(moments, range(len(clients))))[0]
-    std = np.sqrt(np.maximum(result["square"] - result["mean"] ** 2, 1e-12))
-    return result["mean"], std
+    mean = average(lambda x: x.mean(0))
+    scale = np.maximum(np.abs(mean), 1e-3)
+    relative_variance = average(lambda x: (((x - mean) / scale) ** 2).mean(0))
+    return mean, scale * np.sqrt(np.maximum(relative_variance, 1e-12))
 
 
 def train_locally(model, hospital: Hospital, mean: np.ndarray, std: np.ndarray, seed: int) -> None:
@@ -112,7 +132,8 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndar
 
 
 def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress: Progress,
-                  dropouts: dict[int, tuple[int, str]]) -> RunResult:
+                  dropouts: dict[int, tuple[int, str]], bounds: tuple[float, float] | None = None,
+                  precision_bits: int | None = None) -> RunResult:
     """Train for `rounds`; in a round listed in `dropouts`, that hospital vanishes at that
     stage (with plain FedAvg it simply does not contribute, unless it vanished after sending)."""
     import torch
@@ -124,7 +145,7 @@ def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress:
     timeout = STAGE_TIMEOUT if dropouts else None
     min_clients = n_clients - 1 if dropouts else None
     with LocalFederation(n_clients, scheme=scheme, min_clients=min_clients, round_timeout=timeout,
-                         secagg=DEMO_SECAGG) as federation:
+                         secagg=demo_settings(hospitals, bounds, precision_bits)) as federation:
         clients = federation.clients
         mean, std = secure_standardizer(clients, hospitals)
         global_model = make_model(seed)
@@ -158,15 +179,18 @@ def federated_run(scheme: str, n_clients: int, rounds: int, seed: int, progress:
     return result
 
 
-def run_demo(scheme: str, n_clients: int, rounds: int, seed: int, console: Console) -> tuple[RunResult, RunResult]:
+def run_demo(scheme: str, n_clients: int, rounds: int, seed: int, console: Console,
+             bounds: tuple[float, float] | None = None, precision_bits: int | None = None) -> tuple[RunResult, RunResult]:
+    """The secure run and the plaintext run; `bounds` overrides the federation's (value_bound,
+    max_weight), `precision_bits` bfv's precision."""
     console.print(f"[bold]securefl demo[/bold]: {n_clients} hospitals, {rounds} rounds, breast-cancer data, "
                   f"scheme [cyan]{scheme}[/cyan] vs plaintext FedAvg")
     dropouts = {r: d for r, d in DROPOUTS.items() if r < rounds and d[0] < n_clients} if scheme == SECAGG else {}
     for round_index, (hospital, stage) in sorted(dropouts.items()):
         console.print(f"round {round_index + 1}: hospital {hospital + 1} will drop out before {STAGE_WORDS[stage]}")
     with Progress(console=console, transient=False) as progress:
-        secure = federated_run(scheme, n_clients, rounds, seed, progress, dropouts)
-        plain = federated_run(PLAIN, n_clients, rounds, seed, progress, dropouts)
+        secure = federated_run(scheme, n_clients, rounds, seed, progress, dropouts, bounds, precision_bits)
+        plain = federated_run(PLAIN, n_clients, rounds, seed, progress, dropouts, bounds, precision_bits)
 
     table = Table(title="Test accuracy of the global model")
     table.add_column("round", justify="right")

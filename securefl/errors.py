@@ -135,14 +135,19 @@ class RoundExists(SecureFLError):
     status = "ALREADY_EXISTS"
 
 
+class WorkerDied(SecureFLError):
+    """A local worker process (HE encryption) died while working; nothing was sent."""
+
+    status = "INTERNAL"
+
+
 _BY_NAME: dict[str, type[SecureFLError]] = {
     cls.__name__: cls
     for cls in (
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
-        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
-        UnknownSession, Unauthenticated, PermissionDenied,
-        UnknownSession, PeerRefused, SessionBusy, StepOutOfOrder,
+        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists, WorkerDied,
+        UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
     )
 }
 

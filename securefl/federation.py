@@ -13,7 +13,8 @@ aggregator.
 
 Security: the roster decides whose signatures count; the aggregator key makes an
 acknowledgement a proof (a client checks it against this key, never against one the aggregator
-sends); the key-holder key authenticates its public contexts; the security parameters size the
+sends); the key-holder key signs its key epochs, so clients follow its key rotations without
+re-pinning and never take a key the aggregator made up; the security parameters size the
 masking graph and the fixed-point range, so they come from here and never from the aggregator.
 A party id is unique in the federation, case-insensitively (certificate names compare so)."""
 
@@ -48,8 +49,9 @@ class SecurityParameters:
     """Parameters that decide what a malicious aggregator or coalition can learn. SecAgg+:
     tolerated dropout and corrupt fractions (size the neighbour graph and the Shamir threshold),
     the clipping bound of update values and the largest weight (fix the fixed-point range), and
-    the fewest participants a client takes part with. `precision_bits` is reserved for the HE
-    schemes' fixed-point precision (None: the scheme's default)."""
+    the fewest participants a client takes part with. The HE schemes' key-holder takes the same
+    bounds, and `precision_bits` (bits of each client's value in bfv's packing; None: its
+    default, 12)."""
 
     dropout_fraction: float = 0.1
     corrupt_fraction: float = 0.1

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from .errors import InvalidInput, VerificationFailed
 
 IDENTITY_PASSPHRASE_ENV = "SECUREFL_IDENTITY_PASSPHRASE"
+KEY_PASSPHRASE_ENV = "SECUREFL_KEY_PASSPHRASE"  # the key-holder's keystore
 PRIVATE_MODE = 0o600
 SALT_BYTES, NONCE_BYTES = 16, 12
 

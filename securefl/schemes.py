@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import InvalidInput
-from .he.aggregation import CKKS, CkksClient, CkksServer, Decryptor
 from .federation import Federation
+from .he.epochs import EpochVerifier
+from .he.scheme import BFV, CKKS, HeClient, HeServer, KeyHolderLink
 from .identity import Identity
 from .masking.client import SecAggClient
 from .masking.server import SECAGG, SecAggServer
@@ -17,15 +18,16 @@ from .rounds.plain import PLAIN, PlainClient, PlainServer
 from .rounds.scheme import ClientScheme, ServerScheme
 from .v1 import aggregator_pb2
 
-SCHEMES = (CKKS, SECAGG, PLAIN)
+SCHEMES = (BFV, CKKS, SECAGG, PLAIN)
+HE_SCHEMES = (BFV, CKKS)  # the schemes that need a key-holder
+DEFAULT_SCHEME = BFV
 
 
 @dataclass(frozen=True)
 class ClientPins:
     """What a site pins out of band and never takes from the aggregator."""
 
-    federation: Federation  # the roster, the aggregator's key, the security parameters
-    keyholder_fingerprint: bytes | None = None
+    federation: Federation  # the roster, the aggregator's and the key-holder's keys, the security parameters
 
 
 @dataclass(frozen=True)
@@ -34,24 +36,40 @@ class ServerOptions:
 
     federation: Federation  # the enrolment: roster and the security parameters sites pin
     min_clients: int
-    keyholder: Decryptor | None = None
+    keyholder: KeyHolderLink | None = None
     stage_timeout: float = 30.0  # interactive schemes: how long a stage waits for the silent
 
 
-def _ckks_server(options: ServerOptions) -> ServerScheme:
-    if options.keyholder is None:
-        raise InvalidInput("the ckks scheme needs the key-holder's address")
-    return CkksServer(options.keyholder)
+def _keyholder_key(federation: Federation, scheme: str) -> bytes:
+    if federation.keyholder is None:
+        raise InvalidInput(f"the {scheme} scheme needs a key-holder enrolled in federation.json")
+    return federation.keyholder.public_key
+
+
+def _he_client(name: str) -> Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]:
+    def make(session: aggregator_pb2.Session, identity: Identity, pins: ClientPins) -> ClientScheme:
+        return HeClient(name, session, identity, EpochVerifier(_keyholder_key(pins.federation, name)))
+    return make
+
+
+def _he_server(name: str) -> Callable[[ServerOptions], ServerScheme]:
+    def make(options: ServerOptions) -> ServerScheme:
+        if options.keyholder is None:
+            raise InvalidInput(f"the {name} scheme needs the key-holder's address (--keyholder)")
+        return HeServer(name, options.keyholder, _keyholder_key(options.federation, name))
+    return make
 
 
 _CLIENTS: dict[str, Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]] = {
     PLAIN: lambda session, identity, pins: PlainClient(),
-    CKKS: lambda session, identity, pins: CkksClient(session, pins.keyholder_fingerprint),
+    BFV: _he_client(BFV),
+    CKKS: _he_client(CKKS),
     SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.federation),
 }
 _SERVERS: dict[str, Callable[[ServerOptions], ServerScheme]] = {
     PLAIN: lambda options: PlainServer(),
-    CKKS: _ckks_server,
+    BFV: _he_server(BFV),
+    CKKS: _he_server(CKKS),
     SECAGG: lambda options: SecAggServer.configured(options.federation, options.min_clients, options.stage_timeout),
 }
 
@@ -70,3 +88,9 @@ def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: Cli
 def server_scheme(name: str, options: ServerOptions) -> ServerScheme:
     _known(name)
     return _SERVERS[name](options)
+
+
+def needs_keyholder(name: str) -> bool:
+    """Whether the scheme's sums are revealed by a key-holder (for launchers and simulations)."""
+    _known(name)
+    return name in HE_SCHEMES

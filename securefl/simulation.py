@@ -23,13 +23,14 @@ from .client import Client, SimulatedDropout, connect
 from .enrolment import FEDERATION_FILE, NewFederation, create_federation, ephemeral_credentials, issue_credentials, write_party
 from .errors import ServiceUnavailable
 from .federation import SecurityParameters
+from .he.audit import AuditFile
+from .he.keystore import RotationPolicy
 from .identity import Identity
-from .keyfiles import IDENTITY_PASSPHRASE_ENV
+from .keyfiles import IDENTITY_PASSPHRASE_ENV, KEY_PASSPHRASE_ENV
 from .lifecycle import PARENT_PID_ENV
-from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
+from .pki import AGGREGATOR, KEYHOLDER, SITE, PartyName
 from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
-from .schemes import CKKS, SCHEMES
-from .services.keyholder_client import KeyHolderClient
+from .schemes import DEFAULT_SCHEME, SCHEMES, needs_keyholder
 from .services.psi import PsiService, join, tls_peer
 from .services.rpc import channel, start_server
 from .tls import TlsConfig
@@ -41,14 +42,16 @@ __all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDrop
 
 @dataclass(frozen=True)
 class SecAggSettings:
-    """The masking scheme's knobs in a LocalFederation: the stage timeout (the aggregator's
-    option) and the security parameters written into its federation file."""
+    """The schemes' knobs in a LocalFederation: the stage timeout (the aggregator's option) and
+    the security parameters written into its federation file (secagg, bfv and ckks alike clip
+    values to `value_bound` and weights to `max_weight`; `precision_bits` is bfv's)."""
 
     stage_timeout: float = 30.0
     value_bound: float = 10.0
     max_weight: float = 1000.0
     dropout_fraction: float = 0.1
     corrupt_fraction: float = 0.1
+    precision_bits: int | None = None
 
 
 class ServiceProcess:
@@ -104,15 +107,17 @@ class ServiceProcess:
 class LocalFederation:
     """`with LocalFederation(4) as fed: fed.clients[0].aggregate(...)`.
 
-    Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
-    deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
-    contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
-    (for measuring what TLS costs, or showing what it hides)."""
+    Defaults: the bfv scheme; every enrolled client is expected and required (`min_clients =
+    n_clients`), no deadline. With `round_timeout`, a round also closes at its deadline once
+    `min_clients` contributed, and fails with QuorumTimeout otherwise. HE schemes start a
+    key-holder whose key epochs rotate every `rotate_every` rounds (and after a refused release).
+    `insecure=True` runs plaintext gRPC (for measuring what TLS costs, or showing what it hides)."""
 
-    def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
+    def __init__(self, n_clients: int, scheme: str = DEFAULT_SCHEME, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, insecure: bool = False) -> None:
+                 secagg: SecAggSettings | None = None, insecure: bool = False,
+                 rotate_every: int = RotationPolicy.rotate_every) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -123,6 +128,7 @@ class LocalFederation:
         self.expected_clients = expected_clients if expected_clients is not None else n_clients
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
+        self.rotate_every = rotate_every
         self.implicit_rounds = implicit_rounds
         self.insecure = insecure
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
@@ -133,7 +139,6 @@ class LocalFederation:
         self.clients: list[Client] = []
         self.keyholder: ServiceProcess | None = None
         self.aggregator: ServiceProcess | None = None
-        self.keyholder_fingerprint: bytes | None = None
 
     @property
     def aggregator_address(self) -> str:
@@ -149,6 +154,15 @@ class LocalFederation:
     @property
     def roster(self):
         return self.federation.roster
+
+    @property
+    def keyholder_address(self) -> str:
+        assert self.keyholder is not None
+        return f"127.0.0.1:{self.keyholder.port}"
+
+    def audit_log(self) -> list[dict]:
+        """The key-holder's audit entries, oldest first."""
+        return AuditFile(self.workdir / "keyholder.audit.jsonl").entries()
 
     def __enter__(self) -> LocalFederation:
         if self._workdir_arg is None:
@@ -168,9 +182,9 @@ class LocalFederation:
         """Enrol everyone; write what the services load; returns their environment."""
         s = self.secagg
         security = SecurityParameters(s.dropout_fraction, s.corrupt_fraction, s.value_bound, s.max_weight,
-                                      min_participants=max(2, self.min_clients))
+                                      min_participants=max(2, self.min_clients), precision_bits=s.precision_bits)
         self.enrolment = create_federation([f"site-{i + 1}" for i in range(self.n_clients)], name="local",
-                                           keyholder_id="keyholder" if self.scheme == CKKS else None,
+                                           keyholder_id="keyholder" if needs_keyholder(self.scheme) else None,
                                            security=security)
         self.identities = [p.identity for p in self.enrolment.parties if p.name.role == SITE]
         passphrase = secrets.token_urlsafe(24)
@@ -178,7 +192,7 @@ class LocalFederation:
             if party.name.role in (AGGREGATOR, KEYHOLDER):
                 write_party(self.workdir, party, passphrase)
         self.federation.save(self.workdir / FEDERATION_FILE)
-        return {IDENTITY_PASSPHRASE_ENV: passphrase}
+        return {IDENTITY_PASSPHRASE_ENV: passphrase, KEY_PASSPHRASE_ENV: secrets.token_urlsafe(24)}
 
     def _transport_args(self, party_id: str) -> list[str]:
         if self.insecure:
@@ -189,18 +203,16 @@ class LocalFederation:
         env = self._enrol()
         federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
-        if self.scheme == CKKS:
+        if needs_keyholder(self.scheme):
             preset_args = ["--preset", self.preset] if self.preset else []
             self.keyholder = ServiceProcess("keyholder", [
                 "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
-                "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
+                "--identity", str(self.workdir / "keyholder.identity.json"), "--scheme", self.scheme, *preset_args,
+                "--min-clients", str(self.min_clients), "--rotate-every", str(self.rotate_every),
+                "--keystore", str(self.workdir / "keyholder.keystore"),
+                "--audit-log", str(self.workdir / "keyholder.audit.jsonl"),
             ], self.workdir, env)
-            port = self.keyholder.start()
-            keyholder = KeyHolderClient(f"127.0.0.1:{port}", self.credentials(OPERATOR, "operator"),
-                                        server=self.federation.party(KEYHOLDER), insecure=self.insecure)
-            self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
-            keyholder.close()
-            keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
+            keyholder_args = ["--keyholder", f"127.0.0.1:{self.keyholder.start()}"]
         self.aggregator = ServiceProcess("aggregator", [
             "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
             "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
@@ -228,8 +240,7 @@ class LocalFederation:
         """Another client of this federation's aggregator (e.g. an unenrolled one, in tests),
         with the certificate of the site its identity names unless `tls` is given."""
         return connect(self.aggregator_address, identity=identity, federation=self.federation,
-                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
-                       keyholder_fingerprint=self.keyholder_fingerprint)
+                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""

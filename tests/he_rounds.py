@@ -25,7 +25,7 @@ class MemoryAudit:
     def __init__(self) -> None:
         self.entries: list[tuple[str | None, str, str]] = []
 
-    def audit(self, round_id: str | None, decision: str, detail: str) -> None:
+    def audit(self, round_id: str | None, decision: str, detail: str, requester: str = "") -> None:
         self.entries.append((round_id, decision, detail))
 
     @property
@@ -84,7 +84,8 @@ def he_federation(path: Path, scheme: str, preset: str, clients: int = 4, min_cl
                   precision_bits: int = 12) -> HeFederation:
     identities = [Identity.generate(f"site-{i}") for i in range(clients)]
     settings = EpochSettings(scheme, preset, clients, value_bound, max_weight, precision_bits)
-    keystore = KeyStore.create(path, "test passphrase", settings, RotationPolicy(rotate_every=rotate_every))
+    keystore = KeyStore.create(path, "test passphrase", Identity.generate("keyholder"), settings,
+                               RotationPolicy(rotate_every=rotate_every))
     audit = MemoryAudit()
     core = KeyHolderCore(keystore, Roster.of(identities), min_clients, audit)
     return HeFederation(identities, keystore, core, audit, EpochVerifier(keystore.signing_public_key))

@@ -11,11 +11,11 @@ import grpc
 import numpy as np
 
 from securefl.services.rpc import from_rpc_error
-from securefl.he.codec import encrypt_chunks
-from securefl.he.keys import load_public_context
+from securefl.he.epochs import EpochVerifier, VerifiedEpoch, protect_update
 from securefl.identity import Identity, sign_receipt
 from securefl.pki import AGGREGATOR, OPERATOR, SITE
 from securefl.rounds.chunks import ChunkDigest, chunk_count
+from securefl.rounds.scheme import SUBMIT
 from securefl.services.rpc import channel
 from securefl.simulation import LocalFederation
 from securefl.tensors import flatten
@@ -37,14 +37,17 @@ class Submission:
 
 class RawAggregator:
     """Talks to the aggregator's stub directly, bypassing the client library's checks. Each
-    submission travels over the TLS channel of the site its receipt names (or of `as_site`)."""
+    submission travels over the TLS channel of the site its receipt names (or of `as_site`).
+    HE submissions are protected under the round's key epoch, fetched as the first site."""
 
     def __init__(self, federation: LocalFederation) -> None:
         self._federation = federation
         self._stubs: dict[tuple[str, str], aggregator_pb2_grpc.AggregatorStub] = {}
+        self._epochs: dict[str, VerifiedEpoch] = {}
         self.stub = self.stub_as(OPERATOR, "operator")
         self.session = self.stub.GetSession(aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
-        self._context = load_public_context(self.session.he_context) if self.session.he_context else None
+        keyholder = federation.federation.keyholder
+        self._verifier = EpochVerifier(keyholder.public_key) if keyholder is not None else None
 
     def stub_as(self, role: str, party_id: str) -> aggregator_pb2_grpc.AggregatorStub:
         """A stub over a channel authenticated with a certificate naming (role, party_id)."""
@@ -55,19 +58,37 @@ class RawAggregator:
                 insecure=fed.insecure))
         return self._stubs[role, party_id]
 
-    def protect(self, payload: np.ndarray) -> list[bytes]:
-        if self._context is None:
+    def round_epoch(self, round_id: str) -> VerifiedEpoch:
+        """The key epoch the aggregator hands the round's sites (joining as the first site)."""
+        if round_id not in self._epochs:
+            site = self._federation.identities[0].client_id
+            stub = self.stub_as(SITE, site)
+            stub.JoinRound(aggregator_pb2.JoinRoundRequest(client_id=site, round_id=round_id), timeout=30)
+            stage = stub.AwaitStage(aggregator_pb2.StageRequest(round_id=round_id, client_id=site), timeout=30)
+            if stage.stage == SUBMIT:
+                self._epochs[round_id] = self._verifier.verify(common_pb2.PublicEpoch.FromString(stage.body))
+            else:  # the round has ended: any valid epoch makes a submission it must refuse
+                key = self._federation.federation.keyholder.public_key
+                self._epochs[round_id] = EpochVerifier(key).verify(self.session.he_epoch)
+        return self._epochs[round_id]
+
+    def protect(self, identity: Identity, vector: np.ndarray, weight: float,
+                round_id: str) -> tuple[list[bytes], common_pb2.Receipt]:
+        """The protected chunks and the scheme's receipt fields, as an honest client makes them."""
+        if self._verifier is None:
             from securefl.rounds.plain import plain_chunks
-            return plain_chunks(payload)
-        return encrypt_chunks(self._context, payload, self.session.chunk_values)
+            payload = np.append(vector * weight, weight)
+            return plain_chunks(payload), common_pb2.Receipt(vector_length=payload.size)
+        update = protect_update(self.round_epoch(round_id), round_id, identity.client_id, vector, weight)
+        return update.chunks, common_pb2.Receipt(vector_length=update.vector_length, key_epoch=update.key_epoch,
+                                                 sealed_seed=update.sealed_seed)
 
     def build(self, identity: Identity, update, weight: float, round_id: str,
               tamper: Callable[[Submission, RawAggregator], None] | None = None, sign_after_tamper: bool = True) -> Submission:
         vector, spec = flatten(update)
-        payload = np.append(vector * weight, weight)
-        chunks = self.protect(payload)
-        receipt = common_pb2.Receipt(round_id=round_id, client_id=identity.client_id, scheme=self.session.scheme,
-                                     spec_hash=spec.hash, vector_length=payload.size, digest=ChunkDigest.of(chunks))
+        chunks, receipt = self.protect(identity, vector, weight, round_id)
+        receipt.round_id, receipt.client_id, receipt.scheme = round_id, identity.client_id, self.session.scheme
+        receipt.spec_hash, receipt.digest = spec.hash, ChunkDigest.of(chunks)
         submission = Submission(receipt, chunks)
         if tamper is not None and sign_after_tamper:
             tamper(submission, self)

@@ -83,10 +83,12 @@ def test_a_site_cannot_follow_stages_of_a_round_it_did_not_join(federation, fini
 
 
 def test_the_key_holder_refuses_a_site_and_the_operator():
-    with LocalFederation(2, scheme="ckks") as fed:
+    with LocalFederation(2) as fed:
         for role, party in ((SITE, "site-1"), (OPERATOR, "operator")):
             stub = keyholder_pb2_grpc.KeyHolderStub(channel(
                 f"127.0.0.1:{fed.keyholder.port}", fed.credentials(role, party), server=fed.federation.party(KEYHOLDER)))
             header = keyholder_pb2.DecryptHeader(round_id="r1", vector_length=4, chunk_count=1)
             error = refused(lambda: stub.Decrypt(iter([keyholder_pb2.DecryptMessage(header=header)]), timeout=10))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED, role
+            error = refused(lambda: stub.RegisterRound(keyholder_pb2.RegisterRoundRequest(round_id="r1"), timeout=10))
             assert error.code() == grpc.StatusCode.PERMISSION_DENIED, role

@@ -30,10 +30,15 @@ def test_quick_bench_measures_every_scheme_against_plain_and_writes_json_tables_
             assert row["ratios"]["bytes"] == 1.0  # masked uint32 is the size of float32
         if row["scheme"] == "ckks":
             assert 7.5 < row["ratios"]["bytes"] < 10.5  # whole ciphertexts: 8x plus padding of the last one
+    by_configuration = {(r["scheme"], r["size"], r["clients"]): r for r in report["results"]}
+    for (scheme, size, n), row in by_configuration.items():
+        if scheme == "bfv":  # packed: 2 or 3 values per slot, whole ciphertexts (padding dominates at 10k)
+            assert row["ratios"]["bytes"] < by_configuration["ckks", size, n]["ratios"]["bytes"] / 2
     markdown = (tmp_path / "tables.md").read_text()
     assert markdown == render_markdown(report, tables(report))  # rendered from the JSON of the same run
     assert "Across model sizes, 3 clients:" in markdown and "Across client counts, model 10k:" in markdown
     assert "| ckks | small-cnn (62k) | 3 |" in markdown and "| secagg | 10k | 2 |" in markdown
+    assert "| bfv | small-cnn (62k) | 3 |" in markdown
     assert report["command"] in markdown
     for chart in ("overhead_vs_model_size.png", "overhead_vs_clients.png"):
         assert (tmp_path / "charts" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

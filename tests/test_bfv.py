@@ -16,7 +16,8 @@ from securefl.he.epochs import EpochSettings
 from securefl.he.keys import SecretContext, load_public_context
 from securefl.he.masks import uniform_mod
 from securefl.he.packing import PackingPlan, ReleaseCheckFailed
-from securefl.he.pool import EncryptionPool
+from securefl.he.pool import EncryptionPool, Encryptor
+from securefl.identity import Identity
 from securefl.he.presets import MAX_COEFF_BITS_128, get_preset
 
 PRESET = get_preset("bfv-8192")
@@ -152,7 +153,8 @@ def test_configurations_that_could_overflow_are_refused_before_any_key_exists(tm
     with pytest.raises(InvalidInput, match="noise budget"):
         EpochSettings("bfv", PRESET.name, 2000, 1.0, 1.0, precision_bits=8).codec()
     with pytest.raises(InvalidInput):
-        KeyStore.create(tmp_path / "ks.bin", "pw", EpochSettings("bfv", PRESET.name, 1000, 1.0, 1.0, 30))
+        KeyStore.create(tmp_path / "ks.bin", "pw", Identity.generate("keyholder"),
+                        EpochSettings("bfv", PRESET.name, 1000, 1.0, 1.0, 30))
     assert not (tmp_path / "ks.bin").exists()
 
 
@@ -204,16 +206,16 @@ def test_masked_plaintext_unmasks_and_unpacks(public, secret):
     x, seed = np.linspace(-1, 1, 100), bytes([7]) * 32
     masked = codec.masked_plaintext(x, 2.0, seed)
     assert masked.size == SLOTS and masked.max() < T
-    chunks = [codec.parse_chunk(public, c) for c in codec.protect(public, x, 2.0, seed)]
+    chunks = [codec.parse_chunk(public, c) for c in codec.protect(Encryptor(public, secret.public_bytes), x, 2.0, seed)]
     total = codec.reveal(decrypt_chunks(secret.context, chunks), [seed], 101)
     np.testing.assert_allclose(total, np.append(2.0 * x, 2.0), atol=1.0 / codec.plan.scale)
 
 
 def test_pool_encryption_matches_inline_encryption(secret):
     values = np.random.default_rng(2).integers(0, T, 10 * SLOTS).astype(np.uint64)
-    pool = EncryptionPool(secret.public_bytes, workers=2)
+    pool = EncryptionPool(workers=2)
     try:
-        chunks = pool.encrypt(values, SLOTS, encrypt_bfv_chunks)
+        chunks = pool.encrypt(secret.public_bytes, values, SLOTS, "bfv")
     finally:
         pool.shutdown()
     public = load_public_context(secret.public_bytes)

@@ -7,11 +7,13 @@ from rich.console import Console
 from securefl.demo import run_demo
 from securefl.federation import Federation
 from securefl.identity import Identity
+from securefl.schemes import DEFAULT_SCHEME
 from tests.conftest import PASSPHRASE_ENV, enrol_with_cli, securefl_cli as securefl
 
 
-def test_demo_secure_accuracy_is_within_half_a_point_of_plaintext_fedavg():
-    secure, plain = run_demo(scheme="ckks", n_clients=5, rounds=10, seed=0, console=Console(quiet=True))
+def test_demo_secure_accuracy_matches_plaintext_fedavg_with_the_default_scheme():
+    """bfv, the default: no test row differs from plaintext FedAvg (bench/demo_accuracy.py: 5 seeds)."""
+    secure, plain = run_demo(scheme=DEFAULT_SCHEME, n_clients=5, rounds=10, seed=0, console=Console(quiet=True))
     assert len(secure.accuracy) == len(plain.accuracy) == 10
     assert secure.accuracy[-1] > 0.9
     assert abs(secure.accuracy[-1] - plain.accuracy[-1]) <= 0.005
@@ -50,20 +52,33 @@ def test_enrol_without_a_passphrase_refuses_instead_of_writing_clear_keys(tmp_pa
     assert not (tmp_path / "out" / "hospital-a.identity.json").exists()
 
 
-def test_keyholder_refuses_a_key_file_without_passphrase(tmp_path):
+def test_keyholder_refuses_a_keystore_without_passphrase(tmp_path):
     enrol_with_cli(tmp_path, "hospital-a")
     env = {k: v for k, v in PASSPHRASE_ENV.items() if k != "SECUREFL_KEY_PASSPHRASE"}
-    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--key-file",
-                      str(tmp_path / "keys.bin"), "--port", "0", "--insecure", env=env)
+    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                      str(tmp_path / "keyholder.identity.json"), "--keystore", str(tmp_path / "keys.bin"),
+                      "--port", "0", "--insecure", env=env)
     assert result.returncode == 2 and "SECUREFL_KEY_PASSPHRASE" in result.stderr
+    assert not (tmp_path / "keys.bin").exists()
 
 
-def test_aggregator_refuses_ckks_without_a_keyholder(tmp_path):
+def test_keyholder_refuses_an_identity_federation_json_does_not_pin(tmp_path):
     enrol_with_cli(tmp_path, "hospital-a")
-    result = securefl("aggregator", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
-                      str(tmp_path / "aggregator.identity.json"), "--port", "0", "--db", str(tmp_path / "a.db"),
-                      "--insecure")
-    assert result.returncode == 2 and "key-holder" in result.stderr
+    env = {**PASSPHRASE_ENV, "SECUREFL_KEY_PASSPHRASE": "keystore passphrase"}
+    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                      str(tmp_path / "aggregator.identity.json"), "--keystore", str(tmp_path / "keys.bin"),
+                      "--port", "0", "--insecure", env=env)
+    assert result.returncode == 2 and "not the key-holder key pinned" in result.stderr
+    assert not (tmp_path / "keys.bin").exists()
+
+
+def test_aggregator_refuses_an_he_scheme_without_a_keyholder(tmp_path):
+    enrol_with_cli(tmp_path, "hospital-a")
+    for scheme in ("bfv", "ckks"):
+        result = securefl("aggregator", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                          str(tmp_path / "aggregator.identity.json"), "--port", "0", "--db", str(tmp_path / "a.db"),
+                          "--scheme", scheme, "--insecure")
+        assert result.returncode == 2 and "key-holder" in result.stderr
 
 
 def test_services_refuse_to_start_without_tls_unless_insecure_is_explicit(tmp_path):

@@ -13,14 +13,15 @@ from securefl.enrolment import (
 )
 from securefl.errors import InvalidInput, VerificationFailed
 from securefl.federation import Federation, SecurityParameters
-from securefl.he.keys import SecretContext
-from securefl.he.presets import get_preset
 from securefl.identity import Identity, Roster
 from securefl.keyfiles import write_private
 from securefl.masking.client import SecAggParticipant
 from securefl.masking.server import secagg_config
 from securefl.pki import SITE, PartyName, load_certificates, party_of
-from securefl.rounds.store import KeyHolderStore, RoundStore
+from securefl.he.audit import AuditFile
+from securefl.he.epochs import EpochSettings
+from securefl.he.keystore import KeyStore
+from securefl.rounds.store import RoundStore
 from securefl.tls import TlsConfig
 from securefl.v1 import secagg_pb2
 from tests.conftest import securefl_cli
@@ -96,7 +97,8 @@ def test_the_cli_reports_a_malformed_federation_file_in_one_line(tmp_path, opera
     data = json.loads((operator_dir / FEDERATION_FILE).read_text())
     data["security"]["max_weight"] = 0
     (tmp_path / "federation.json").write_text(json.dumps(data))
-    result = securefl_cli("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--insecure")
+    result = securefl_cli("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                          str(operator_dir / "keyholder.identity.json"), "--insecure")
     assert result.returncode == 2
     error = result.stderr.strip()
     assert error.startswith("error:") and "federation.json: field 'security.max_weight'" in " ".join(error.split())
@@ -175,10 +177,11 @@ def open_umask():
 
 def test_key_and_result_files_are_created_0600(tmp_path, open_umask):
     write_federation(tmp_path / "enrolment", create_federation(["hospital-a"]), PASSPHRASE)
-    SecretContext.generate(get_preset("add-only-4096")).save(tmp_path / "keys.bin", PASSPHRASE)
+    KeyStore.create(tmp_path / "keyholder.keystore", PASSPHRASE, Identity.generate("keyholder"),
+                    EpochSettings("bfv", "bfv-8192", 1, 1.0, 1.0)).close()
+    AuditFile(tmp_path / "keyholder.audit.jsonl")
     RoundStore(tmp_path / "aggregator.db").close()
-    KeyHolderStore(tmp_path / "keyholder.db").close()
-    secret_files = [tmp_path / "keys.bin", tmp_path / "aggregator.db", tmp_path / "keyholder.db",
+    secret_files = [tmp_path / "keyholder.keystore", tmp_path / "keyholder.audit.jsonl", tmp_path / "aggregator.db",
                     tmp_path / "enrolment" / "ca.key"]
     secret_files += [tmp_path / "enrolment" / f"{party}.{suffix}" for party in ("hospital-a", "aggregator", "keyholder",
                      "operator") for suffix in ("identity.json", "tls.key")]
@@ -202,10 +205,15 @@ def test_world_readable_key_files_are_refused_at_load(operator_dir, tmp_path):
     with pytest.raises(InvalidInput, match="accessible by group or others"):
         TlsConfig.from_files(operator_dir / "hospital-a.tls.crt", tmp_path / "hospital-a.tls.key",
                              operator_dir / CA_CERT, PASSPHRASE)
-    SecretContext.generate(get_preset("add-only-4096")).save(tmp_path / "keys.bin", PASSPHRASE)
-    (tmp_path / "keys.bin").chmod(0o640)
+    settings = EpochSettings("bfv", "bfv-8192", 1, 1.0, 1.0)
+    KeyStore.create(tmp_path / "keyholder.keystore", PASSPHRASE, Identity.generate("keyholder"), settings).close()
+    (tmp_path / "keyholder.keystore").chmod(0o640)
     with pytest.raises(InvalidInput, match="accessible by group or others"):
-        SecretContext.load(tmp_path / "keys.bin", PASSPHRASE)
+        KeyStore.open(tmp_path / "keyholder.keystore", PASSPHRASE, Identity.generate("keyholder"), settings)
+    (tmp_path / "audit.jsonl").touch()
+    (tmp_path / "audit.jsonl").chmod(0o644)
+    with pytest.raises(InvalidInput, match="accessible by group or others"):
+        AuditFile(tmp_path / "audit.jsonl")
     (tmp_path / "round.db").touch(mode=0o644)
     (tmp_path / "round.db").chmod(0o644)
     with pytest.raises(InvalidInput, match="accessible by group or others"):

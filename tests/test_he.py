@@ -47,16 +47,6 @@ def test_secret_material_cannot_be_pickled_or_shown(secret):
     assert "fingerprint" in repr(secret) and secret.public_bytes.hex()[:32] not in repr(secret)
 
 
-def test_key_file_is_encrypted_and_needs_the_passphrase(secret, tmp_path):
-    path = tmp_path / "keys.bin"
-    secret.save(path, "correct horse")
-    assert secret.context.serialize(save_secret_key=True)[:64] not in path.read_bytes()
-    loaded = SecretContext.load(path, "correct horse")
-    assert loaded.fingerprint == secret.fingerprint and loaded.preset == secret.preset
-    with pytest.raises(VerificationFailed):
-        SecretContext.load(path, "wrong")
-
-
 def test_chunks_fill_every_slot_and_decrypt_to_the_sum(public, secret, rng):
     length = 3 * PRESET.slots + 17
     a, b = rng.normal(size=length), rng.normal(size=length)
@@ -86,9 +76,9 @@ def test_a_chunk_at_another_scale_is_refused(public):
 
 def test_pool_encryption_matches_inline_encryption(secret, rng):
     vector = rng.normal(size=10 * PRESET.slots + 5)
-    pool = EncryptionPool(secret.public_bytes, workers=2)
+    pool = EncryptionPool(workers=2)
     try:
-        chunks = pool.encrypt(vector, PRESET.slots)
+        chunks = pool.encrypt(secret.public_bytes, vector, PRESET.slots, "ckks")
     finally:
         pool.shutdown()
     public = load_public_context(secret.public_bytes)

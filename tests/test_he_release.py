@@ -231,7 +231,7 @@ def test_ckks_fresh_errors_stay_below_the_bound_the_flooding_is_sized_for(tmp_pa
     ckks = he_federation(tmp_path / "keystore.bin", "ckks", SCHEMES["ckks"], value_bound=BOUND)
     epoch = ckks.epoch("r1")
     codec, seeds = epoch.codec, [bytes([i]) * 32 for i in range(4)]
-    chunk_lists = [codec.protect(epoch.context, np.zeros(LENGTH - 1), 1.0, seed) for seed in seeds]
+    chunk_lists = [codec.protect(epoch.encryptor(), np.zeros(LENGTH - 1), 1.0, seed) for seed in seeds]
     sums = ckks.add_up("r1", chunk_lists)
     decrypted = decrypt_chunks(ckks.keystore.current.secret.context, sums)
     error = decrypted - sum(uniform_reals(s, decrypted.size, codec.mask_bound) for s in seeds)

@@ -19,11 +19,13 @@ from securefl.errors import DuplicateSubmission, InvalidInput, PolicyViolation, 
 from securefl.he.epochs import EpochSettings, EpochVerifier, sign_epoch
 from securefl.he.keystore import KeyStore, RotationPolicy
 from securefl.he.masks import SEALED_SEED_BYTES, open_seed, seal_seed, x25519_public_bytes
+from securefl.identity import Identity
 from securefl.keyfiles import PassphraseBox, write_private
 from securefl.v1 import common_pb2
 
 SETTINGS = EpochSettings("bfv", "bfv-8192", max_clients=4, value_bound=4.0, max_weight=10.0)
 PASSPHRASE = "correct horse battery staple"
+KEYHOLDER = Identity.generate("keyholder")  # the enrolled identity federation.json pins
 
 
 class Clock:
@@ -36,7 +38,7 @@ class Clock:
 
 @pytest.fixture
 def store(tmp_path):
-    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, SETTINGS, RotationPolicy(rotate_every=2)) as keystore:
+    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(rotate_every=2)) as keystore:
         yield keystore
 
 
@@ -88,7 +90,7 @@ def test_an_epoch_altered_in_transit_is_refused(store, field, value):
 def test_an_epoch_with_another_context_or_signer_is_refused(store, tmp_path):
     epoch = common_pb2.PublicEpoch()
     epoch.CopyFrom(store.epoch_for_round("r1"))
-    with KeyStore.create(tmp_path / "other.bin", PASSPHRASE, SETTINGS) as other:
+    with KeyStore.create(tmp_path / "other.bin", PASSPHRASE, KEYHOLDER, SETTINGS) as other:
         epoch.context = other.current.public.context
     with pytest.raises(VerificationFailed):
         EpochVerifier(store.signing_public_key).verify(epoch)
@@ -111,19 +113,32 @@ def test_clients_follow_rotations_without_repinning_and_never_go_back(store):
 def test_two_different_epochs_under_one_number_are_refused(store):
     verifier = EpochVerifier(store.signing_public_key)
     verifier.verify(store.epoch_for_round("r1"))
-    signing_key = Ed25519PrivateKey.from_private_bytes(_signing_key_bytes(store))
     forged = common_pb2.PublicEpoch()
     forged.CopyFrom(store.current.public)
     forged.sealing_public_key = x25519_public_bytes(X25519PrivateKey.generate())
-    sign_epoch(signing_key, forged)
+    sign_epoch(KEYHOLDER.private_key, forged)  # a key-holder that equivocates
     with pytest.raises(VerificationFailed, match="two different"):
         verifier.verify(forged)
 
 
-def _signing_key_bytes(store: KeyStore) -> bytes:
-    """Test-only peek at the signing key, to model a key-holder that equivocates."""
-    return store._signing_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                            serialization.NoEncryption())
+def test_the_keystore_signs_with_the_enrolled_identity_and_stores_no_signing_key(store):
+    assert store.signing_public_key == KEYHOLDER.public_bytes
+    signing_key = KEYHOLDER.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                                      serialization.NoEncryption())
+    assert signing_key not in PassphraseBox.open(PASSPHRASE, b"SFLKEYSTORE2\n", store.path.read_bytes())[1]
+
+
+def test_opening_with_a_new_identity_re_signs_the_live_epochs(store):
+    """After the key-holder's identity is replaced (`enrol sign --replace`), clients pinning the
+    new key accept the epochs that still serve rounds, and the old key's signatures are gone."""
+    first = store.epoch_for_round("r1")
+    store.close()
+    replaced = Identity.generate("keyholder")
+    with KeyStore.open(store.path, PASSPHRASE, replaced, SETTINGS, RotationPolicy(rotate_every=2)) as reopened:
+        again = reopened.epoch_for_round("r1")
+        assert again.epoch == first.epoch and EpochVerifier(replaced.public_bytes).verify(again).number == 1
+        with pytest.raises(VerificationFailed):
+            EpochVerifier(KEYHOLDER.public_bytes).verify(reopened.epoch_for_round("r2"))
 
 
 # -- keystore: rotation, grace, retirement --------------------------------------------------------
@@ -136,7 +151,7 @@ def test_each_epoch_serves_at_most_rotate_every_rounds(store):
 
 def test_a_replaced_epoch_finishes_its_rounds_within_the_grace_period(tmp_path):
     clock = Clock()
-    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, SETTINGS, RotationPolicy(1, grace_seconds=60), clock) as store:
+    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(1, grace_seconds=60), clock) as store:
         store.epoch_for_round("r1")
         store.epoch_for_round("r2")  # epoch 2; epoch 1 still serves r1
         assert store.epoch_numbers() == [1, 2]
@@ -162,12 +177,12 @@ def test_retiring_an_epoch_deletes_its_keys_and_starts_a_new_one(store):
 
 def test_a_round_is_decrypted_once_even_across_epochs_and_restarts(tmp_path):
     path = tmp_path / "ks.bin"
-    with KeyStore.create(path, PASSPHRASE, SETTINGS, RotationPolicy(rotate_every=1)) as store:
+    with KeyStore.create(path, PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(rotate_every=1)) as store:
         store.epoch_for_round("r1")
         store.mark_decrypted(store.epoch_of_round("r1"), "r1")
         store.epoch_for_round("r2")  # epoch 1 is deleted; r1 stays spent
         assert 1 not in store.epoch_numbers()
-    with KeyStore.open(path, PASSPHRASE, SETTINGS, RotationPolicy(rotate_every=1)) as store:
+    with KeyStore.open(path, PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(rotate_every=1)) as store:
         for call in (lambda: store.epoch_for_round("r1"), lambda: store.epoch_of_round("r1")):
             with pytest.raises(DuplicateSubmission):
                 call()
@@ -176,9 +191,9 @@ def test_a_round_is_decrypted_once_even_across_epochs_and_restarts(tmp_path):
 
 def test_new_settings_start_a_new_epoch_on_open(tmp_path):
     path = tmp_path / "ks.bin"
-    KeyStore.create(path, PASSPHRASE, SETTINGS).close()
+    KeyStore.create(path, PASSPHRASE, KEYHOLDER, SETTINGS).close()
     grown = EpochSettings("bfv", "bfv-8192", max_clients=6, value_bound=4.0, max_weight=10.0)
-    with KeyStore.open(path, PASSPHRASE, grown) as store:
+    with KeyStore.open(path, PASSPHRASE, KEYHOLDER, grown) as store:
         assert store.current.number == 2 and store.current.public.max_clients == 6
 
 
@@ -189,11 +204,11 @@ def test_keystore_is_encrypted_0600_and_needs_the_passphrase(tmp_path, store):
     assert store.path.stat().st_mode & 0o777 == 0o600
     private = store.current.sealing_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                                       serialization.NoEncryption())
-    for secret in (store.current.secret_bytes[-4096:-2048], private, _signing_key_bytes(store)):
+    for secret in (store.current.secret_bytes[-4096:-2048], private):
         assert secret not in blob
     store.close()
     with pytest.raises(VerificationFailed):
-        KeyStore.open(store.path, "wrong", SETTINGS)
+        KeyStore.open(store.path, "wrong", KEYHOLDER, SETTINGS)
 
 
 def test_secret_files_are_0600_from_creation_whatever_the_umask(tmp_path):
@@ -229,9 +244,10 @@ def test_a_second_keyholder_process_cannot_use_the_same_key_file(tmp_path):
         from securefl.errors import DuplicateSubmission, InvalidInput
         from securefl.he.epochs import EpochSettings
         from securefl.he.keystore import KeyStore
+        from securefl.identity import Identity
         settings = EpochSettings("bfv", "bfv-8192", 4, 4.0, 10.0)
         try:
-            store = KeyStore.open({str(path)!r}, {PASSPHRASE!r}, settings)
+            store = KeyStore.open({str(path)!r}, {PASSPHRASE!r}, Identity.generate("keyholder"), settings)
         except InvalidInput as exc:
             print("locked" if "in use" in str(exc) else exc); sys.exit(0)
         try:
@@ -245,7 +261,7 @@ def test_a_second_keyholder_process_cannot_use_the_same_key_file(tmp_path):
         return subprocess.run([sys.executable, "-c", second], capture_output=True, text=True, check=True,
                               cwd=os.getcwd()).stdout.strip()
 
-    store = KeyStore.create(path, PASSPHRASE, SETTINGS)
+    store = KeyStore.create(path, PASSPHRASE, KEYHOLDER, SETTINGS)
     store.epoch_for_round("r1")
     store.mark_decrypted(store.epoch_of_round("r1"), "r1")
     assert run_second() == "locked"
@@ -256,12 +272,12 @@ def test_a_second_keyholder_process_cannot_use_the_same_key_file(tmp_path):
 def test_create_refuses_an_existing_file(store):
     store.close()
     with pytest.raises(InvalidInput, match="exists"):
-        KeyStore.create(store.path, PASSPHRASE, SETTINGS)
+        KeyStore.create(store.path, PASSPHRASE, KEYHOLDER, SETTINGS)
 
 
 def test_ckks_epochs_carry_their_own_parameters(tmp_path):
     settings = EpochSettings("ckks", "add-only-8192", max_clients=4, value_bound=1.0, max_weight=10.0)
-    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, settings) as store:
+    with KeyStore.create(tmp_path / "ks.bin", PASSPHRASE, KEYHOLDER, settings) as store:
         verified = EpochVerifier(store.signing_public_key).verify(store.epoch_for_round("r1"))
         assert verified.codec.scheme == "ckks" and verified.codec.mask_bound > 2 * 4 * 10.0
         assert np.isclose(verified.codec.mask_bound, 2.0**26 / 4 - 10.0)

@@ -33,7 +33,7 @@ PSI_SERVER = PartyName(SITE, "party-a")
 
 @pytest.fixture(scope="module")
 def federation():
-    with LocalFederation(2, scheme="ckks") as fed:
+    with LocalFederation(2, scheme="bfv", secagg=SecAggSettings(max_weight=10.0)) as fed:
         yield fed
 
 
@@ -53,8 +53,7 @@ def first_call(service: str, address: str, tls=None, server: PartyName | None = 
     ch = channel(address, tls, server=server, insecure=tls is None)
     calls = {
         "aggregator": lambda: aggregator_pb2_grpc.AggregatorStub(ch).GetSession(aggregator_pb2.SessionRequest(), timeout=10),
-        "keyholder": lambda: keyholder_pb2_grpc.KeyHolderStub(ch).GetPublicContext(
-            keyholder_pb2.PublicContextRequest(), timeout=10),
+        "keyholder": lambda: keyholder_pb2_grpc.KeyHolderStub(ch).GetEpoch(keyholder_pb2.EpochRequest(), timeout=10),
         "psi": lambda: psi_pb2_grpc.PsiStub(ch).Start(psi_pb2.PsiStart(joiner_size=1), timeout=10),
     }
     try:
@@ -126,8 +125,7 @@ def test_a_client_rejects_an_acknowledgement_not_signed_by_the_pinned_aggregator
         federation.federation, aggregator=PartyKey("aggregator", Identity.generate("aggregator").public_bytes))
     site = federation.identities[0]
     client = connect(federation.aggregator_address, identity=site, federation=pinned_elsewhere,
-                     tls=federation.credentials(SITE, site.client_id),
-                     keyholder_fingerprint=federation.keyholder_fingerprint)
+                     tls=federation.credentials(SITE, site.client_id))
     with pytest.raises(VerificationFailed, match="pinned aggregator key"):
         client.aggregate({"w": rng.normal(size=10)}, round_id="forged-ack")
     client.close()

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..schemes import CKKS, PLAIN, SECAGG
+from ..schemes import BFV, CKKS, PLAIN, SECAGG
 from ..simulation import LocalFederation, SecAggSettings
 from .numbers import byte_size, compact_count, duration, ratio, significant
 from .tables import Table
 
 # Parameter counts of real architectures: the PyTorch tutorial CIFAR-10 CNN and torchvision's ResNet-18.
 MODEL_SIZES = {"10k": 10_000, "small-cnn": 62_006, "1M": 1_000_000, "resnet18": 11_689_512}
-WARM_UP_PARAMS = 100_000  # large enough that CKKS clients start their encryption pool
+WARM_UP_PARAMS = 200_000  # large enough that HE clients (bfv packs 16,384 values per ciphertext) start their pool
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class Grid:
         return [(scheme, n, size) for scheme in self.schemes for n, size in ordered]
 
 
-QUICK = Grid((PLAIN, CKKS, SECAGG), ("10k", "small-cnn"), 3, (2, 3), "10k")
-DEFAULT = Grid((PLAIN, CKKS, SECAGG), ("10k", "small-cnn", "1M", "resnet18"), 4, (2, 10, 50, 100), "small-cnn")
+QUICK = Grid((PLAIN, BFV, CKKS, SECAGG), ("10k", "small-cnn"), 3, (2, 3), "10k")
+DEFAULT = Grid((PLAIN, BFV, CKKS, SECAGG), ("10k", "small-cnn", "1M", "resnet18"), 4, (2, 10, 50, 100), "small-cnn")
 
 
 @dataclass

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import encrypt_bfv_chunks
 from .masked import WholeCiphertexts
 from .masks import uniform_mod
 from .packing import PackingPlan
@@ -53,14 +52,20 @@ from .presets import BfvPreset
 
 class BfvCodec(WholeCiphertexts):
     scheme = "bfv"
-    encrypt = encrypt_bfv_chunks
 
     def __init__(self, preset: BfvPreset, plan: PackingPlan) -> None:
         self.preset = preset
         self.plan = plan
 
+    @property
+    def chunk_values(self) -> int:
+        return self.plan.values_per_slot * self.preset.slots
+
     def chunk_count(self, vector_length: int) -> int:
         return self.plan.chunk_count(vector_length)
+
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        self.plan.payload(vector, weight)
 
     def masked_plaintext(self, vector: np.ndarray, weight: float, seed: bytes) -> np.ndarray:
         """pack(w·x, w) + PRG(seed) mod t, for whole ciphertexts."""

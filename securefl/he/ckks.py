@@ -52,7 +52,6 @@ import numpy as np
 from ..errors import InvalidInput
 from ..masking.prg import uniform_floats
 from ..quantize import check_bounds, weighted_payload
-from .codec import encrypt_chunks
 from .masked import WholeCiphertexts
 from .masks import uniform_reals
 from .packing import ReleaseCheckFailed
@@ -64,7 +63,6 @@ TOLERANCE_SIGMAS = 10  # honest sums never exceed τ = 10 σ_e(m): P < 1e-22 per
 
 class CkksCodec(WholeCiphertexts):
     scheme = "ckks"
-    encrypt = encrypt_chunks
 
     def __init__(self, preset: CkksPreset, max_clients: int, value_bound: float, max_weight: float,
                  decryptions_per_key: int = 1) -> None:
@@ -84,8 +82,15 @@ class CkksCodec(WholeCiphertexts):
                 f"(preset {preset.name}); lower max_weight (e.g. weights as fractions) or use the bfv scheme"
             )
 
+    @property
+    def chunk_values(self) -> int:
+        return self.slots
+
     def chunk_count(self, vector_length: int) -> int:
         return -(-vector_length // self.slots)
+
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        weighted_payload(vector, weight, self.value_bound, self.max_weight)
 
     def error_std(self, contributors: int) -> float:
         return math.sqrt(contributors) * 2.0 ** (ERROR_STD_BITS - self.preset.scale_bits)

@@ -31,6 +31,9 @@ def encrypt_bfv_chunks(context: ts.Context, vector: np.ndarray, slots: int) -> l
     ]
 
 
+CHUNK_ENCRYPTORS = {"ckks": encrypt_chunks, "bfv": encrypt_bfv_chunks}
+
+
 def parse_chunk(context: ts.Context, preset: Preset, data: bytes, expected_values: int) -> HEVector:
     """Deserialize an untrusted chunk and check it is a fresh ciphertext of this context
     holding `expected_values` values (at the preset's scale, for CKKS), so that adding it

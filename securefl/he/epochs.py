@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import InvalidInput, VerificationFailed
+from ..federation import Federation
 from ..identity import length_prefixed
 from ..masking.prg import SEED_BYTES
 from ..v1 import common_pb2
@@ -33,8 +34,8 @@ from .keys import load_public_context
 from .masked import MaskedCodec
 from .masks import seal_seed
 from .packing import DEFAULT_PRECISION_BITS, PackingPlan
-from .pool import EncryptionPool
-from .presets import BfvPreset, CkksPreset, get_preset
+from .pool import EncryptionPool, Encryptor
+from .presets import DEFAULT_PRESETS, BfvPreset, CkksPreset, get_preset
 
 _EPOCH_TAG = b"securefl/public-epoch/v1"
 
@@ -69,6 +70,19 @@ class EpochSettings:
             return BfvCodec(preset, plan)
         assert isinstance(preset, CkksPreset)
         return CkksCodec(preset, self.max_clients, self.value_bound, self.max_weight, decryptions_per_key)
+
+    @classmethod
+    def for_federation(cls, federation: Federation, scheme: str, preset: str | None = None,
+                       precision_bits: int | None = None) -> EpochSettings:
+        """The settings a key-holder of `federation` uses: every enrolled site may contribute,
+        values and weights are bounded as the federation pins them, and precision comes from the
+        option, else the federation's `security.precision_bits`, else the default."""
+        if scheme not in DEFAULT_PRESETS:
+            raise InvalidInput(f"the key-holder serves the HE schemes {' or '.join(DEFAULT_PRESETS)}, not {scheme!r:.20}")
+        security = federation.security
+        precision = precision_bits or security.precision_bits or DEFAULT_PRECISION_BITS
+        return cls(scheme, preset or DEFAULT_PRESETS[scheme], len(federation.roster), security.value_bound,
+                   security.max_weight, precision)
 
     @classmethod
     def of(cls, epoch: common_pb2.PublicEpoch) -> EpochSettings:
@@ -107,6 +121,17 @@ class VerifiedEpoch:
     def public_context(self) -> bytes:
         return self.message.context
 
+    def encryptor(self, pool: EncryptionPool | None = None) -> Encryptor:
+        return Encryptor(self.context, self.public_context, pool)
+
+
+def verify_signature(keyholder_public_key: bytes, epoch: common_pb2.PublicEpoch) -> None:
+    """VerificationFailed unless the epoch carries the key-holder's signature."""
+    try:
+        Ed25519PublicKey.from_public_bytes(keyholder_public_key).verify(epoch.signature, epoch_message(epoch))
+    except (InvalidSignature, ValueError):
+        raise VerificationFailed("the key-holder epoch does not carry the pinned key-holder's signature") from None
+
 
 class EpochVerifier:
     """A client's view of the key-holder: its pinned Ed25519 public key and the newest epoch
@@ -114,17 +139,15 @@ class EpochVerifier:
 
     def __init__(self, keyholder_public_key: bytes) -> None:
         try:
-            self._key = Ed25519PublicKey.from_public_bytes(keyholder_public_key)
+            Ed25519PublicKey.from_public_bytes(keyholder_public_key)
         except ValueError:
             raise InvalidInput("the pinned key-holder key is not a 32-byte Ed25519 public key") from None
+        self._key = keyholder_public_key
         self._newest: VerifiedEpoch | None = None
         self._lock = threading.Lock()
 
     def verify(self, epoch: common_pb2.PublicEpoch) -> VerifiedEpoch:
-        try:
-            self._key.verify(epoch.signature, epoch_message(epoch))
-        except InvalidSignature:
-            raise VerificationFailed("the key-holder epoch does not carry the pinned key-holder's signature") from None
+        verify_signature(self._key, epoch)
         with self._lock:
             newest = self._newest
             if newest is not None and epoch.epoch < newest.number:
@@ -156,6 +179,6 @@ def protect_update(epoch: VerifiedEpoch, round_id: str, client_id: str, vector: 
     """Mask (fresh seed for this round) and encrypt `(vector·weight, weight)` under `epoch`, and
     seal the seed to the key-holder for this round, client and epoch."""
     seed = os.urandom(SEED_BYTES)
-    chunks = epoch.codec.protect(epoch.context, vector, weight, seed, pool)
+    chunks = epoch.codec.protect(epoch.encryptor(pool), vector, weight, seed)
     sealed = seal_seed(seed, epoch.sealing_public_key, round_id, client_id, epoch.number)
     return ProtectedUpdate(chunks, int(np.asarray(vector).size) + 1, epoch.number, sealed)

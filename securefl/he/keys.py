@@ -1,5 +1,5 @@
-"""HE key material (CKKS and BFV): generation, the public context, fingerprints, and the secret
-context encrypted at rest.
+"""HE key material (CKKS and BFV): generation, the public context, and fingerprints. The secret
+context is stored only inside the key-holder's encrypted keystore (`keystore.py`).
 
 Security: the secret key lives only in `SecretContext`, which refuses pickling and never
 appears in repr. What leaves the key-holder is `public_bytes`: the public key alone, without
@@ -9,16 +9,11 @@ a context that cannot rotate or relinearise gives a malicious aggregator fewer t
 from __future__ import annotations
 
 import hashlib
-import struct
-from pathlib import Path
 
 import tenseal as ts
 
 from ..errors import InvalidInput
-from ..keyfiles import PassphraseBox, read_private, write_private
-from .presets import BfvPreset, Preset, get_preset
-
-_KEYFILE_MAGIC = b"SFLKEY1\n"
+from .presets import BfvPreset, Preset
 
 
 def fingerprint(public_context: bytes) -> bytes:
@@ -78,33 +73,13 @@ class SecretContext:
         return cls(context, preset)
 
     def secret_bytes(self) -> bytes:
-        """The whole context with its secret key: only ever written encrypted (`save`, keystore)."""
+        """The whole context with its secret key: only ever written encrypted (the keystore)."""
         return self.context.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False,
                                       save_relin_keys=False)
 
     @classmethod
     def from_bytes(cls, secret: bytes, preset: Preset, public_bytes: bytes) -> SecretContext:
         return cls(ts.context_from(secret, n_threads=1), preset, public_bytes)
-
-    def save(self, path: Path, passphrase: str) -> None:
-        """Write the secret context (and the exact public bytes clients pin) encrypted with
-        AES-256-GCM under a scrypt-derived key, in a file that is 0600 from its creation."""
-        header = _KEYFILE_MAGIC + self.preset.name.encode() + b"\n"
-        secret = self.secret_bytes()
-        plaintext = struct.pack(">Q", len(self.public_bytes)) + self.public_bytes + secret
-        write_private(path, PassphraseBox(passphrase).seal(header, plaintext))
-
-    @classmethod
-    def load(cls, path: Path, passphrase: str) -> SecretContext:
-        blob = read_private(path)
-        if not blob.startswith(_KEYFILE_MAGIC):
-            raise InvalidInput(f"{path} is not a securefl key file")
-        header = blob[:blob.index(b"\n", len(_KEYFILE_MAGIC)) + 1]
-        preset = get_preset(header[len(_KEYFILE_MAGIC):-1].decode())
-        _, plaintext = PassphraseBox.open(passphrase, header, blob)
-        (public_length,) = struct.unpack(">Q", plaintext[:8])
-        public_bytes, secret = plaintext[8:8 + public_length], plaintext[8 + public_length:]
-        return cls.from_bytes(secret, preset, public_bytes)
 
     def __reduce__(self):
         raise TypeError("secret key material cannot be pickled")

@@ -1,6 +1,9 @@
-"""The key-holder's keystore: its long-term Ed25519 signing key, the current key epoch (HE
-secret context + X25519 sealing key), epochs replaced on schedule while their rounds finish,
-and each epoch's record of the rounds it serves — all in one file encrypted at rest.
+"""The key-holder's keystore: the current key epoch (HE secret context + X25519 sealing key),
+epochs replaced on schedule while their rounds finish, and each epoch's record of the rounds it
+serves — all in one file encrypted at rest. Each epoch's public half is signed with the
+key-holder's enrolled identity (the Ed25519 key `federation.json` pins as `keyholder`), which is
+given when the keystore is opened and is not stored in it: one key, the pinned one. Opening the
+keystore with a new identity (after `enrol sign --replace`) re-signs the live epochs.
 
 Epoch policy.
 * The aggregator registers each round before clients encrypt (`epoch_for_round`): the round is
@@ -33,11 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..errors import DuplicateSubmission, InvalidInput, PolicyViolation
-from ..identity import check_identifier
+from ..identity import Identity, check_identifier
 from ..keyfiles import PassphraseBox, read_private, write_private
 from ..v1 import common_pb2
 from .epochs import EpochSettings, sign_epoch
@@ -46,7 +48,7 @@ from .masked import MaskedCodec
 from .masks import x25519_public_bytes
 from .presets import get_preset
 
-_MAGIC = b"SFLKEYSTORE1\n"
+_MAGIC = b"SFLKEYSTORE2\n"
 OPEN, DECRYPTED = "open", "decrypted"
 
 
@@ -83,19 +85,19 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+def _raw_private(key: X25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 class KeyStore:
-    def __init__(self, path: Path, box: PassphraseBox, lock_fd: int, signing_key: Ed25519PrivateKey,
+    def __init__(self, path: Path, box: PassphraseBox, lock_fd: int, identity: Identity,
                  settings: EpochSettings, policy: RotationPolicy, clock: Callable[[], float]) -> None:
         self.path = path
         self.settings = settings
         self.policy = policy
         self._box = box
         self._lock_fd = lock_fd
-        self._signing_key = signing_key
+        self._identity = identity
         self._clock = clock
         self._mutex = threading.RLock()
         self._epochs: dict[int, KeyEpoch] = {}
@@ -106,15 +108,15 @@ class KeyStore:
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, passphrase: str, settings: EpochSettings, policy: RotationPolicy = RotationPolicy(),
-               clock: Callable[[], float] = time.time) -> KeyStore:
-        """A new keystore with a new signing key and a first epoch. Refuses settings that could
+    def create(cls, path: Path, passphrase: str, identity: Identity, settings: EpochSettings,
+               policy: RotationPolicy = RotationPolicy(), clock: Callable[[], float] = time.time) -> KeyStore:
+        """A new keystore with a first epoch signed by `identity`. Refuses settings that could
         overflow before any key is made, and an existing file."""
 
         def build(path: Path, lock_fd: int) -> KeyStore:
             if path.exists():
                 raise InvalidInput(f"{path} exists; open it, or remove it to start over")
-            store = cls(path, PassphraseBox(passphrase), lock_fd, Ed25519PrivateKey.generate(), settings, policy, clock)
+            store = cls(path, PassphraseBox(passphrase), lock_fd, identity, settings, policy, clock)
             with store._mutex:
                 store._start_epoch()
                 store._save()
@@ -123,16 +125,16 @@ class KeyStore:
         return cls._locked(path, settings, policy, build)
 
     @classmethod
-    def open(cls, path: Path, passphrase: str, settings: EpochSettings, policy: RotationPolicy = RotationPolicy(),
-             clock: Callable[[], float] = time.time) -> KeyStore:
-        """Open an existing keystore (exclusively). If `settings` differ from the current epoch's
-        (say the roster grew), a new epoch starts and the old one finishes its rounds."""
+    def open(cls, path: Path, passphrase: str, identity: Identity, settings: EpochSettings,
+             policy: RotationPolicy = RotationPolicy(), clock: Callable[[], float] = time.time) -> KeyStore:
+        """Open an existing keystore (exclusively); its live epochs are signed (again) by
+        `identity`. If `settings` differ from the current epoch's (say the roster grew), a new
+        epoch starts and the old one finishes its rounds."""
 
         def build(path: Path, lock_fd: int) -> KeyStore:
             box, plaintext = PassphraseBox.open(passphrase, _MAGIC, read_private(path))
             state = json.loads(plaintext)
-            signing_key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(state["signing_key"]))
-            store = cls(path, box, lock_fd, signing_key, settings, policy, clock)
+            store = cls(path, box, lock_fd, identity, settings, policy, clock)
             with store._mutex:
                 store._load(state)
                 if EpochSettings.of(store.current.public) != settings:
@@ -142,6 +144,14 @@ class KeyStore:
             return store
 
         return cls._locked(path, settings, policy, build)
+
+    @classmethod
+    def open_or_create(cls, path: Path, passphrase: str, identity: Identity, settings: EpochSettings,
+                       policy: RotationPolicy = RotationPolicy()) -> KeyStore:
+        """The key-holder's start: open its keystore, or create it on first start."""
+        path = Path(path)
+        opener = cls.open if path.exists() else cls.create
+        return opener(path, passphrase, identity, settings, policy)
 
     @staticmethod
     def _locked(path: Path, settings: EpochSettings, policy: RotationPolicy,
@@ -173,8 +183,8 @@ class KeyStore:
 
     @property
     def signing_public_key(self) -> bytes:
-        """The long-term Ed25519 key clients pin (federation.json)."""
-        return self._signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        """The long-term Ed25519 key clients pin (federation.json's `keyholder`)."""
+        return self._identity.public_bytes
 
     @property
     def current(self) -> KeyEpoch:
@@ -251,7 +261,7 @@ class KeyStore:
             precision_bits=self.settings.precision_bits, value_bound=self.settings.value_bound,
             max_weight=self.settings.max_weight,
         )
-        sign_epoch(self._signing_key, public)
+        sign_epoch(self._identity.private_key, public)
         epoch = KeyEpoch(self._next_number, secret, sealing_key, public, secret_bytes=secret.secret_bytes())
         self._epochs[epoch.number] = epoch
         self._current = epoch.number
@@ -276,7 +286,6 @@ class KeyStore:
 
     def _save(self) -> None:
         state = {
-            "signing_key": _b64(_raw_private(self._signing_key)),
             "current": self._current,
             "next_epoch": self._next_number,
             "spent_rounds": sorted(self._spent),
@@ -293,6 +302,7 @@ class KeyStore:
     def _load(self, state: dict) -> None:
         for record in state["epochs"]:
             public = common_pb2.PublicEpoch.FromString(base64.b64decode(record["public"]))
+            sign_epoch(self._identity.private_key, public)  # whatever key signed it before
             secret_bytes = base64.b64decode(record["secret"])
             secret = SecretContext.from_bytes(secret_bytes, get_preset(public.preset), public.context)
             sealing_key = X25519PrivateKey.from_private_bytes(base64.b64decode(record["sealing_key"]))

@@ -4,25 +4,27 @@ is not honest fails it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import tenseal as ts
 
 from .codec import HEVector, parse_chunk
-from .pool import EncryptionPool, encrypt_vector
+from .pool import Encryptor
 from .presets import Preset
 
 
 class MaskedCodec(Protocol):
     scheme: str
     slots: int
+    chunk_values: int  # update values per ciphertext
 
     def chunk_count(self, vector_length: int) -> int: ...
 
-    def protect(self, context: ts.Context, vector: np.ndarray, weight: float, seed: bytes,
-                pool: EncryptionPool | None = None) -> list[bytes]: ...
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        """Raise InvalidInput if `(vector, weight)` cannot be protected (before any round)."""
+
+    def protect(self, encryptor: Encryptor, vector: np.ndarray, weight: float, seed: bytes) -> list[bytes]: ...
 
     def parse_chunk(self, context: ts.Context, data: bytes) -> HEVector: ...
 
@@ -35,8 +37,8 @@ class WholeCiphertexts:
     """Masked plaintexts fill whole ciphertexts of the preset: `protect` encrypts them (on the
     pool when large), `parse_chunk` accepts only full, fresh ciphertexts."""
 
+    scheme: str
     preset: Preset
-    encrypt: Callable[[ts.Context, np.ndarray, int], list[bytes]]
 
     @property
     def slots(self) -> int:
@@ -45,9 +47,8 @@ class WholeCiphertexts:
     def masked_plaintext(self, vector: np.ndarray, weight: float, seed: bytes) -> np.ndarray:
         raise NotImplementedError
 
-    def protect(self, context: ts.Context, vector: np.ndarray, weight: float, seed: bytes,
-                pool: EncryptionPool | None = None) -> list[bytes]:
-        return encrypt_vector(context, self.masked_plaintext(vector, weight, seed), self.slots, type(self).encrypt, pool)
+    def protect(self, encryptor: Encryptor, vector: np.ndarray, weight: float, seed: bytes) -> list[bytes]:
+        return encryptor.encrypt(self.masked_plaintext(vector, weight, seed), self.slots, self.scheme)
 
     def parse_chunk(self, context: ts.Context, data: bytes) -> HEVector:
         return parse_chunk(context, self.preset, data, self.slots)

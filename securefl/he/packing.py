@@ -116,11 +116,20 @@ class PackingPlan:
     def slots_used(self, vector_length: int) -> int:
         return self.chunk_count(vector_length) * self.slots_per_chunk
 
-    def encode(self, vector: np.ndarray, weight: float) -> np.ndarray:
-        """Quantize, offset and pack one client's (vector, weight); uint64 packed slots."""
+    def payload(self, vector: np.ndarray, weight: float) -> np.ndarray:
+        """The clipped, weighted payload (`quantize.weighted_payload`); InvalidInput for a weight
+        outside (0, max_weight], below one quantization step, or values that are not finite."""
         payload = weighted_payload(vector, weight, self.value_bound, self.max_weight)
         if weight * self.scale < 1:
-            raise InvalidInput(f"weight {weight} is below this federation's weight resolution 2^{-self.frac_bits}")
+            raise InvalidInput(
+                f"weight {weight} is below this federation's weight resolution 2^{-self.frac_bits}: "
+                f"{self.client_bits} bits per value span ±value_bound·max_weight = ±{self.value_bound * self.max_weight:g}; "
+                "enrol a max_weight (or value_bound) closer to the real ones, or raise precision_bits")
+        return payload
+
+    def encode(self, vector: np.ndarray, weight: float) -> np.ndarray:
+        """Quantize, offset and pack one client's (vector, weight); uint64 packed slots."""
+        payload = self.payload(vector, weight)
         slots = self.slots_used(payload.size)
         fields = np.full(self.values_per_slot * slots, self.offset, dtype=np.uint64)
         fields[:payload.size] = (stochastic_round(payload * self.scale) + self.offset).astype(np.uint64)

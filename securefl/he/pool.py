@@ -1,97 +1,284 @@
-"""Parallel HE encryption (CKKS or BFV) in a process pool.
+"""Parallel HE encryption (CKKS or BFV) in worker processes that leak nothing of
+multiprocessing to the program using securefl.
 
-TenSEAL holds the GIL, so threads cannot encrypt in parallel; processes can. Workers load
-only the public context. One pool per public context is shared by every client in a
-process, so a simulation with many client threads still uses one worker per core."""
+TenSEAL holds the GIL, so threads cannot encrypt in parallel; processes can. The workers are
+plain subprocesses running `python -m securefl.he.worker` and talking length-prefixed frames
+over pipes, not multiprocessing children: spawn and forkserver children re-import the caller's
+`__main__` (a script without an `if __name__ == "__main__":` guard runs again in every worker,
+`python -` and `python -c` fail outright; measured in docs/decisions.md), and fork is unsafe
+once gRPC threads run. So `aggregate` works unchanged from a script without a main guard,
+`python -`, `python -c`, a notebook or a thread.
+
+What crosses the pipes: public contexts (a secret key is refused by the worker) and the masked
+plaintext values of this process's own update; ciphertexts come back. One pool serves every
+client and every key epoch of a process (workers keep a few contexts by fingerprint).
+
+Failure: if workers cannot start at all (no usable `sys.executable`, as in some embedded
+interpreters), encryption falls back to this process with a one-line warning. A worker that dies
+while encrypting raises `WorkerDied`, which says what happened and what to do; the next call
+starts a new worker. `SECUREFL_ENCRYPTION_WORKERS=0` encrypts in this process, always."""
 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
+import logging
 import os
+import signal
+import struct
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
+import tenseal as ts
 
+from ..errors import InvalidInput, SecureFLError, WorkerDied
 from ..rounds.chunks import chunk_count
-from .codec import encrypt_chunks
+from .codec import CHUNK_ENCRYPTORS
 from .keys import fingerprint
+from .worker import ENCRYPT, FAILED, LOAD, SCHEME_CODES, VALUE_DTYPES, decode_chunks, read_frame, write_frame
 
+log = logging.getLogger(__name__)
+
+WORKERS_ENV = "SECUREFL_ENCRYPTION_WORKERS"
 # Below this many ciphertexts, shipping the work to another process costs more than it saves.
 INLINE_MAX_CHUNKS = 8
-
-_worker_context = None
-
-
-def _init_worker(public_context: bytes) -> None:
-    global _worker_context
-    from .keys import load_public_context
-
-    _worker_context = load_public_context(public_context)
+_START_FAILED = "securefl: cannot start HE encryption worker processes ({reason}); encrypting in this process"
 
 
-# A module-level function (it travels to workers by name): (context, values, slots) -> chunks.
-ChunkEncryptor = Callable[[object, np.ndarray, int], list[bytes]]
+def configured_workers() -> int:
+    """Workers per process: $SECUREFL_ENCRYPTION_WORKERS (0: none), else one per core."""
+    value = os.environ.get(WORKERS_ENV)
+    if value is None:
+        return os.cpu_count() or 1
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = -1
+    if workers < 0:
+        raise InvalidInput(f"${WORKERS_ENV} must be a number of worker processes (0: encrypt in this process), "
+                           f"got {value!r:.20}")
+    return workers
 
 
-def _encrypt_in_worker(encrypt: ChunkEncryptor, values: np.ndarray, slots: int) -> list[bytes]:
-    return encrypt(_worker_context, values, slots)
+class WorkersUnavailable(Exception):
+    """Worker processes cannot be started in this environment; the caller falls back."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: subprocess.Popen
+    contexts: set[bytes] = field(default_factory=set)  # fingerprints it has loaded
+    served: bool = False  # answered at least once: it started correctly
+
+    @classmethod
+    def start(cls) -> _Worker:
+        if not sys.executable:
+            raise WorkersUnavailable("sys.executable is unknown")
+        # The worker imports securefl from where this process found it (a checkout on sys.path too).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "securefl.he.worker"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, close_fds=True, env=env)
+        except OSError as exc:
+            raise WorkersUnavailable(f"{sys.executable}: {exc.strerror}") from None
+        return cls(process)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, *parts: bytes) -> None:
+        try:
+            write_frame(self.process.stdin, *parts)
+        except (BrokenPipeError, ValueError, OSError):
+            raise self.died() from None
+
+    def receive(self) -> list[bytes]:
+        try:
+            reply = read_frame(self.process.stdout)
+        except (EOFError, ValueError, OSError):
+            reply = None
+        if reply is None:
+            raise self.died()
+        if reply[:1] == FAILED:
+            raise SecureFLError(f"HE encryption worker {self.process.pid} refused the work: {reply[1:].decode(errors='replace')}")
+        self.served = True
+        return decode_chunks(reply[1:])
+
+    def died(self) -> Exception:
+        """The error for a worker whose pipe broke: WorkersUnavailable if it never worked."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if not self.served:
+            return WorkersUnavailable(f"a worker {how} before its first answer")
+        return WorkerDied(
+            f"HE encryption worker process {self.process.pid} {how} while encrypting; nothing was sent for this "
+            f"round. Call aggregate again (new workers start). If the system killed it (out of memory?), free "
+            f"memory or set {WORKERS_ENV} to fewer workers; {WORKERS_ENV}=0 encrypts in this process.")
+
+    def stop(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class EncryptionPool:
-    """Encrypts a vector's chunks across `workers` processes, preserving chunk order."""
+    """Encrypts a vector's chunks across `workers` processes, preserving chunk order. Thread-safe:
+    concurrent calls share the workers (each worker serves one call at a time)."""
 
-    def __init__(self, public_context: bytes, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(public_context,),
-        )
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = configured_workers() if workers is None else workers
+        if self.workers < 1:
+            raise InvalidInput("an encryption pool needs at least one worker")
+        self._members: list[_Worker] = []  # started and not stopped
+        self._idle: list[_Worker] = []
+        self._available = threading.Condition()
+        self._closed = False
+        self.unavailable: str | None = None  # why workers cannot start here; then callers encrypt inline
 
-    def encrypt(self, vector: np.ndarray, slots: int, encrypt: ChunkEncryptor = encrypt_chunks) -> list[bytes]:
-        """Chunks of `slots` values each, encrypted by `encrypt` (CKKS by default)."""
-        n_chunks = chunk_count(vector.size, slots)
-        tasks = min(n_chunks, self.workers * 4)
-        bounds = np.linspace(0, n_chunks, tasks + 1).astype(int) * slots
-        futures = [
-            self._executor.submit(_encrypt_in_worker, encrypt, vector[start:stop], slots)
-            for start, stop in zip(bounds[:-1], bounds[1:])
-            if stop > start
-        ]
-        return [chunk for future in futures for chunk in future.result()]
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        with self._available:
+            return [w.process.pid for w in self._members if w.alive]
+
+    def encrypt(self, public_context: bytes, values: np.ndarray, slots: int, scheme: str) -> list[bytes]:
+        """`values` in consecutive ciphertexts of `slots` values under `public_context`. Raises
+        WorkerDied if a worker dies meanwhile, WorkersUnavailable if none can start (and from
+        then on: `unavailable` says why)."""
+        if self.unavailable is not None:
+            raise WorkersUnavailable(self.unavailable)
+        key = fingerprint(public_context)
+        n_chunks = chunk_count(values.size, slots)
+        workers = self._acquire(n_chunks)
+        finished = False
+        try:
+            bounds = np.linspace(0, n_chunks, len(workers) + 1).astype(int) * slots
+            data = np.ascontiguousarray(values, dtype=VALUE_DTYPES[SCHEME_CODES[scheme]])
+            for worker, start, stop in zip(workers, bounds[:-1], bounds[1:]):
+                if key not in worker.contexts:
+                    worker.send(LOAD, key, public_context)
+                    worker.receive()
+                    worker.contexts.add(key)
+                worker.send(ENCRYPT, key, SCHEME_CODES[scheme], struct.pack(">I", slots), data[start:stop].tobytes())
+            chunks = [chunk for worker in workers for chunk in worker.receive()]
+            finished = True
+            return chunks
+        except WorkersUnavailable as exc:
+            self._give_up(str(exc))
+            raise
+        finally:
+            self._release(workers, reusable=finished)
+
+    def _acquire(self, n_chunks: int) -> list[_Worker]:
+        """Up to `n_chunks` idle workers (starting new ones up to the pool's size); at least one."""
+        with self._available:
+            while True:
+                if self._closed:
+                    raise InvalidInput("the encryption pool is shut down")
+                for worker in [w for w in self._idle if not w.alive]:
+                    log.info("HE encryption worker %d ended while idle (code %s)", worker.process.pid,
+                             worker.process.returncode)
+                    self._stop(worker)
+                while len(self._members) < self.workers and len(self._idle) < n_chunks:
+                    try:
+                        worker = _Worker.start()
+                    except WorkersUnavailable as exc:
+                        self._give_up(str(exc))
+                        raise
+                    self._members.append(worker)
+                    self._idle.append(worker)
+                if self._idle:
+                    taken, self._idle = self._idle[:n_chunks], self._idle[n_chunks:]
+                    return taken
+                self._available.wait()
+
+    def _give_up(self, reason: str) -> None:
+        """Workers cannot run here: say so once, in one line; callers encrypt in their process."""
+        if self.unavailable is None:
+            self.unavailable = reason
+            warnings.warn(_START_FAILED.format(reason=reason), RuntimeWarning, stacklevel=4)
+
+    def _release(self, workers: list[_Worker], reusable: bool) -> None:
+        """Return workers after a call. After a failed call they may hold unread replies: stop
+        them (replacements start on demand)."""
+        with self._available:
+            for worker in workers:
+                if reusable and worker.alive and not self._closed:
+                    self._idle.append(worker)
+                else:
+                    self._stop(worker)
+            self._available.notify_all()
+
+    def _stop(self, worker: _Worker) -> None:
+        """The caller holds the lock."""
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if worker in self._members:
+            self._members.remove(worker)
+        worker.stop()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(cancel_futures=True)
+        with self._available:
+            self._closed = True
+            for worker in list(self._members):
+                self._stop(worker)
+            self._available.notify_all()
 
 
-def encrypt_vector(context, vector: np.ndarray, slots: int, encrypt: ChunkEncryptor = encrypt_chunks,
-                   pool: EncryptionPool | None = None) -> list[bytes]:
-    """Encrypt on `pool` when there is one and the vector is large enough to gain from it."""
-    if pool is None or chunk_count(vector.size, slots) <= INLINE_MAX_CHUNKS:
-        return encrypt(context, vector, slots)
-    return pool.encrypt(vector, slots, encrypt)
+def encrypt_inline(context: ts.Context, values: np.ndarray, slots: int, scheme: str) -> list[bytes]:
+    return CHUNK_ENCRYPTORS[scheme](context, values, slots)
 
 
-_pools: dict[bytes, EncryptionPool] = {}
-_pools_lock = threading.Lock()
+@dataclass
+class Encryptor:
+    """Encrypts under one public context: in this process for small vectors (or without a
+    pool), on the pool for large ones; falls back to this process, with a one-line warning,
+    when workers cannot start."""
+
+    context: ts.Context
+    public_context: bytes
+    pool: EncryptionPool | None = None
+
+    def encrypt(self, values: np.ndarray, slots: int, scheme: str) -> list[bytes]:
+        if self.pool is None or chunk_count(values.size, slots) <= INLINE_MAX_CHUNKS:
+            return encrypt_inline(self.context, values, slots, scheme)
+        try:
+            return self.pool.encrypt(self.public_context, values, slots, scheme)
+        except WorkersUnavailable:
+            return encrypt_inline(self.context, values, slots, scheme)
 
 
-def shared_pool(public_context: bytes) -> EncryptionPool:
-    """The process-wide pool for this public context, started on first use."""
-    key = fingerprint(public_context)
-    with _pools_lock:
-        if key not in _pools:
-            _pools[key] = EncryptionPool(public_context)
-        return _pools[key]
+_shared: EncryptionPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> EncryptionPool | None:
+    """The process-wide pool, created on first use (its workers start when a large vector comes);
+    None when workers are off ($SECUREFL_ENCRYPTION_WORKERS=0)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            workers = configured_workers()
+            if workers:
+                _shared = EncryptionPool(workers)
+        return _shared
 
 
 @atexit.register
-def _shutdown_pools() -> None:
-    for pool in _pools.values():
-        pool.shutdown()
-    _pools.clear()
-
+def _shutdown_shared_pool() -> None:
+    if _shared is not None:
+        _shared.shutdown()

@@ -109,6 +109,7 @@ PRESETS: dict[str, Preset] = {
 }
 DEFAULT_PRESET = "add-only-8192"
 DEFAULT_BFV_PRESET = "bfv-8192"
+DEFAULT_PRESETS = {"ckks": DEFAULT_PRESET, "bfv": DEFAULT_BFV_PRESET}
 
 for _preset in PRESETS.values():
     _preset.check_security()

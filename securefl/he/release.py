@@ -1,6 +1,7 @@
 """The key-holder's release core: decrypt a round's aggregate only to release the honest sum of
 exactly the receipted clients, or nothing. No transport here: the gRPC service (and any other)
-calls `KeyHolderCore.release` and maps its errors to statuses.
+calls `KeyHolderCore.release` and maps its errors to statuses, and passes who asked, for the
+audit log.
 
 Before any decryption (a refusal here is audited, changes no key state, and is not a
 decryption, so it reveals nothing key-dependent):
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -46,7 +47,7 @@ MAX_VECTOR_LENGTH = 1 << 28  # 268M values: larger models are refused before any
 
 
 class AuditLog(Protocol):
-    def audit(self, round_id: str | None, decision: str, detail: str) -> None: ...
+    def audit(self, round_id: str | None, decision: str, detail: str, requester: str = "") -> None: ...
 
 
 def receipts_summary(receipts: Sequence[common_pb2.Receipt]) -> str:
@@ -64,15 +65,26 @@ class KeyHolderCore:
         self._audit = audit
         self._lock = threading.Lock()
 
+    def current_epoch(self) -> common_pb2.PublicEpoch:
+        """The signed public half of the current epoch (registers nothing)."""
+        return self.keystore.current.public
+
     def public_epoch_for_round(self, round_id: str) -> common_pb2.PublicEpoch:
         """The signed epoch a round's clients encrypt under (registers the round)."""
         return self.keystore.epoch_for_round(round_id)
 
     def release(self, round_id: str, vector_length: int, spec_hash: bytes,
-                receipts: Sequence[common_pb2.Receipt], chunks: Sequence[bytes]) -> np.ndarray:
+                receipts: Sequence[common_pb2.Receipt], chunks: Iterable[bytes], requester: str = "") -> np.ndarray:
         """The weighted sum (weight sum last) of exactly the receipted clients' updates, or a
-        SecureFLError; see the module docstring for the order of checks."""
-        check_identifier(round_id, "round id")
+        SecureFLError; see the module docstring for the order of checks. `chunks` may be a
+        stream: at most the ciphertexts the length needs are read (each validated as it comes),
+        and a stream that raises is a refusal like any other. `requester` names the caller in
+        the audit log."""
+        try:
+            check_identifier(round_id, "round id")
+        except SecureFLError as refusal:
+            self._audit.audit(None, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+            raise
         with self._lock:
             try:
                 epoch = self.keystore.epoch_of_round(round_id)
@@ -83,21 +95,23 @@ class KeyHolderCore:
                          for r in receipts]
                 self.keystore.mark_decrypted(epoch, round_id)
             except SecureFLError as refusal:
-                self._audit.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}")
-                log.warning("refused to decrypt round %s: %s", round_id, refusal)
+                self._audit.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+                log.warning("refused to decrypt round %s for %s: %s", round_id, requester or "a caller", refusal)
                 raise
             try:
                 total = codec.reveal(decrypt_chunks(epoch.secret.context, parsed), seeds, vector_length)
             except ReleaseCheckFailed as failure:
                 self.keystore.retire(epoch)
                 self._audit.audit(round_id, "refused after decryption",
-                                  f"{failure}; key epoch {epoch.number} retired; receipts: {receipts_summary(receipts)}")
+                                  f"{failure}; key epoch {epoch.number} retired; receipts: {receipts_summary(receipts)}",
+                                  requester)
                 log.warning("round %s: decrypted aggregate failed its checks; key epoch %d retired", round_id, epoch.number)
                 raise PolicyViolation(
                     f"round {round_id}: the aggregate is not the honest sum of the receipted clients' updates; "
                     f"nothing was released and key epoch {epoch.number} is retired"
                 ) from None
-            self._audit.audit(round_id, "released", f"key epoch {epoch.number}; receipts: {receipts_summary(receipts)}")
+            self._audit.audit(round_id, "released", f"key epoch {epoch.number}; receipts: {receipts_summary(receipts)}",
+                              requester)
             return total
 
     def _check_receipts(self, epoch: KeyEpoch, round_id: str, vector_length: int, spec_hash: bytes,
@@ -125,8 +139,14 @@ class KeyHolderCore:
             )
 
     @staticmethod
-    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Sequence[bytes]) -> list:
+    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes]) -> list:
+        """Parse exactly the ciphertexts `vector_length` needs, reading no more than one extra."""
         expected = codec.chunk_count(vector_length)
-        if len(chunks) != expected:
-            raise InvalidInput(f"{len(chunks)} ciphertexts; length {vector_length} needs {expected}")
-        return [codec.parse_chunk(epoch.secret.context, data) for data in chunks]
+        parsed = []
+        for data in chunks:
+            if len(parsed) == expected:
+                raise InvalidInput(f"more than the {expected} ciphertexts length {vector_length} needs")
+            parsed.append(codec.parse_chunk(epoch.secret.context, data))
+        if len(parsed) != expected:
+            raise InvalidInput(f"{len(parsed)} ciphertexts; length {vector_length} needs {expected}")
+        return parsed

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation
 from ..identity import Identity, Roster
-from ..quantize import FixedPoint
+from ..quantize import FixedPoint, weighted_payload
 from ..rounds.scheme import Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
@@ -194,6 +194,9 @@ class SecAggClient:
         self._identity = identity
         self._roster = federation.roster
         self._min_participants = security.min_participants
+
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        weighted_payload(vector, weight, self._config.value_bound, self._config.max_weight)
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         participant = SecAggParticipant(self._identity, self._roster, self._config, round_id, self._min_participants)

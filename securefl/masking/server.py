@@ -248,11 +248,12 @@ class SecAggRound:
 
     # -- submissions and revealing -----------------------------------------------------------
 
-    def admit(self, client_id: str) -> None:
+    def admit(self, receipt: common_pb2.Receipt) -> None:
         if self.stage != MASKED:
             raise RoundClosed(f"round {self.round_id} is in stage {self.stage}, not taking masked inputs")
-        if client_id not in self.shares:
-            raise RoundClosed(f"client {client_id} did not share keys in round {self.round_id} and counts as dropped")
+        if receipt.client_id not in self.shares:
+            raise RoundClosed(f"client {receipt.client_id} did not share keys in round {self.round_id} and counts as "
+                              "dropped")
 
     def expected_submissions(self, configured: int) -> int:
         return len(self.shares) if self.stage == MASKED else 0

@@ -91,7 +91,7 @@ class Round:
             raise LengthMismatch(
                 f"vector length {receipt.vector_length} differs from round {self.round_id}'s {self.record.vector_length}"
             )
-        self.scheme_round.admit(receipt.client_id)
+        self.scheme_round.admit(receipt)
 
     def error(self) -> SecureFLError:
         return error_named(self.record.error_type, self.record.error_message or "round failed", RoundFailed)

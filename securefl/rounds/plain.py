@@ -77,5 +77,11 @@ class PlainClient:
     name = PLAIN
     interactive = False
 
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        """What the aggregator would refuse: values that are not finite as float32."""
+        weighted = np.asarray(vector, dtype=np.float64) * weight
+        if not (np.all(np.isfinite(weighted)) and np.abs(weighted).max(initial=0.0) <= np.finfo(np.float32).max):
+            raise InvalidInput("the weighted update holds NaN or values beyond float32's range")
+
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> PlainClientRound:
         return PlainClientRound(np.append(vector * weight, weight))

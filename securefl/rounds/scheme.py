@@ -8,7 +8,9 @@ branch on a scheme's name.
 Stages are how multi-round-trip schemes (SecAgg+) talk: the server half says what a client
 must do next as a `Stage` (a name and a scheme-defined protobuf body, as bytes), the client half
 answers it. `SUBMIT` is the stage in which the client sends its protected update (through the
-transport's streaming path); single-stage schemes (plain, ckks, bfv) have only that one."""
+transport's streaming path); its body may carry what the client needs to protect its update
+(the HE schemes' round key epoch, SecAgg+'s incoming shares). A scheme whose client submits at
+once, without asking for a stage, is not `interactive` (plain)."""
 
 from __future__ import annotations
 
@@ -88,6 +90,11 @@ class ClientScheme(Protocol):
     name: str
     interactive: bool  # False: the client submits at once, without asking for a stage
 
+    def check(self, vector: np.ndarray, weight: float) -> None:
+        """Raise InvalidInput if this update can never be protected under the site's pins (a
+        weight or value out of range). Called before the client joins a round, so a refused
+        update leaves nothing behind."""
+
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> ClientRound:
         """Begin a round with the flat update `vector` and its `weight`."""
 
@@ -115,8 +122,9 @@ class ServerRound(Protocol):
     def answer(self, client_id: str, stage: str, body: bytes) -> None:
         """Take a client's reply to a stage; raises (changing nothing) on a bad reply."""
 
-    def admit(self, client_id: str) -> None:
-        """Raise unless this client may submit its protected update now."""
+    def admit(self, receipt: common_pb2.Receipt) -> None:
+        """Raise unless the receipt's client may submit this protected update now (the scheme's
+        receipt fields included). Changes nothing."""
 
     def expected_submissions(self, configured: int) -> int:
         """How many submissions close the round early (0: only the deadline does)."""
@@ -167,7 +175,7 @@ class SingleStageRound:
     def answer(self, client_id: str, stage: str, body: bytes) -> None:
         raise InvalidInput(f"this scheme has no stage {stage!r:.40}")
 
-    def admit(self, client_id: str) -> None:
+    def admit(self, receipt: common_pb2.Receipt) -> None:
         return None
 
     def expected_submissions(self, configured: int) -> int:

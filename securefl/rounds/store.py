@@ -1,4 +1,4 @@
-"""Embedded SQLite stores.
+"""The aggregator's embedded SQLite store.
 
 RoundStore keeps what the aggregator must not lose: round configs and states, every
 acknowledged submission (its receipt and protected chunks, written in one transaction before
@@ -6,18 +6,15 @@ the acknowledgement), and published results. After a restart, open rounds are re
 replaying their submissions, so the aggregator's memory stays O(model) while an acknowledged
 submission survives a crash. Submissions are deleted once their round ends.
 
-KeyHolderStore keeps the set of decrypted rounds (one decryption per round, across restarts)
-and the audit log.
-
-Both databases hold results or decisions: their files are created 0600 before SQLite opens
-them, and every commit is `synchronous=FULL`, because an acknowledgement (a submission, a
-decryption claimed) promises that it survives a power loss, not only a crash."""
+The database holds results: its file is created 0600 before SQLite opens it, and every commit
+is `synchronous=FULL`, because an acknowledgement promises that the submission survives a power
+loss, not only a crash. (The key-holder's record of decrypted rounds lives with its keys, in
+its keystore: `securefl/he/keystore.py`.)"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,40 +159,6 @@ class RoundStore:
     def result_chunks(self, round_id: str) -> list[bytes]:
         rows = self._db.execute("SELECT data FROM results WHERE round_id = ? ORDER BY idx", (round_id,))
         return [row[0] for row in rows]
-
-    def close(self) -> None:
-        self._db.close()
-
-
-_KEYHOLDER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, round_id TEXT, decision TEXT NOT NULL,
-    detail TEXT NOT NULL, caller TEXT NOT NULL DEFAULT '');
-"""
-
-
-class KeyHolderStore:
-    def __init__(self, path: Path | str = ":memory:") -> None:
-        self._db = _Database(path, _KEYHOLDER_SCHEMA)
-
-    def claim_decryption(self, round_id: str) -> bool:
-        """Atomically mark the round decrypted; False when it already was."""
-        try:
-            self._db.execute("INSERT INTO decryptions VALUES (?, ?)", (round_id, time.time()))
-        except sqlite3.IntegrityError:
-            return False
-        return True
-
-    def audit(self, round_id: str | None, decision: str, detail: str, caller: str = "") -> None:
-        self._db.execute(
-            "INSERT INTO audit (at, round_id, decision, detail, caller) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), round_id, decision, detail, caller),
-        )
-
-    def audit_log(self) -> list[tuple[float, str | None, str, str, str]]:
-        """(time, round, decision, detail, who asked) in order."""
-        return self._db.execute("SELECT at, round_id, decision, detail, caller FROM audit ORDER BY id")
 
     def close(self) -> None:
         self._db.close()

@@ -1,8 +1,8 @@
-"""The aggregator's connection to the key-holder."""
+"""The aggregator's connection to the key-holder: `he.scheme.KeyHolderLink` over gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -11,8 +11,9 @@ from ..pki import PartyName
 from ..rounds.chunks import join_float64
 from ..tls import TlsConfig
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import channel, from_rpc_error
+from .rpc import channel, from_rpc_error, invoke
 
+CALL_SECONDS = 30.0  # epochs and registrations are small; a key-holder that takes longer is in trouble
 
 
 class KeyHolderClient:
@@ -23,17 +24,17 @@ class KeyHolderClient:
         self._channel = channel(address, tls, server=server, insecure=insecure)
         self._stub = keyholder_pb2_grpc.KeyHolderStub(self._channel)
 
-    def public_context(self, timeout: float = 30.0) -> keyholder_pb2.PublicContext:
-        try:
-            return self._stub.GetPublicContext(
-                keyholder_pb2.PublicContextRequest(), timeout=timeout, wait_for_ready=True
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+    def current_epoch(self, timeout: float = CALL_SECONDS) -> common_pb2.PublicEpoch:
+        """Waits for the key-holder to come up (the aggregator may start first)."""
+        return invoke(self._stub.GetEpoch, keyholder_pb2.EpochRequest(), timeout=timeout, wait_for_ready=True)
 
-    def decrypt(self, round_id: str, vector_length: int, spec_hash: bytes,
-                receipts: list[common_pb2.Receipt], chunks: list[bytes]) -> np.ndarray:
-        """Send the aggregate ciphertext and its receipts; return the decrypted sum."""
+    def public_epoch_for_round(self, round_id: str) -> common_pb2.PublicEpoch:
+        return invoke(self._stub.RegisterRound, keyholder_pb2.RegisterRoundRequest(round_id=round_id),
+                      timeout=CALL_SECONDS)
+
+    def release(self, round_id: str, vector_length: int, spec_hash: bytes, receipts: Sequence[common_pb2.Receipt],
+                chunks: Sequence[bytes]) -> np.ndarray:
+        """Send the aggregate ciphertexts and their receipts; return the released weighted sum."""
         header = keyholder_pb2.DecryptHeader(
             round_id=round_id, vector_length=vector_length, spec_hash=spec_hash,
             chunk_count=len(chunks), receipts=receipts,

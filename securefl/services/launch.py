@@ -4,21 +4,24 @@ serve` run, and what LocalFederation starts in separate processes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from ..errors import InvalidInput
 from ..federation import Federation
-from ..he.keys import SecretContext
-from ..he.presets import DEFAULT_PRESET, get_preset
+from ..he.audit import AuditFile
+from ..he.epochs import EpochSettings
+from ..he.keystore import KeyStore, RotationPolicy
+from ..he.release import KeyHolderCore
 from ..identity import Identity
 from ..pki import KEYHOLDER
 from ..rounds.engine import RoundEngine
 from ..rounds.scheme import RoundConfig
-from ..rounds.store import KeyHolderStore, RoundStore
-from ..schemes import ServerOptions, server_scheme
+from ..rounds.store import RoundStore
+from ..schemes import ServerOptions, needs_keyholder, server_scheme
 from ..tls import TlsConfig
 from ..v1 import aggregator_pb2
 from .aggregator import AggregatorService
@@ -33,33 +36,50 @@ log = logging.getLogger(__name__)
 class Running:
     server: grpc.Server
     port: int
+    on_stop: list[Callable[[], None]] = field(default_factory=list)  # after the server stopped
 
     def stop(self, grace: float = 1.0) -> None:
         self.server.stop(grace).wait()
+        for close in self.on_stop:
+            close()
 
 
-def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset: str = DEFAULT_PRESET) -> SecretContext:
-    """Keys in memory when no file is given; otherwise load the file, or create it encrypted."""
-    if key_file is None:
-        return SecretContext.generate(get_preset(preset))
-    if not passphrase:
-        raise InvalidInput("a key file needs a passphrase (set SECUREFL_KEY_PASSPHRASE)")
-    if key_file.exists():
-        return SecretContext.load(key_file, passphrase)
-    secret = SecretContext.generate(get_preset(preset))
-    secret.save(key_file, passphrase)
-    return secret
+@dataclass(frozen=True)
+class KeyHolderConfig:
+    """What the key-holder's operator chooses; the rest comes from federation.json."""
+
+    keystore: Path
+    passphrase: str
+    audit_log: Path
+    scheme: str
+    preset: str | None = None
+    precision_bits: int | None = None  # None: the federation's security.precision_bits, else the default
+    rotate_every: int = RotationPolicy.rotate_every
+    min_clients: int | None = None  # None: the federation's security.min_participants
 
 
-def serve_keyholder(*, federation: Federation, secret: SecretContext, min_clients: int | None = None,
-                    db: Path | str = ":memory:", host: str = "127.0.0.1", port: int = 0, tls: TlsConfig | None = None,
-                    insecure: bool = False) -> Running:
-    """`min_clients` defaults to the federation's `security.min_participants`."""
-    min_clients = min_clients or federation.security.min_participants
-    service = KeyHolderService(secret, federation, KeyHolderStore(db), min_clients)
-    server, bound = start_server(service.register, host, port, tls=tls, insecure=insecure)
-    log.info("key-holder listening on %s:%d, context fingerprint %s", host, bound, secret.fingerprint.hex())
-    return Running(server, bound)
+def serve_keyholder(*, federation: Federation, identity: Identity, config: KeyHolderConfig, host: str = "127.0.0.1",
+                    port: int = 0, tls: TlsConfig | None = None, insecure: bool = False) -> Running:
+    """`identity` signs the key epochs: it must be the key federation.json pins for the
+    key-holder, or clients would refuse every epoch."""
+    if federation.keyholder is None or not federation.keyholder.matches(identity):
+        raise InvalidInput(f"identity {identity.client_id!r} is not the key-holder key pinned in the federation file")
+    settings = EpochSettings.for_federation(federation, config.scheme, config.preset, config.precision_bits)
+    keystore = KeyStore.open_or_create(config.keystore, config.passphrase, identity, settings,
+                                       RotationPolicy(rotate_every=config.rotate_every))
+    try:
+        audit = AuditFile(config.audit_log)
+        core = KeyHolderCore(keystore, federation.roster, config.min_clients or federation.security.min_participants,
+                             audit)
+        server, bound = start_server(KeyHolderService(core, federation, audit).register, host, port, tls=tls,
+                                     insecure=insecure)
+    except BaseException:
+        keystore.close()
+        raise
+    epoch = keystore.current.public
+    log.info("key-holder listening on %s:%d: %s epoch %d (preset %s), rotating every %d rounds", host, bound,
+             epoch.scheme, epoch.epoch, epoch.preset, config.rotate_every)
+    return Running(server, bound, [keystore.close])
 
 
 def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str, defaults: RoundConfig,
@@ -68,12 +88,12 @@ def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str,
                      insecure: bool = False) -> Running:
     """`identity` signs acknowledgements: it must be the key federation.json pins for the
     aggregator, or clients would refuse every acknowledgement. The scheme's security
-    parameters come from the federation file."""
+    parameters come from the federation file (and, for HE schemes, the key-holder's epochs)."""
     if not federation.aggregator.matches(identity):
         raise InvalidInput(f"identity {identity.client_id!r} is not the aggregator key pinned in the federation file")
     roster = federation.roster
     keyholder = None
-    if keyholder_address:
+    if keyholder_address and needs_keyholder(scheme):
         keyholder = KeyHolderClient(keyholder_address, tls, server=federation.party(KEYHOLDER), insecure=insecure)
     protection = server_scheme(scheme, ServerOptions(federation, defaults.min_clients, keyholder, stage_timeout))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))

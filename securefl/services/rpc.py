@@ -39,6 +39,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_reconnect_backoff_ms", 5000),  # a restarted server is found again within seconds
 ]
 
 
@@ -121,6 +122,12 @@ def from_rpc_error(error: grpc.RpcError) -> SecureFLError:
     name = dict(error.trailing_metadata() or ()).get(ERROR_METADATA_KEY)
     default = ServiceUnavailable if error.code() == grpc.StatusCode.UNAVAILABLE else SecureFLError
     return error_named(name, error.details() or str(error.code()), default)
+
+
+def raised_by_server(error: grpc.RpcError) -> bool:
+    """Whether a failed call carries a securefl error the server raised (a QuorumTimeout is
+    DEADLINE_EXCEEDED too), rather than a failure of the transport or of the call's deadline."""
+    return ERROR_METADATA_KEY in dict(error.trailing_metadata() or ())
 
 
 def invoke(method: Callable, request: Any, **kwargs: Any) -> Any:

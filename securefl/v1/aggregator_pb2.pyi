@@ -11,24 +11,20 @@ class SessionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("scheme", "he_context", "he_fingerprint", "he_preset", "chunk_values", "max_abs_sum", "max_clients", "secagg")
+    __slots__ = ("scheme", "chunk_values", "max_abs_sum", "max_clients", "secagg", "he_epoch")
     SCHEME_FIELD_NUMBER: _ClassVar[int]
-    HE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
-    HE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
-    HE_PRESET_FIELD_NUMBER: _ClassVar[int]
     CHUNK_VALUES_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_SUM_FIELD_NUMBER: _ClassVar[int]
     MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_FIELD_NUMBER: _ClassVar[int]
+    HE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     scheme: str
-    he_context: bytes
-    he_fingerprint: bytes
-    he_preset: str
     chunk_values: int
     max_abs_sum: float
     max_clients: int
     secagg: _secagg_pb2.SecAggConfig
-    def __init__(self, scheme: _Optional[str] = ..., he_context: _Optional[bytes] = ..., he_fingerprint: _Optional[bytes] = ..., he_preset: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ...) -> None: ...
+    he_epoch: _common_pb2.PublicEpoch
+    def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
     __slots__ = ("min_clients", "expected_clients", "timeout_seconds")

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class AggregatorStub(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
-    never sees a plaintext update or the CKKS secret key.
+    never sees a plaintext update or an HE secret key.
     """
 
     def __init__(self, channel):
@@ -80,7 +80,7 @@ class AggregatorStub(object):
 
 class AggregatorServicer(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
-    never sees a plaintext update or the CKKS secret key.
+    never sees a plaintext update or an HE secret key.
     """
 
     def GetSession(self, request, context):
@@ -186,7 +186,7 @@ def add_AggregatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Aggregator(object):
     """The aggregator is untrusted: it sums protected updates as they stream in and
-    never sees a plaintext update or the CKKS secret key.
+    never sees a plaintext update or an HE secret key.
     """
 
     @staticmethod

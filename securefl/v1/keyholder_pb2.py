@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from securefl.v1 import common_pb2 as securefl_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecurefl/v1/keyholder.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/common.proto\"\x16\n\x14PublicContextRequest\"E\n\rPublicContext\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\x0c\x12\x0e\n\x06preset\x18\x03 \x01(\t\"\x88\x01\n\rDecryptHeader\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x15\n\rvector_length\x18\x02 \x01(\x04\x12\x11\n\tspec_hash\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63hunk_count\x18\x04 \x01(\r\x12&\n\x08receipts\x18\x05 \x03(\x0b\x32\x14.securefl.v1.Receipt\"k\n\x0e\x44\x65\x63ryptMessage\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.securefl.v1.DecryptHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x42\x06\n\x04\x62ody2\x9e\x01\n\tKeyHolder\x12Q\n\x10GetPublicContext\x12!.securefl.v1.PublicContextRequest\x1a\x1a.securefl.v1.PublicContext\x12>\n\x07\x44\x65\x63rypt\x12\x1b.securefl.v1.DecryptMessage\x1a\x12.securefl.v1.Chunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecurefl/v1/keyholder.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/common.proto\"\x0e\n\x0c\x45pochRequest\"(\n\x14RegisterRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\"\x88\x01\n\rDecryptHeader\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x15\n\rvector_length\x18\x02 \x01(\x04\x12\x11\n\tspec_hash\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63hunk_count\x18\x04 \x01(\r\x12&\n\x08receipts\x18\x05 \x03(\x0b\x32\x14.securefl.v1.Receipt\"k\n\x0e\x44\x65\x63ryptMessage\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.securefl.v1.DecryptHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x42\x06\n\x04\x62ody2\xda\x01\n\tKeyHolder\x12?\n\x08GetEpoch\x12\x19.securefl.v1.EpochRequest\x1a\x18.securefl.v1.PublicEpoch\x12L\n\rRegisterRound\x12!.securefl.v1.RegisterRoundRequest\x1a\x18.securefl.v1.PublicEpoch\x12>\n\x07\x44\x65\x63rypt\x12\x1b.securefl.v1.DecryptMessage\x1a\x12.securefl.v1.Chunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'securefl.v1.keyholder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLICCONTEXTREQUEST']._serialized_start=70
-  _globals['_PUBLICCONTEXTREQUEST']._serialized_end=92
-  _globals['_PUBLICCONTEXT']._serialized_start=94
-  _globals['_PUBLICCONTEXT']._serialized_end=163
-  _globals['_DECRYPTHEADER']._serialized_start=166
-  _globals['_DECRYPTHEADER']._serialized_end=302
-  _globals['_DECRYPTMESSAGE']._serialized_start=304
-  _globals['_DECRYPTMESSAGE']._serialized_end=411
-  _globals['_KEYHOLDER']._serialized_start=414
-  _globals['_KEYHOLDER']._serialized_end=572
+  _globals['_EPOCHREQUEST']._serialized_start=70
+  _globals['_EPOCHREQUEST']._serialized_end=84
+  _globals['_REGISTERROUNDREQUEST']._serialized_start=86
+  _globals['_REGISTERROUNDREQUEST']._serialized_end=126
+  _globals['_DECRYPTHEADER']._serialized_start=129
+  _globals['_DECRYPTHEADER']._serialized_end=265
+  _globals['_DECRYPTMESSAGE']._serialized_start=267
+  _globals['_DECRYPTMESSAGE']._serialized_end=374
+  _globals['_KEYHOLDER']._serialized_start=377
+  _globals['_KEYHOLDER']._serialized_end=595
 # @@protoc_insertion_point(module_scope)

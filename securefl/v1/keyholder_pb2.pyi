@@ -6,19 +6,15 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class PublicContextRequest(_message.Message):
+class EpochRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class PublicContext(_message.Message):
-    __slots__ = ("context", "fingerprint", "preset")
-    CONTEXT_FIELD_NUMBER: _ClassVar[int]
-    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
-    PRESET_FIELD_NUMBER: _ClassVar[int]
-    context: bytes
-    fingerprint: bytes
-    preset: str
-    def __init__(self, context: _Optional[bytes] = ..., fingerprint: _Optional[bytes] = ..., preset: _Optional[str] = ...) -> None: ...
+class RegisterRoundRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
 
 class DecryptHeader(_message.Message):
     __slots__ = ("round_id", "vector_length", "spec_hash", "chunk_count", "receipts")

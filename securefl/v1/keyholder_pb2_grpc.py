@@ -27,8 +27,11 @@ if _version_not_supported:
 
 
 class KeyHolderStub(object):
-    """The key-holder is the only party with the CKKS secret key. It decrypts an
-    aggregate only when its own policy holds, and audits every decision.
+    """The key-holder holds the HE secret keys, one per key epoch. It publishes each
+    epoch's public half signed with its enrolled identity key (clients verify it
+    against federation.json), binds rounds to epochs for the aggregator, and
+    releases the honest sum of exactly the receipted clients, or nothing; every
+    decision goes to its audit log.
     """
 
     def __init__(self, channel):
@@ -37,10 +40,15 @@ class KeyHolderStub(object):
         Args:
             channel: A grpc.Channel.
         """
-        self.GetPublicContext = channel.unary_unary(
-                '/securefl.v1.KeyHolder/GetPublicContext',
-                request_serializer=securefl_dot_v1_dot_keyholder__pb2.PublicContextRequest.SerializeToString,
-                response_deserializer=securefl_dot_v1_dot_keyholder__pb2.PublicContext.FromString,
+        self.GetEpoch = channel.unary_unary(
+                '/securefl.v1.KeyHolder/GetEpoch',
+                request_serializer=securefl_dot_v1_dot_keyholder__pb2.EpochRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_common__pb2.PublicEpoch.FromString,
+                _registered_method=True)
+        self.RegisterRound = channel.unary_unary(
+                '/securefl.v1.KeyHolder/RegisterRound',
+                request_serializer=securefl_dot_v1_dot_keyholder__pb2.RegisterRoundRequest.SerializeToString,
+                response_deserializer=securefl_dot_v1_dot_common__pb2.PublicEpoch.FromString,
                 _registered_method=True)
         self.Decrypt = channel.stream_stream(
                 '/securefl.v1.KeyHolder/Decrypt',
@@ -50,18 +58,30 @@ class KeyHolderStub(object):
 
 
 class KeyHolderServicer(object):
-    """The key-holder is the only party with the CKKS secret key. It decrypts an
-    aggregate only when its own policy holds, and audits every decision.
+    """The key-holder holds the HE secret keys, one per key epoch. It publishes each
+    epoch's public half signed with its enrolled identity key (clients verify it
+    against federation.json), binds rounds to epochs for the aggregator, and
+    releases the honest sum of exactly the receipted clients, or nothing; every
+    decision goes to its audit log.
     """
 
-    def GetPublicContext(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetEpoch(self, request, context):
+        """The current epoch (any enrolled party; registers nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterRound(self, request, context):
+        """Bind a round to the current epoch, once, and return that epoch (the aggregator only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Decrypt(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """Release a round's weighted sum (float64 chunks, weight sum last) (the aggregator only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -69,10 +89,15 @@ class KeyHolderServicer(object):
 
 def add_KeyHolderServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'GetPublicContext': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetPublicContext,
-                    request_deserializer=securefl_dot_v1_dot_keyholder__pb2.PublicContextRequest.FromString,
-                    response_serializer=securefl_dot_v1_dot_keyholder__pb2.PublicContext.SerializeToString,
+            'GetEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEpoch,
+                    request_deserializer=securefl_dot_v1_dot_keyholder__pb2.EpochRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_common__pb2.PublicEpoch.SerializeToString,
+            ),
+            'RegisterRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterRound,
+                    request_deserializer=securefl_dot_v1_dot_keyholder__pb2.RegisterRoundRequest.FromString,
+                    response_serializer=securefl_dot_v1_dot_common__pb2.PublicEpoch.SerializeToString,
             ),
             'Decrypt': grpc.stream_stream_rpc_method_handler(
                     servicer.Decrypt,
@@ -88,12 +113,15 @@ def add_KeyHolderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyHolder(object):
-    """The key-holder is the only party with the CKKS secret key. It decrypts an
-    aggregate only when its own policy holds, and audits every decision.
+    """The key-holder holds the HE secret keys, one per key epoch. It publishes each
+    epoch's public half signed with its enrolled identity key (clients verify it
+    against federation.json), binds rounds to epochs for the aggregator, and
+    releases the honest sum of exactly the receipted clients, or nothing; every
+    decision goes to its audit log.
     """
 
     @staticmethod
-    def GetPublicContext(request,
+    def GetEpoch(request,
             target,
             options=(),
             channel_credentials=None,
@@ -106,9 +134,36 @@ class KeyHolder(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/securefl.v1.KeyHolder/GetPublicContext',
-            securefl_dot_v1_dot_keyholder__pb2.PublicContextRequest.SerializeToString,
-            securefl_dot_v1_dot_keyholder__pb2.PublicContext.FromString,
+            '/securefl.v1.KeyHolder/GetEpoch',
+            securefl_dot_v1_dot_keyholder__pb2.EpochRequest.SerializeToString,
+            securefl_dot_v1_dot_common__pb2.PublicEpoch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/securefl.v1.KeyHolder/RegisterRound',
+            securefl_dot_v1_dot_keyholder__pb2.RegisterRoundRequest.SerializeToString,
+            securefl_dot_v1_dot_common__pb2.PublicEpoch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,10 @@
-"""CKKS secure aggregation end to end: real key-holder and aggregator processes, real gRPC."""
+"""HE secure aggregation end to end (bfv and ckks): real key-holder and aggregator processes,
+real gRPC over mutual TLS, clients of the library."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,24 +13,27 @@ import numpy as np
 import pytest
 import torch
 
+from securefl.client import connect
 from securefl.errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
-    QuorumTimeout, RoundClosed, SpecMismatch, UnknownRound, VerificationFailed,
+    QuorumTimeout, RoundClosed, ServiceUnavailable, SpecMismatch, UnknownRound, VerificationFailed,
 )
-from securefl.client import connect
+from securefl.federation import PartyKey
+from securefl.he.epochs import EpochSettings
 from securefl.identity import Identity
 from securefl.pki import SITE
-from securefl.simulation import LocalFederation
-from tests.conftest import relative_error, run_round, weighted_average
+from securefl.simulation import LocalFederation, SecAggSettings
+from tests.conftest import run_round, weighted_average
 from tests.submissions import RawAggregator
 
-SHAPE = (40, 150)  # 6,000 values + weight: two ciphertexts of 4,096 slots
+SHAPE = (40, 150)  # 6,000 values + weight: one BFV ciphertext (k = 2), two CKKS ones
+SETTINGS = SecAggSettings(value_bound=8.0, max_weight=8.0)  # tight bounds: precision is relative to them
 _round_ids = (f"test-round-{i}" for i in itertools.count())
 
 
-@pytest.fixture(scope="module")
-def federation():
-    with LocalFederation(3, scheme="ckks") as fed:
+@pytest.fixture(scope="module", params=["bfv", "ckks"])
+def federation(request):
+    with LocalFederation(3, scheme=request.param, secagg=SETTINGS) as fed:
         yield fed
 
 
@@ -42,16 +46,31 @@ def updates(rng, n=3):
     return [{"w": rng.normal(size=SHAPE).astype(np.float32), "b": rng.normal(size=7)} for _ in range(n)]
 
 
-def test_weighted_average_matches_plaintext_within_1e_4(federation, rng):
+def tolerance(federation: LocalFederation, weights: list[float], expected: np.ndarray) -> np.ndarray:
+    """The stated bound on each averaged value: bfv, one quantization step per client and field
+    (stochastic rounding) in the weighted sum and the weight sum; ckks, six standard deviations
+    of the flooding plus the decryption tolerance."""
+    codec = EpochSettings.of(RawAggregator(federation).session.he_epoch).codec(federation.rotate_every)
+    m = len(weights)
+    per_sum = m / codec.plan.scale if codec.scheme == "bfv" else 6 * codec.flooding_sigma(m, 6008) + codec.tolerance(m)
+    return per_sum * (1 + np.abs(expected)) / sum(weights)
+
+
+def assert_close(federation, result, ups, weights, key="w"):
+    expected = weighted_average([u[key] for u in ups], weights)
+    assert np.all(np.abs(result[key].astype(np.float64) - expected) <= tolerance(federation, weights, expected))
+
+
+def test_weighted_average_is_within_the_stated_bound(federation, rng):
     ups, weights = updates(rng), [1.0, 2.0, 3.5]
     results = run_round(federation.clients, ups, weights)
-    for key in ("w", "b"):
-        expected = weighted_average([u[key] for u in ups], weights)
-        for result in results:
-            assert relative_error(result[key].astype(np.float64), expected) < 1e-4
+    for result in results:
+        assert_close(federation, result, ups, weights, "w")
+        assert_close(federation, result, ups, weights, "b")
     assert results[0]["w"].dtype == np.float32 and results[0]["b"].dtype == np.float64
     stats = federation.clients[0].last_stats
-    assert stats.values == 6008 and 2 * 131_072 < stats.bytes_sent < 2 * 132_000  # two full ciphertexts
+    ciphertexts = 1 if federation.scheme == "bfv" else 2  # k = 2 values per BFV slot; one per CKKS slot
+    assert stats.values == 6008 and ciphertexts * 131_072 < stats.bytes_sent < ciphertexts * 132_000
 
 
 def test_torch_state_dict_in_torch_state_dict_out(federation):
@@ -59,12 +78,12 @@ def test_torch_state_dict_in_torch_state_dict_out(federation):
     for model in models:
         model(torch.randn(6, 8))
     states = [m.state_dict() for m in models]
-    results = run_round(federation.clients, states, [10, 20, 30])
+    results = run_round(federation.clients, states, [1, 2, 3])
     averaged = results[0]
     assert set(averaged) == set(states[0])
-    expected = weighted_average([s["0.weight"].numpy() for s in states], [10, 20, 30])
+    expected = weighted_average([s["0.weight"].numpy() for s in states], [1, 2, 3])
     assert isinstance(averaged["0.weight"], torch.Tensor)
-    assert relative_error(averaged["0.weight"].numpy().astype(np.float64), expected) < 1e-4
+    assert np.all(np.abs(averaged["0.weight"].numpy() - expected) <= tolerance(federation, [1, 2, 3], expected))
     assert averaged["1.num_batches_tracked"].dtype == torch.int64 and averaged["1.num_batches_tracked"].item() == 1
 
 
@@ -77,13 +96,18 @@ def _truncate(s, raw):
 
 
 def _replace_chunk_with_another_valid_one(s, raw):
-    s.chunks[0] = raw.protect(np.ones(raw.session.chunk_values))[0]
+    s.chunks[0] = raw.build(raw._federation.identities[1], {"w": np.ones(SHAPE, np.float32), "b": np.ones(7)}, 1.0,
+                            s.receipt.round_id).chunks[0]
 
 
 def _set(attribute, value, on_receipt=True):
     def tamper(s, raw):
         setattr(s.receipt if on_receipt else s, attribute, value)
     return tamper
+
+
+def _another_key_epoch(s, raw):
+    s.receipt.key_epoch += 1
 
 
 BAD_SUBMISSIONS = {
@@ -94,6 +118,8 @@ BAD_SUBMISSIONS = {
     "chunk_count_disagrees": (1, _set("chunk_count", 5, on_receipt=False), True, LengthMismatch, grpc.StatusCode.INVALID_ARGUMENT),
     "wrong_spec": (1, _set("spec_hash", b"\x01" * 32), True, SpecMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     "wrong_scheme": (1, _set("scheme", "plain"), True, SpecMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    "another_key_epoch": (1, _another_key_epoch, True, SpecMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    "no_sealed_seed": (1, _set("sealed_seed", b""), True, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     "malformed_ciphertext": (1, _garbage_chunk, True, MalformedCiphertext, grpc.StatusCode.INVALID_ARGUMENT),
     "truncated_stream": (1, _truncate, False, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     "chunks_not_matching_signed_digest": (1, _replace_chunk_with_another_valid_one, False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
@@ -113,15 +139,14 @@ def test_bad_submission_is_refused_and_leaves_the_round_intact(federation, raw, 
     raw.submit(raw.build(federation.identities[0], ups[0], weights[0], round_id))  # sets the round's shape
 
     identity = Identity.generate("outsider") if who == "outsider" else federation.identities[who]
-    bad = raw.build(identity, ups[0], 9.0, round_id, tamper=tamper, sign_after_tamper=sign_after)
+    bad = raw.build(identity, ups[0], 3.0, round_id, tamper=tamper, sign_after_tamper=sign_after)
     with pytest.raises(error) as refused:
         raw.submit(bad)
     assert refused.value.code == status
     assert raw.round_info(round_id).contributors == 1
 
     results = run_round(federation.clients[1:], ups[1:], weights[1:], round_id=round_id)
-    expected = weighted_average([u["w"] for u in ups], weights)
-    assert relative_error(results[0]["w"].astype(np.float64), expected) < 1e-4
+    assert_close(federation, results[0], ups, weights)
 
 
 def test_late_submission_to_a_finished_round_is_refused(federation, raw, rng):
@@ -133,11 +158,14 @@ def test_late_submission_to_a_finished_round_is_refused(federation, raw, rng):
     assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_client_refuses_an_aggregator_relaying_another_key(federation, rng):
+def test_client_refuses_an_epoch_not_signed_by_the_pinned_keyholder(federation, rng):
+    """An aggregator relaying a key of its own (or of another key-holder) is refused: the site
+    pins the key-holder's Ed25519 key in federation.json, not anything the aggregator sends."""
     site = federation.identities[0]
-    client = connect(federation.aggregator_address, identity=site, federation=federation.federation,
-                     tls=federation.credentials(SITE, site.client_id), keyholder_fingerprint=bytes(32))
-    with pytest.raises(VerificationFailed, match="pinned"):
+    pins = dataclasses.replace(federation.federation, keyholder=PartyKey("keyholder", Identity.generate("x").public_bytes))
+    client = connect(federation.aggregator_address, identity=site, federation=pins,
+                     tls=federation.credentials(SITE, site.client_id))
+    with pytest.raises(VerificationFailed, match="pinned key-holder"):
         client.aggregate(updates(rng)[0], timeout=10)
 
 
@@ -147,26 +175,32 @@ def test_client_refuses_invalid_weights(federation, rng, weight):
         federation.clients[0].aggregate(updates(rng)[0], weight=weight)
 
 
-def test_client_refuses_updates_that_would_overflow_the_ckks_range(federation):
-    with pytest.raises(InvalidInput, match="smaller weight"):
-        federation.clients[0].aggregate({"w": np.full(10, 1e6)}, weight=1000)
+@pytest.mark.parametrize("update, weight, message", [
+    ({"w": np.ones(10)}, SETTINGS.max_weight * 2, "outside"), ({"w": np.array([1.0, np.nan])}, 1.0, "NaN"),
+])
+def test_a_refused_update_leaves_no_round_behind(federation, raw, update, weight, message):
+    with pytest.raises(InvalidInput, match=message):
+        federation.clients[0].aggregate(update, weight=weight, round_id="never-joined")
+    with pytest.raises(grpc.RpcError) as missing:
+        raw.round_info("never-joined")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_round_without_quorum_times_out_and_nothing_is_decrypted(rng):
-    with LocalFederation(3, scheme="ckks", min_clients=3, round_timeout=1.5) as fed:
+def test_round_without_quorum_times_out_and_nothing_is_released(rng):
+    with LocalFederation(3, min_clients=3, round_timeout=1.5, secagg=SETTINGS) as fed:
         with pytest.raises(QuorumTimeout, match="deadline"):
             run_round(fed.clients[:2], updates(rng, 2), [1, 1])
-        audit = sqlite3.connect(fed.workdir / "keyholder.db").execute("SELECT decision FROM audit").fetchall()
-        assert ("decrypted",) not in audit
+        assert fed.audit_log() == []
 
 
 def test_round_closes_at_deadline_with_quorum_when_a_client_drops(rng):
-    with LocalFederation(3, scheme="ckks", min_clients=2, round_timeout=1.5) as fed:
+    with LocalFederation(3, min_clients=2, round_timeout=1.5, secagg=SETTINGS) as fed:
         ups = updates(rng, 2)
         started = time.monotonic()
         results = run_round(fed.clients[:2], ups, [1, 3])
         assert time.monotonic() - started >= 1.0
-        assert relative_error(results[0]["w"].astype(np.float64), weighted_average([u["w"] for u in ups], [1, 3])) < 1e-4
+        assert_close(fed, results[0], ups, [1, 3])
+        assert [entry["decision"] for entry in fed.audit_log()] == ["released"]
 
 
 def test_operator_opened_rounds_refuse_unknown_round_ids(rng):
@@ -176,7 +210,7 @@ def test_operator_opened_rounds_refuse_unknown_round_ids(rng):
 
 
 def test_acknowledged_submissions_survive_an_aggregator_restart(rng):
-    with LocalFederation(3, scheme="ckks") as fed:
+    with LocalFederation(3, secagg=SETTINGS) as fed:
         raw = RawAggregator(fed)
         ups, weights = updates(rng), [1.0, 2.0, 3.0]
         with ThreadPoolExecutor(2) as pool:
@@ -186,9 +220,23 @@ def test_acknowledged_submissions_survive_an_aggregator_restart(rng):
             fed.restart_aggregator()
             last = fed.clients[2].aggregate(ups[2], weight=weights[2], round_id="r1", timeout=60)
             results = [f.result(timeout=60) for f in waiting] + [last]
-        expected = weighted_average([u["w"] for u in ups], weights)
         for result in results:
-            assert relative_error(result["w"].astype(np.float64), expected) < 1e-4
+            assert_close(fed, result, ups, weights)
+
+
+def test_a_waiting_client_gives_up_with_a_clear_error_when_the_aggregator_is_gone(rng, monkeypatch):
+    """Without a timeout, a client whose aggregator vanished stops after RECONNECT_SECONDS."""
+    import securefl.client
+
+    monkeypatch.setattr(securefl.client, "RECONNECT_SECONDS", 2.0)
+    with LocalFederation(2, secagg=SETTINGS) as fed:
+        raw = RawAggregator(fed)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(fed.clients[0].aggregate, updates(rng, 1)[0], round_id="r1")
+            raw.wait_for_contributors("r1", 1)
+            fed.aggregator.stop()
+            with pytest.raises(ServiceUnavailable, match="aggregator .* was unreachable for"):
+                waiting.result(timeout=30)
 
 
 def test_more_clients_than_default_server_threads_complete_a_round(rng):
