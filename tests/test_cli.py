@@ -52,22 +52,22 @@ def test_enrol_without_a_passphrase_refuses_instead_of_writing_clear_keys(tmp_pa
     assert not (tmp_path / "out" / "hospital-a.identity.json").exists()
 
 
+def serve_keyholder(directory, identity: str, env: dict[str, str]):
+    enrol_with_cli(directory, "hospital-a")
+    return securefl("keyholder", "serve", "--federation", str(directory / "federation.json"), "--identity",
+                    str(directory / identity), "--keystore", str(directory / "keys.bin"), "--port", "0", "--insecure",
+                    env=env)
+
+
 def test_keyholder_refuses_a_keystore_without_passphrase(tmp_path):
-    enrol_with_cli(tmp_path, "hospital-a")
     env = {k: v for k, v in PASSPHRASE_ENV.items() if k != "SECUREFL_KEY_PASSPHRASE"}
-    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
-                      str(tmp_path / "keyholder.identity.json"), "--keystore", str(tmp_path / "keys.bin"),
-                      "--port", "0", "--insecure", env=env)
+    result = serve_keyholder(tmp_path, "keyholder.identity.json", env)
     assert result.returncode == 2 and "SECUREFL_KEY_PASSPHRASE" in result.stderr
     assert not (tmp_path / "keys.bin").exists()
 
 
 def test_keyholder_refuses_an_identity_federation_json_does_not_pin(tmp_path):
-    enrol_with_cli(tmp_path, "hospital-a")
-    env = {**PASSPHRASE_ENV, "SECUREFL_KEY_PASSPHRASE": "keystore passphrase"}
-    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
-                      str(tmp_path / "aggregator.identity.json"), "--keystore", str(tmp_path / "keys.bin"),
-                      "--port", "0", "--insecure", env=env)
+    result = serve_keyholder(tmp_path, "aggregator.identity.json", {**PASSPHRASE_ENV, "SECUREFL_KEY_PASSPHRASE": "k"})
     assert result.returncode == 2 and "not the key-holder key pinned" in result.stderr
     assert not (tmp_path / "keys.bin").exists()
 

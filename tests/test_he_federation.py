@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -201,6 +202,14 @@ def test_round_closes_at_deadline_with_quorum_when_a_client_drops(rng):
         assert time.monotonic() - started >= 1.0
         assert_close(fed, results[0], ups, [1, 3])
         assert [entry["decision"] for entry in fed.audit_log()] == ["released"]
+
+
+def test_keys_rotate_every_n_rounds_and_clients_follow_without_repinning(rng):
+    with LocalFederation(2, rotate_every=2, secagg=SETTINGS) as fed:
+        for _ in range(5):
+            run_round(fed.clients, [rng.normal(size=100) for _ in range(2)], [1.0, 2.0])
+        released = [entry for entry in fed.audit_log() if entry["decision"] == "released"]
+        assert [int(re.search(r"key epoch (\d+);", e["detail"]).group(1)) for e in released] == [1, 1, 2, 2, 3]
 
 
 def test_operator_opened_rounds_refuse_unknown_round_ids(rng):

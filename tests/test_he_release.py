@@ -1,6 +1,6 @@
 """The key-holder releases the honest sum of exactly the receipted clients, or nothing — played
 against a malicious aggregator and malicious clients at the core level (the same attacks over
-real gRPC come with the services, in phase 2)."""
+the real services: `tests/test_he_attacks_over_services.py`)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ every slot: Dec = release - z + Σ r_i, and the honest r_h are unknown.
 
 Flooding width. The honest decryption error e of a sum of m fresh ciphertexts has per-slot
 standard deviation σ_e(m) <= sqrt(m)·2^(11 - scale_bits) (measured 3.2e-7·sqrt(m) at scale
-2^32; `tests/test_ckks_release.py` checks the bound), so over n = max(L, slots) released values
+2^32; `tests/test_he_release.py` checks the bound), so over n = max(L, slots) released values
 ||e||² <= 2·n·m·σ_e² except with probability < e^-600. With σ_f = σ_e(m)·sqrt(2·n·Q), Q the
 decryptions one key serves (`rotate_every`), the Rényi divergence of order 2 between the Q
 real releases (Σp + e + z) and ideal ones that never saw the key (Σp + z) is at most

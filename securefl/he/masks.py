@@ -14,7 +14,7 @@ key-holder expand the same mask from 32 bytes:
 * BFV: uniform integers modulo the plaintext prime t, by rejection sampling of 40-bit
   candidates (no modulo bias). A masked slot is then uniform on Z_t whatever it holds.
 * CKKS: uniform reals in [-bound, bound] (53-bit resolution), the largest bound the
-  preset's range allows (`ckks_masking.py`)."""
+  preset's range allows (`ckks.py`)."""
 
 from __future__ import annotations
 
