@@ -45,6 +45,6 @@ def test_core_module_imports_no_transport(path):
     assert not offending, f"{path.relative_to(PACKAGE)} imports {offending}"
 
 
-def test_the_check_sees_a_transport_import(tmp_path):
+def test_the_check_sees_a_transport_import():
     module = PACKAGE / "services" / "aggregator.py"
     assert any(n.startswith(FORBIDDEN) for n in imported_modules(module))
