@@ -154,6 +154,7 @@ class RoundEngine:
         config = (config or self.defaults).validate()
         if round_id is not None:
             check_identifier(round_id, "round id")
+        self._refuse_new_work()
         with self._lock:
             if round_id is not None and self._find(round_id) is not None:
                 raise RoundExists(f"round {round_id} already exists")
@@ -172,8 +173,6 @@ class RoundEngine:
     def _check_can_open(self, opened_by: str | None) -> None:
         """Raise unless one more round may open now (for `opened_by`, a site or None for the
         operator). The caller holds the engine lock."""
-        if self._draining.is_set():
-            raise ServiceUnavailable("the aggregator is shutting down and opens no round")
         live = [r for r in self._rounds.values() if not r.ended]
         if len(live) >= self.limits.max_open_rounds:
             raise LimitExceeded(f"{len(live)} rounds are open, the most this aggregator allows; "
@@ -216,10 +215,12 @@ class RoundEngine:
                 found = self._find(round_id)
                 if found is None and not self.implicit_rounds:
                     raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
-                found = found or self._register(self._new_round(round_id, self.defaults, opened_by=client_id))
             else:
                 found = next((r for r in self._rounds.values() if r.state == OPEN and client_id not in r.receipts),
-                             None) or self._register(self._new_round(None, self.defaults, opened_by=client_id))
+                             None)
+            if found is None:
+                self._refuse_new_work()
+                found = self._register(self._new_round(round_id, self.defaults, opened_by=client_id))
         with found.changed:
             found.joined.add(client_id)
         return found
@@ -266,11 +267,13 @@ class RoundEngine:
                     if client_id not in round_.receipts:
                         raise RoundClosed(f"round {round_id} ended without an input from {client_id}")
                     return Stage(DONE)
+                if self._draining.is_set():  # nothing new starts; the client asks again after the restart
+                    return None
                 stage = round_.scheme_round.stage_for(client_id, client_id in round_.receipts)
                 if stage is not None:
                     return stage
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._draining.is_set():
+                if remaining <= 0:
                     return None
                 round_.changed.wait(remaining)
 
@@ -307,8 +310,7 @@ class RoundEngine:
 
     def _submit(self, receipt: common_pb2.Receipt, announced_chunks: int,
                 chunks: Iterable[tuple[int, bytes]]) -> tuple[Round, int]:
-        if self._draining.is_set():
-            raise ServiceUnavailable("the aggregator is shutting down; submit again once it is back")
+        self._refuse_new_work()
         verify_receipt(self.roster, receipt)
         if receipt.scheme != self.scheme.name:
             raise SpecMismatch(f"this aggregator runs scheme {self.scheme.name!r}, not {receipt.scheme!r:.40}")
@@ -597,6 +599,10 @@ class RoundEngine:
     def draining(self) -> bool:
         return self._draining.is_set()
 
+    def _refuse_new_work(self) -> None:
+        if self._draining.is_set():
+            raise ServiceUnavailable("the aggregator is shutting down; try again once it is back")
+
     def drain(self) -> None:
         """Start a shutdown: from now on no round opens, no submission starts, no reveal begins
         (a round that fills up now is closed at the next start, from the store), and stage waits
@@ -608,6 +614,19 @@ class RoundEngine:
         for round_ in rounds:
             with round_.changed:
                 round_.changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until no submission is streaming and no reveal runs;
+        True when that happened (a draining engine starts neither)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = bool(self._streams) or any(closer.is_alive() for closer in self._closing)
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_TICK_SECONDS)
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop the deadline thread and wait up to `timeout` seconds for reveals under way;

@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Running:
-    """A started server. `drain_hooks` run when a shutdown begins, `close_hooks(seconds left)`
-    once no call is running."""
+    """A started server. A shutdown runs `drain_hooks` (stop taking new work), then waits for
+    each of `idle_hooks(seconds left)` (running work finished), then stops the server (calls
+    still running are cancelled) and runs `close_hooks(seconds left)`. The health service
+    answers NOT_SERVING throughout, for as long as the server answers at all."""
 
     name: str
     server: grpc.Server
@@ -54,6 +56,7 @@ class Running:
     health: Health
     metrics: MetricsEndpoint | None = None
     drain_hooks: list[Callable[[], None]] = field(default_factory=list)
+    idle_hooks: list[Callable[[float], bool]] = field(default_factory=list)
     close_hooks: list[Callable[[float], None]] = field(default_factory=list)
 
     def ready(self) -> None:
@@ -61,19 +64,23 @@ class Running:
         log.info("%s serving on port %d", self.name, self.port)
 
     def shutdown(self, grace: float) -> None:
-        started = time.monotonic()
+        deadline = time.monotonic() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self.health.draining()
         for hook in self.drain_hooks:
             hook()
-        self.server.stop(grace).wait()
-        elapsed = time.monotonic() - started
-        if grace and elapsed >= grace:
-            log.warning("%s: calls still running after the %g s grace period were cancelled", self.name, grace)
+        finished = all([hook(left()) for hook in self.idle_hooks])
+        self.server.stop(left()).wait()
+        if not finished or (grace and not left()):
+            log.warning("%s: work still running after the %g s grace period was cancelled", self.name, grace)
         for hook in self.close_hooks:
-            hook(max(0.0, grace - elapsed))
+            hook(left())
         if self.metrics is not None:
             self.metrics.close()
-        log.info("%s stopped after %.1f s", self.name, time.monotonic() - started)
+        log.info("%s stopped", self.name)
 
 
 def transport_tls(settings: ServiceSettings, federation_ca: bytes | None = None) -> TlsConfig | None:
@@ -185,7 +192,8 @@ def serve_aggregator(settings: AggregatorSettings) -> Running:
         close(0.0)
         raise
     log.info("aggregator (%s) on %s:%d", protection.name, settings.host, bound)
-    return Running("aggregator", server, bound, health, endpoint, drain_hooks=[engine.drain], close_hooks=[close])
+    return Running("aggregator", server, bound, health, endpoint, drain_hooks=[engine.drain],
+                   idle_hooks=[engine.wait_idle], close_hooks=[close])
 
 
 def serve_psi(settings: PsiSettings, on_finish: Callable[[PsiOutcome], None]) -> Running:

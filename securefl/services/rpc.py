@@ -54,6 +54,8 @@ def translate_errors(method: Callable) -> Callable:
 
     def handle(exc: Exception, context: grpc.ServicerContext) -> None:
         if isinstance(exc, SecureFLError):
+            level = logging.WARNING if exc.status in ("PERMISSION_DENIED", "UNAUTHENTICATED") else logging.DEBUG
+            log.log(level, "%s refused (%s): %s", method.__name__, type(exc).__name__, exc)
             _abort(context, exc)
         log.exception("unexpected error in %s", method.__name__)
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
