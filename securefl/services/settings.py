@@ -287,8 +287,8 @@ def _describe(model: type[ServiceSettings], exc: ValidationError, config: Path |
 
 
 def render(settings: ServiceSettings) -> str:
-    """The effective settings as a TOML config file, each field under its description; secrets
-    redacted (shown only as set or not)."""
+    """The effective settings as a TOML config file, each field under its description, paths
+    absolute; secrets redacted (shown only as set or not)."""
     lines = [f"# effective {settings.service} settings (securefl)"]
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
@@ -306,6 +306,8 @@ def render(settings: ServiceSettings) -> str:
 def _toml(value: Any) -> str:
     if isinstance(value, Enum):
         value = value.value
+    if isinstance(value, Path):
+        value = value.absolute()  # the printed file means the same wherever it is saved
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
