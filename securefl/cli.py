@@ -208,6 +208,56 @@ def psi_join(
     console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
 
 
+ServiceRole = Enum("ServiceRole", {role: role for role in ("aggregator", "keyholder")}, type=str)
+
+
+@app.command()
+def health(
+    address: str = typer.Argument(..., help="host:port of the service."),
+    federation: Path = typer.Option(..., help="federation.json: names the service's certificate and gives the CA.",
+                                    **INPUT_FILE),
+    role: ServiceRole = typer.Option("aggregator", help="The service at the address."),
+    service: str = typer.Option("", help="The gRPC service to ask about, e.g. securefl.v1.Aggregator (default: the "
+                                         "whole server)."),
+    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP, **INPUT_FILE),
+    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP, **INPUT_FILE),
+    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) to trust (PEM); default: the federation "
+                                                     "file's CA.", **INPUT_FILE),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext, for a service started with --insecure."),
+    timeout: float = typer.Option(5.0, min=0.1, help="Seconds to wait for the answer."),
+) -> None:
+    """Ask a service's standard gRPC health check, over mutual TLS with any certificate of the
+    federation (a supervisor's probe). Prints the status; exit 0 when SERVING, 1 otherwise, 4
+    when the service cannot be reached."""
+    import grpc
+
+    from .errors import ServiceUnavailable
+    from .exitcodes import FAILED, OK
+    from .federation import Federation
+    from .services.health import check
+    from .services.rpc import channel
+    from .tls import TlsConfig
+
+    try:
+        pins = Federation.load(federation)
+        if insecure and (tls_cert or tls_key or tls_ca):
+            raise InvalidInput("--insecure and --tls-* exclude each other")
+        if not insecure and not (tls_cert and tls_key):
+            raise InvalidInput("mutual TLS needs --tls-cert and --tls-key (or --insecure for a plaintext service)")
+        tls = None if insecure else TlsConfig.from_files(tls_cert, tls_key, tls_ca or pins.ca_certificate)
+        with channel(address, tls, server=pins.party(role.value), insecure=insecure) as service_channel:
+            try:
+                status = check(service_channel, service, timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise ServiceUnavailable(f"{address}: {exc.code().name.lower()}: {exc.details()}") from None
+                status = "SERVICE_UNKNOWN"
+    except SecureFLError as exc:
+        fail(exc)
+    typer.echo(status)
+    raise typer.Exit(OK if status == "SERVING" else FAILED)
+
+
 @enrol_app.command("federation")
 def enrol_federation(
     site_ids: list[str] = typer.Argument(..., help="Ids of the sites to enrol."),

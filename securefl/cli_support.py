@@ -87,7 +87,9 @@ def serve(settings: Any, start: Callable[[Any], Any], ready_file: Optional[Path]
     try:
         running = start(settings)
     except SecureFLError as exc:
-        log.critical("cannot start: %s", exc)
+        if settings.log_format.value != "json":
+            fail(exc)
+        log.critical("cannot start: %s", exc)  # a JSON line, like every other line of the log
         raise typer.Exit(exit_code(exc)) from None
     running.ready()
     if ready_file is not None:

@@ -94,12 +94,15 @@ def start_server(register: Callable[[grpc.Server], None], host: str, port: int, 
     register(server)
     if health is not None:
         health.register(server)
-    if tls is None:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    else:
-        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)], root_certificates=tls.ca,
-                                                  require_client_auth=True)
-        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    try:
+        if tls is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)], root_certificates=tls.ca,
+                                                      require_client_auth=True)
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
+    except RuntimeError:  # grpcio >= 1.70 raises where older releases returned 0
+        bound = 0
     if bound == 0:
         raise ServiceUnavailable(f"cannot listen on {host}:{port}: the address is in use or not this host's")
     if tls is None:
