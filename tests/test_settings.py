@@ -11,9 +11,12 @@ import pytest
 
 from securefl.errors import InvalidInput
 from securefl.services.settings import (
-    AggregatorSettings, KeyHolderSettings, LogLevel, load_settings, read_config, render,
+    AggregatorSettings, KeyHolderSettings, LogLevel, PsiSettings, load_settings, read_config, render,
 )
 from tests.conftest import PASSPHRASE_ENV, enrol_with_cli, securefl_cli
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +117,10 @@ def test_print_config_redacts_the_passphrase_and_prints_a_file_that_loads_back(c
     assert "identity_passphrase" not in read_config(AggregatorSettings, printed)
     monkeypatch.setenv("SECUREFL_IDENTITY_PASSPHRASE", "another one")
     assert render(load_settings(AggregatorSettings, printed, {})) == result.stdout
+
+
+@pytest.mark.parametrize("model", [AggregatorSettings, KeyHolderSettings, PsiSettings])
+def test_every_setting_is_documented_in_the_operations_guide(model):
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    missing = [name for name in model.model_fields if name not in model.secret_fields() and f"`{name}`" not in guide]
+    assert not missing
