@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import InvalidInput, SecureFLError, VerificationFailed
 from .identity import Identity, Roster
+from .masking.policy import SecAggPolicy
 from .rounds.chunks import join_float64
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
@@ -54,10 +55,10 @@ class RoundStats:
 
 class Client:
     def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None) -> None:
+                 roster: Roster | None = None, secagg_policy: SecAggPolicy | None = None) -> None:
         self.identity = identity
         pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster)
+        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster, secagg=secagg_policy or SecAggPolicy())
         self._channel = channel(address)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
@@ -209,8 +210,10 @@ def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> No
 
 
 def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None) -> Client:
+            roster: Roster | None = None, secagg_policy: SecAggPolicy | None = None) -> Client:
     """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
     `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
-    the secagg scheme, the `roster` of enrolled clients' public keys."""
-    return Client(address, identity, keyholder_fingerprint, roster)
+    the secagg scheme, the `roster` of enrolled clients' public keys and the enrolment's
+    `secagg_policy` (default `SecAggPolicy()`): an aggregator announcing weaker parameters is
+    refused."""
+    return Client(address, identity, keyholder_fingerprint, roster, secagg_policy)

@@ -11,6 +11,7 @@ from .errors import InvalidInput
 from .he.aggregation import CKKS, CkksClient, CkksServer, Decryptor
 from .identity import Identity, Roster
 from .masking.client import SecAggClient
+from .masking.policy import SecAggPolicy
 from .masking.server import SECAGG, SecAggServer, SecAggSettings
 from .rounds.plain import PLAIN, PlainClient, PlainServer
 from .rounds.scheme import ClientScheme, ServerScheme
@@ -25,6 +26,7 @@ class ClientPins:
 
     keyholder_fingerprint: bytes | None = None
     roster: Roster | None = None
+    secagg: SecAggPolicy = field(default_factory=SecAggPolicy)  # the enrolment's SecAgg+ security policy
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def _ckks_server(options: ServerOptions) -> ServerScheme:
 _CLIENTS: dict[str, Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]] = {
     PLAIN: lambda session, identity, pins: PlainClient(),
     CKKS: lambda session, identity, pins: CkksClient(session, pins.keyholder_fingerprint),
-    SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.roster),
+    SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.roster, pins.secagg),
 }
 _SERVERS: dict[str, Callable[[ServerOptions], ServerScheme]] = {
     PLAIN: lambda options: PlainServer(),

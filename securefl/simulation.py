@@ -18,11 +18,12 @@ from .client import Client, SimulatedDropout, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
 from .schemes import CKKS, SCHEMES, SECAGG
+from .masking.policy import SecAggPolicy
 from .masking.server import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggPolicy", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
 
 
 def _die_with_parent() -> None:
@@ -91,7 +92,9 @@ class LocalFederation:
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None) -> None:
+                 secagg: SecAggSettings | None = None, secagg_policy: SecAggPolicy | None = None) -> None:
+        """`secagg` configures the aggregator; `secagg_policy` is what the clients pin (by
+        default the policy the aggregator runs, as when both come from one enrolment)."""
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -104,6 +107,7 @@ class LocalFederation:
         self.preset = preset
         self.implicit_rounds = implicit_rounds
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
+        self.secagg_policy = secagg_policy or self.secagg.policy(self.min_clients)
         self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -170,7 +174,7 @@ class LocalFederation:
     def connect(self, identity: Identity) -> Client:
         """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
         return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
-                       roster=self.roster)
+                       roster=self.roster, secagg_policy=self.secagg_policy)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""
