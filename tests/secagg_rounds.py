@@ -76,15 +76,21 @@ class HandRound:
         return stage
 
     def until(self, stage_name: str, clients: Iterable[str] | None = None) -> HandRound:
-        """Move `clients` (default: all) until the round reaches `stage_name`; when they have
-        all sent their masked inputs, close the input stage as the engine would."""
+        """Move `clients` (default: all) until the round reaches `stage_name`, as the engine
+        would: the input stage closes when they all sent their masked inputs, and any other stage
+        at its deadline when they have nothing left to do (the others count as dropped)."""
         clients = list(self.jobs if clients is None else clients)
+        clock = self.enrolment.clock
         while self.round.stage != stage_name:
+            stage = self.round.stage
             moved = [cid for cid in clients if self.play(cid) is not None]
             if self.round.stage == MASKED and set(clients) <= set(self.submitted):
                 self.round.begin_reveal(self.submitted)
-            elif not moved:
-                raise AssertionError(f"stuck in stage {self.round.stage} before {stage_name}")
+            elif not moved and self.round.stage == stage:
+                clock.advance(self.server.stage_timeout + 1)
+                self.round.tick(clock())
+                if self.round.stage == stage:
+                    raise AssertionError(f"stuck in stage {stage} before {stage_name}")
         return self
 
     def reveal(self) -> np.ndarray:

@@ -278,10 +278,10 @@ class SecAggParticipant:
         clients' mask keys, once, for the survivor set it confirmed and a quorum signed."""
         view = self._view()
         survivors = _unique(request.survivors, "the unmask request")
-        if self.confirmed is None:
-            raise _refuse("asked to unmask before this client confirmed a survivor set")
         if self.client_id not in survivors:
             raise _refuse("the unmask request lists this client as dropped")
+        if self.confirmed is None:
+            raise _refuse("asked to unmask before this client confirmed a survivor set")
         if survivors != self.confirmed:
             raise _refuse("the unmask request's survivor set differs from the one this client confirmed")
         canonical = request.SerializeToString(deterministic=True)
