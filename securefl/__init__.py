@@ -9,15 +9,16 @@
 from .client import Client, RoundStats, connect
 from .errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PolicyViolation,
-    QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable, SpecMismatch,
+    ProtocolViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable, SpecMismatch,
     UnknownClient, UnknownRound, VerificationFailed,
 )
 from .identity import Identity, Roster
+from .masking.policy import SecAggPolicy
 from .schemes import CKKS, PLAIN, SCHEMES
 
 __all__ = [
-    "CKKS", "PLAIN", "SCHEMES", "Client", "RoundStats", "connect", "Identity", "Roster",
+    "CKKS", "PLAIN", "SCHEMES", "Client", "RoundStats", "connect", "Identity", "Roster", "SecAggPolicy",
     "SecureFLError", "InvalidInput", "MalformedCiphertext", "LengthMismatch", "PayloadTooLarge", "UnknownClient",
     "VerificationFailed", "PolicyViolation", "UnknownRound", "RoundClosed", "RoundExists", "SpecMismatch",
-    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ServiceUnavailable",
+    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ProtocolViolation", "ServiceUnavailable",
 ]

@@ -7,21 +7,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from securefl.errors import InvalidInput, ProtocolViolation, RoundClosed, RoundFailed, VerificationFailed
-from securefl.identity import Identity, Roster
+from securefl.errors import InvalidInput, RoundClosed, RoundFailed, VerificationFailed
 from securefl.masking import keys, shamir
-from securefl.masking.client import SecAggClient, SecAggClientRound
 from securefl.masking.graph import choose_params, graph_seed, neighbours
-from securefl.masking.policy import SecAggPolicy, confirmation_quorum
+from securefl.masking.policy import confirmation_quorum
 from securefl.masking.prg import expand
 from securefl.masking.statements import share_associated_data
-from securefl.masking.server import (
-    ADVERTISE, CONFIRM, MASK_SET, MASKED, SECAGG, SHARE, UNMASK, MaskedAccumulator, SecAggRound, SecAggServer,
-)
+from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.quantize import FixedPoint
-from securefl.rounds.chunks import chunk_length
-from securefl.rounds.inprocess import InProcessFederation, ManualClock
-from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage
+from securefl.rounds.inprocess import InProcessFederation
+from securefl.rounds.scheme import RoundConfig, Stage
 from securefl.v1 import secagg_pb2
 from tests.secagg_rounds import TEST_POLICY, Enrolment, HandRound
 
