@@ -29,10 +29,11 @@ import numpy as np
 from securefl.benchmark.harness import benchmark_parser, envelope, publish
 from securefl.benchmark.numbers import MISSING, byte_size, duration, plural, scientific
 from securefl.benchmark.tables import Table, compared
-from securefl.identity import Identity, Roster
+from securefl.federation import Federation, SecurityParameters
+from securefl.identity import Identity
 from securefl.masking.client import SecAggClient
 from securefl.masking.graph import choose_params
-from securefl.masking.policy import SecAggPolicy
+from securefl.masking.policy import secagg_config
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK, SecAggServer
 from securefl.rounds.chunks import chunk_length
 from securefl.rounds.inprocess import ManualClock
@@ -65,9 +66,9 @@ def verification_seconds(participant, stage) -> float:
 def components(n: int, params: int, dropped: int) -> dict:
     """Every client's stages and the aggregator's work, through the scheme's two halves."""
     identities = [Identity.generate(f"site-{i:03d}") for i in range(n)]
-    roster = Roster.of(identities)
-    policy = SecAggPolicy(value_bound=VALUE_BOUND, max_weight=MAX_WEIGHT, min_participants=2)
-    config = policy.config(n)
+    federation = Federation.in_process(identities, SecurityParameters(value_bound=VALUE_BOUND, max_weight=MAX_WEIGHT))
+    roster = federation.roster
+    config = secagg_config(federation.security, n)
     clock = ManualClock()
     server = SecAggServer(config, roster, stage_timeout=3600, clock=clock)
     session = aggregator_pb2.Session(scheme=server.name)
@@ -75,7 +76,7 @@ def components(n: int, params: int, dropped: int) -> dict:
     round_ = server.new_round("bench", RoundConfig(2, n), clock())
     rng = np.random.default_rng(0)
     vector = rng.uniform(-1, 1, size=params).astype(np.float32)
-    jobs = {i.client_id: SecAggClient(session, i, roster, policy).start("bench", vector, 3.0) for i in identities}
+    jobs = {i.client_id: SecAggClient(session, i, federation).start("bench", vector, 3.0) for i in identities}
     ids = sorted(jobs)
     gone = set(ids[:: n // dropped][:dropped])
     survivors = [cid for cid in ids if cid not in gone]

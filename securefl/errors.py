@@ -44,6 +44,19 @@ class VerificationFailed(SecureFLError):
     status = "UNAUTHENTICATED"
 
 
+class Unauthenticated(SecureFLError):
+    """The caller presented no credential this service accepts (no client certificate, or one
+    that names no securefl party)."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SecureFLError):
+    """An authenticated caller is not allowed to do this (wrong role, another party, revoked)."""
+
+    status = "PERMISSION_DENIED"
+
+
 class PolicyViolation(SecureFLError):
     """The key-holder refused to decrypt: its policy does not hold."""
 
@@ -115,7 +128,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
-        RoundExists, UnknownSession,
+        RoundExists, UnknownSession, Unauthenticated, PermissionDenied,
     )
 }
 

@@ -1,49 +1,62 @@
 """LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost.
 
 Each service runs in its own process (`python -m securefl ... serve`) and talks real gRPC over
-real sockets, as in a deployment; the clients live in this process and may be used from
-threads. Used by the demo, the integration tests and the benchmarks, and for prototyping."""
+real sockets, as in a deployment: enrolled in a federation of its own (a CA, certificates and
+federation.json in the work directory) and over mutual TLS unless `insecure=True`. The clients
+live in this process and may be used from threads. Used by the demo, the integration tests and
+the benchmarks, and for prototyping."""
 
 from __future__ import annotations
 
 import os
-import signal
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client, SimulatedDropout, connect
+from .enrolment import FEDERATION_FILE, NewFederation, create_federation, issue_credentials, write_party
 from .errors import ServiceUnavailable
-from .identity import Identity, Roster
-from .schemes import CKKS, SCHEMES, SECAGG
-from .masking.policy import SecAggPolicy
-from .masking.server import SecAggSettings
+from .federation import SecurityParameters
+from .identity import Identity
+from .keyfiles import IDENTITY_PASSPHRASE_ENV
+from .lifecycle import PARENT_PID_ENV
+from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
+from .schemes import CKKS, SCHEMES
 from .services.keyholder_client import KeyHolderClient
+from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggPolicy", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
 
 
-def _die_with_parent() -> None:
-    """Linux: a service child gets SIGTERM when the process that started it dies, so a crashed
-    test or demo leaves no stray servers behind."""
-    try:
-        import ctypes
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The masking scheme's knobs in a LocalFederation: the stage timeout (the aggregator's
+    option) and the security parameters written into its federation file."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    stage_timeout: float = 30.0
+    value_bound: float = 10.0
+    max_weight: float = 1000.0
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file."""
+    """One service in a child process; its port comes back through a ready file. The child
+    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
+    `cwd` is where it runs (default: here)."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.args = args
         self.workdir = workdir
+        self.env = env or {}
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -53,8 +66,8 @@ class ServiceProcess:
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -87,14 +100,13 @@ class LocalFederation:
 
     Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
     deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
-    contributed, and fails with QuorumTimeout otherwise."""
+    contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
+    (for measuring what TLS costs, or showing what it hides)."""
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, secagg_policy: SecAggPolicy | None = None) -> None:
-        """`secagg` configures the aggregator; `secagg_policy` is what the clients pin (by
-        default the policy the aggregator runs, as when both come from one enrolment)."""
+                 secagg: SecAggSettings | None = None, insecure: bool = False) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -106,11 +118,11 @@ class LocalFederation:
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
         self.implicit_rounds = implicit_rounds
+        self.insecure = insecure
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
-        self.secagg_policy = secagg_policy or self.secagg.policy(self.min_clients)
-        self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.enrolment: NewFederation | None = None
         self.identities: list[Identity] = []
         self.clients: list[Client] = []
         self.keyholder: ServiceProcess | None = None
@@ -121,6 +133,16 @@ class LocalFederation:
     def aggregator_address(self) -> str:
         assert self.aggregator is not None
         return f"127.0.0.1:{self.aggregator.port}"
+
+    @property
+    def federation(self):
+        """The Federation every party of this simulation pins (its federation.json)."""
+        assert self.enrolment is not None
+        return self.enrolment.federation
+
+    @property
+    def roster(self):
+        return self.federation.roster
 
     def __enter__(self) -> LocalFederation:
         if self._workdir_arg is None:
@@ -136,45 +158,72 @@ class LocalFederation:
             raise
         return self
 
+    def _enrol(self) -> dict[str, str]:
+        """Enrol everyone; write what the services load; returns their environment."""
+        s = self.secagg
+        security = SecurityParameters(s.dropout_fraction, s.corrupt_fraction, s.value_bound, s.max_weight,
+                                      min_participants=max(2, self.min_clients))
+        self.enrolment = create_federation([f"site-{i + 1}" for i in range(self.n_clients)], name="local",
+                                           keyholder_id="keyholder" if self.scheme == CKKS else None,
+                                           security=security)
+        self.identities = [p.identity for p in self.enrolment.parties if p.name.role == SITE]
+        passphrase = secrets.token_urlsafe(24)
+        for party in self.enrolment.parties:
+            if party.name.role in (AGGREGATOR, KEYHOLDER):
+                write_party(self.workdir, party, passphrase)
+        self.federation.save(self.workdir / FEDERATION_FILE)
+        return {IDENTITY_PASSPHRASE_ENV: passphrase}
+
+    def _transport_args(self, party_id: str) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        return ["--tls-cert", str(self.workdir / f"{party_id}.tls.crt"), "--tls-key", str(self.workdir / f"{party_id}.tls.key")]
+
     def _start(self) -> None:
-        self.identities = [Identity.generate(f"site-{i + 1}") for i in range(self.n_clients)]
-        roster_path = self.workdir / "roster.json"
-        self.roster = Roster.of(self.identities)
-        self.roster.save(roster_path)
+        env = self._enrol()
+        federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
             preset_args = ["--preset", self.preset] if self.preset else []
             self.keyholder = ServiceProcess("keyholder", [
-                "keyholder", "serve", "--port", "0", "--roster", str(roster_path),
+                "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
                 "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
-            ], self.workdir)
+            ], self.workdir, env)
             port = self.keyholder.start()
-            keyholder = KeyHolderClient(f"127.0.0.1:{port}")
+            keyholder = KeyHolderClient(f"127.0.0.1:{port}", self.credentials(OPERATOR, "operator"),
+                                        server=self.federation.party(KEYHOLDER), insecure=self.insecure)
             self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
             keyholder.close()
             keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
         self.aggregator = ServiceProcess("aggregator", [
-            "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
+            "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
+            "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            *self._secagg_args(),
-        ], self.workdir)
+            "--stage-timeout", str(self.secagg.stage_timeout),
+        ], self.workdir, env)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]
 
-    def _secagg_args(self) -> list[str]:
-        if self.scheme != SECAGG:
-            return []
-        s = self.secagg
-        return ["--stage-timeout", str(s.stage_timeout), "--value-bound", str(s.value_bound),
-                "--max-weight", str(s.max_weight), "--dropout-fraction", str(s.dropout_fraction),
-                "--corrupt-fraction", str(s.corrupt_fraction)]
+    def credentials(self, role: str, party_id: str) -> TlsConfig | None:
+        """TLS material for any party name, enrolled or not, issued by this federation's CA (a
+        stranger's certificate, in tests); None when insecure."""
+        if self.insecure:
+            return None
+        assert self.enrolment is not None
+        name = PartyName(role, party_id)
+        enrolled = next((p for p in self.enrolment.parties if p.name == name), None)
+        if enrolled is not None:
+            return enrolled.tls(self.enrolment.ca)
+        return issue_credentials(self.enrolment.ca, self.enrolment.ca_key, name)
 
-    def connect(self, identity: Identity) -> Client:
-        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
-        return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
-                       roster=self.roster, secagg_policy=self.secagg_policy)
+    def connect(self, identity: Identity, tls: TlsConfig | None = None) -> Client:
+        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests),
+        with the certificate of the site its identity names unless `tls` is given."""
+        return connect(self.aggregator_address, identity=identity, federation=self.federation,
+                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
+                       keyholder_fingerprint=self.keyholder_fingerprint)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 import securefl
-from securefl.identity import Identity, Roster
+from securefl.enrolment import create_federation
+from securefl.federation import Federation, SecurityParameters
+from securefl.identity import Identity
 from securefl.masking import keys, shamir
 from securefl.masking.client import SecAggClient, SecAggClientRound, SecAggParticipant
-from securefl.masking.policy import SecAggPolicy
 from securefl.masking.server import SecAggServer
+from securefl.pki import AGGREGATOR, SITE
 from securefl.masking.statements import self_seed_commitment, share_associated_data, sign_stage_message
 from securefl.masking.prg import SEED_BYTES
 from securefl.rounds.engine import Round, RoundEngine
@@ -30,7 +32,7 @@ from securefl.services.aggregator import AggregatorService
 from securefl.services.rpc import start_server, translate_errors
 from securefl.v1 import aggregator_pb2, secagg_pb2
 
-POLICY = SecAggPolicy(value_bound=10.0, max_weight=100.0, min_participants=3)
+SECURITY = SecurityParameters(value_bound=10.0, max_weight=100.0, min_participants=3)
 STAGE_TIMEOUT = 1.0
 POLL_SECONDS = 0.1
 
@@ -82,8 +84,9 @@ class LyingAggregator(AggregatorService):
     """The real aggregator service and engine, with `lie` deciding what clients are told and
     which of their answers the engine sees; every client message is recorded in `sent`."""
 
-    def __init__(self, engine: RoundEngine, session: aggregator_pb2.Session, lie: Lie) -> None:
-        super().__init__(engine, session)
+    def __init__(self, engine: RoundEngine, federation: Federation, session: aggregator_pb2.Session,
+                 signer: Identity, lie: Lie) -> None:
+        super().__init__(engine, federation, session, signer)
         self.engine = engine
         self.lie = lie
         self.sent = Sent()
@@ -94,24 +97,26 @@ class LyingAggregator(AggregatorService):
 
     @translate_errors
     def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
+        client_id = self._site(context, request.client_id, "follow stages")
         round_ = self.engine.get(request.round_id)
-        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=request.client_id)
-        stage = self.lie.inject(request.client_id, round_, self.sent)
+        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=client_id)
+        stage = self.lie.inject(client_id, round_, self.sent)
         if stage is None:
-            stage = self.engine.await_stage(request.round_id, request.client_id, POLL_SECONDS)
+            stage = self.engine.await_stage(request.round_id, client_id, POLL_SECONDS)
             if stage is not None:
-                stage = self.lie.rewrite(request.client_id, stage, round_)
+                stage = self.lie.rewrite(client_id, stage, round_)
         if stage is not None:
             reply.stage, reply.body = stage.name, stage.body
         return reply
 
     @translate_errors
     def AnswerStage(self, request, context) -> aggregator_pb2.StageAck:
+        client_id = self._site(context, request.client_id, "answer stages")
         with self.sent.lock:
-            self.sent.answers.append((request.client_id, request.stage, request.body))
+            self.sent.answers.append((client_id, request.stage, request.body))
         round_ = self.engine.get(request.round_id)
-        if not self.lie.swallow(request.client_id, request.stage, request.body, round_):
-            self.engine.answer_stage(request.round_id, request.client_id, request.stage, request.body)
+        if not self.lie.swallow(client_id, request.stage, request.body, round_):
+            self.engine.answer_stage(request.round_id, client_id, request.stage, request.body)
         return aggregator_pb2.StageAck(stage=request.stage)
 
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
@@ -130,7 +135,6 @@ class LyingAggregator(AggregatorService):
 @dataclass
 class LyingFederation:
     identities: list[Identity]
-    roster: Roster
     service: LyingAggregator
     clients: list[securefl.Client]
 
@@ -154,20 +158,23 @@ def run_all(clients: list[securefl.Client], round_id: str, vectors: list[np.ndar
 
 
 @contextmanager
-def lying_federation(n: int, lie: Lie, policy: SecAggPolicy = POLICY):
-    """n enrolled clients (real `securefl.connect` clients, real gRPC) of an aggregator that lies."""
-    identities = [Identity.generate(f"site-{i}") for i in range(n)]
-    roster = Roster.of(identities)
-    scheme = SecAggServer(policy.config(n), roster, stage_timeout=STAGE_TIMEOUT)
+def lying_federation(n: int, lie: Lie, security: SecurityParameters = SECURITY):
+    """n enrolled sites (real `securefl.connect` clients) and their enrolled aggregator, which
+    lies, all over mutual TLS with the federation's certificates."""
+    enrolment = create_federation([f"site-{i}" for i in range(n)], keyholder_id=None, security=security)
+    federation = enrolment.federation
+    aggregator = enrolment.party(AGGREGATOR, "aggregator")
+    scheme = SecAggServer.configured(federation, security.min_participants, STAGE_TIMEOUT)
     session = aggregator_pb2.Session(scheme=scheme.name, chunk_values=scheme.chunk_values, max_clients=n)
     scheme.describe(session)
-    engine = RoundEngine(scheme, RoundStore(), roster, RoundConfig(policy.min_participants, n))
-    service = LyingAggregator(engine, session, lie)
-    server, port = start_server(service.register, "127.0.0.1", 0, workers=2 * n + 8)
-    clients = [securefl.connect(f"127.0.0.1:{port}", identity=i, roster=roster, secagg_policy=policy)
-               for i in identities]
+    engine = RoundEngine(scheme, RoundStore(), federation.roster, RoundConfig(security.min_participants, n))
+    service = LyingAggregator(engine, federation, session, aggregator.identity, lie)
+    server, port = start_server(service.register, "127.0.0.1", 0, workers=2 * n + 8, tls=aggregator.tls(enrolment.ca))
+    sites = [p for p in enrolment.parties if p.name.role == SITE]
+    clients = [securefl.connect(f"127.0.0.1:{port}", identity=p.identity, federation=federation,
+                                tls=p.tls(enrolment.ca)) for p in sites]
     try:
-        yield LyingFederation(identities, roster, service, clients)
+        yield LyingFederation([p.identity for p in sites], service, clients)
     finally:
         for client in clients:
             client.close()
@@ -242,11 +249,12 @@ class MismatchedCommitmentDealer(SecAggParticipant):
 
 def cheat(client: securefl.Client, participant_type: type[SecAggParticipant]) -> None:
     """Make `client` play `participant_type` in its rounds (the attacker runs its own client)."""
-    pins = client._pins
+    federation = client._pins.federation
 
     class Cheating(SecAggClient):
         def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
-            participant = participant_type(client.identity, pins.roster, client.session.secagg, pins.secagg, round_id)
+            participant = participant_type(client.identity, federation.roster, client.session.secagg,
+                                           federation.security, round_id)
             return SecAggClientRound(participant, vector, weight)
 
-    client._scheme = Cheating(client.session, client.identity, pins.roster, pins.secagg)
+    client._scheme = Cheating(client.session, client.identity, federation)

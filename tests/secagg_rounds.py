@@ -8,27 +8,29 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from securefl.identity import Identity, Roster
+from securefl.federation import Federation, SecurityParameters
+from securefl.identity import Identity
 from securefl.masking.client import SecAggClient, SecAggClientRound
-from securefl.masking.policy import SecAggPolicy
+from securefl.masking.policy import secagg_config
 from securefl.masking.server import MASKED, SecAggRound, SecAggServer
 from securefl.rounds.chunks import chunk_length
 from securefl.rounds.inprocess import ManualClock
 from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage
 from securefl.v1 import aggregator_pb2
 
-TEST_POLICY = SecAggPolicy(dropout_fraction=0.1, corrupt_fraction=0.1, value_bound=10.0, max_weight=10.0,
-                           min_participants=2)
+TEST_SECURITY = SecurityParameters(dropout_fraction=0.1, corrupt_fraction=0.1, value_bound=10.0, max_weight=10.0,
+                                   min_participants=2)
 
 
 class Enrolment:
-    """n enrolled clients, their pinned policy, and an honest aggregator's server half."""
+    """n enrolled clients, the security parameters they pin, and an honest aggregator's server half."""
 
-    def __init__(self, n: int, policy: SecAggPolicy = TEST_POLICY, stage_timeout: float = 30.0) -> None:
+    def __init__(self, n: int, security: SecurityParameters = TEST_SECURITY, stage_timeout: float = 30.0) -> None:
         self.identities = [Identity.generate(f"c{i:03d}") for i in range(n)]
-        self.roster = Roster.of(self.identities)
-        self.policy = policy
-        self.config = policy.config(n)
+        self.federation = Federation.in_process(self.identities, security)
+        self.roster = self.federation.roster
+        self.security = security
+        self.config = secagg_config(security, n)
         self.clock = ManualClock()
         self.server = SecAggServer(self.config, self.roster, stage_timeout=stage_timeout, clock=self.clock)
         self.session = aggregator_pb2.Session(scheme=self.server.name)
@@ -36,7 +38,7 @@ class Enrolment:
         self.ids = sorted(i.client_id for i in self.identities)
 
     def client(self, identity: Identity) -> SecAggClient:
-        return SecAggClient(self.session, identity, self.roster, self.policy)
+        return SecAggClient(self.session, identity, self.federation)
 
 
 class HandRound:

@@ -18,7 +18,7 @@ from securefl.quantize import FixedPoint
 from securefl.rounds.inprocess import InProcessFederation
 from securefl.rounds.scheme import RoundConfig, Stage
 from securefl.v1 import secagg_pb2
-from tests.secagg_rounds import TEST_POLICY, Enrolment, HandRound
+from tests.secagg_rounds import TEST_SECURITY, Enrolment, HandRound
 
 
 # -- fixed point --------------------------------------------------------------------------
@@ -148,8 +148,8 @@ LATE_STAGES = (SHARE, MASK_SET, MASKED, CONFIRM, UNMASK)
 def tolerable_late_dropouts(n: int) -> int:
     """Dropouts after advertising that a round of n participants always survives: at most
     k - t neighbours of anyone, and a confirmation quorum left."""
-    k, t = choose_params(n, TEST_POLICY.dropout_fraction, TEST_POLICY.corrupt_fraction)
-    return min(k - t, n - confirmation_quorum(n, t, TEST_POLICY.corrupt_fraction))
+    k, t = choose_params(n, TEST_SECURITY.dropout_fraction, TEST_SECURITY.corrupt_fraction)
+    return min(k - t, n - confirmation_quorum(n, t, TEST_SECURITY.corrupt_fraction))
 
 
 @st.composite

@@ -12,7 +12,9 @@ import pytest
 import rbcl
 from hypothesis import given, settings, strategies as st
 
+from securefl.enrolment import ephemeral_credentials
 from securefl.errors import InvalidInput
+from securefl.pki import SITE, PartyName
 from securefl.psi import intersection_size_local, run_local
 from securefl.psi.group import GroupPool, hash_and_blind, new_scalar
 from securefl.psi.hashing import expand_message_xmd, session_dst
@@ -20,6 +22,7 @@ from securefl.psi.ids import encode_ids, read_ids
 from securefl.psi.protocol import ServerParty
 from securefl.psi.service import PsiService, _checked_count
 from securefl.services.rpc import channel, start_server
+from tests.conftest import PASSPHRASE_ENV, enrol_with_cli, tls_args
 from securefl.v1 import psi_pb2, psi_pb2_grpc
 
 
@@ -95,8 +98,10 @@ def test_csv_column_is_read_and_a_missing_one_is_named(tmp_path):
 def psi_server():
     pool = GroupPool(0)
     party = ServerParty(encode_ids([f"id{i}" for i in range(10)]), pool)
-    server, port = start_server(PsiService(party).register, "127.0.0.1", 0, workers=4)
-    stub = psi_pb2_grpc.PsiStub(channel(f"127.0.0.1:{port}"))
+    server_name = PartyName(SITE, "party-a")
+    tls_a, tls_b = ephemeral_credentials(server_name, PartyName(SITE, "party-b"))
+    server, port = start_server(PsiService(party).register, "127.0.0.1", 0, workers=4, tls=tls_a)
+    stub = psi_pb2_grpc.PsiStub(channel(f"127.0.0.1:{port}", tls_b, server=server_name))
     yield stub, party
     server.stop(0)
 
@@ -150,12 +155,14 @@ def test_joiner_refuses_a_wrong_count_or_repeated_points_from_the_server():
         _checked_count(iter([b"\x01" * 64]), 2)
 
 
-def test_psi_serve_and_join_commands_write_aligned_indices(tmp_path):
+def test_psi_serve_and_join_commands_write_aligned_indices_over_mutual_tls(tmp_path):
+    enrolment = enrol_with_cli(tmp_path / "enrolment", "hospital", "insurer")
     (tmp_path / "a.txt").write_text("".join(f"p{i}\n" for i in range(200)))
     (tmp_path / "b.csv").write_text("patient,age\n" + "".join(f"p{i},40\n" for i in range(150, 400)))
     serve = subprocess.Popen([sys.executable, "-m", "securefl", "psi", "serve", "--ids", str(tmp_path / "a.txt"),
-                              "--out", str(tmp_path / "a.idx"), "--port", "0", "--ready-file", str(tmp_path / "ready")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              "--out", str(tmp_path / "a.idx"), "--port", "0", "--ready-file", str(tmp_path / "ready"),
+                              *tls_args(enrolment, "hospital"), "--peer", "insurer"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=PASSPHRASE_ENV)
     try:
         for _ in range(300):
             if (tmp_path / "ready").exists():
@@ -163,8 +170,9 @@ def test_psi_serve_and_join_commands_write_aligned_indices(tmp_path):
             time.sleep(0.1)
         port = (tmp_path / "ready").read_text()
         joined = subprocess.run([sys.executable, "-m", "securefl", "psi", "join", f"127.0.0.1:{port}", "--ids",
-                                 str(tmp_path / "b.csv"), "--column", "patient", "--out", str(tmp_path / "b.idx")],
-                                capture_output=True, text=True, timeout=120)
+                                 str(tmp_path / "b.csv"), "--column", "patient", "--out", str(tmp_path / "b.idx"),
+                                 *tls_args(enrolment, "insurer"), "--peer", "hospital"],
+                                capture_output=True, text=True, timeout=120, env=PASSPHRASE_ENV)
         assert joined.returncode == 0, joined.stderr
         assert serve.wait(timeout=30) == 0
     finally:
@@ -172,3 +180,4 @@ def test_psi_serve_and_join_commands_write_aligned_indices(tmp_path):
     rows_a = [int(x) for x in (tmp_path / "a.idx").read_text().split()]
     rows_b = [int(x) for x in (tmp_path / "b.idx").read_text().split()]
     assert len(rows_a) == 50 and [f"p{i}" for i in rows_a] == [f"p{150 + j}" for j in rows_b]
+    assert all((tmp_path / name).stat().st_mode & 0o777 == 0o600 for name in ("a.idx", "b.idx"))

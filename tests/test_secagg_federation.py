@@ -11,6 +11,7 @@ import pytest
 from securefl.errors import QuorumTimeout, RoundClosed, RoundFailed
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.masking.statements import sign_stage_message
+from securefl.pki import AGGREGATOR, SITE
 from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, secagg_pb2
 from securefl.services.rpc import channel
@@ -83,7 +84,9 @@ def test_a_late_message_from_a_client_declared_dropped_is_refused(federation, rn
     round_id = "late-round"
     updates = [rng.normal(size=20) for _ in range(5)]
     run_with_dropouts(federation, updates, [1.0] * 5, {4: SHARE}, round_id=round_id)
-    stub = aggregator_pb2_grpc.AggregatorStub(channel(federation.aggregator_address))
+    late_site = federation.identities[4].client_id
+    stub = aggregator_pb2_grpc.AggregatorStub(channel(
+        federation.aggregator_address, federation.credentials(SITE, late_site), server=federation.federation.party(AGGREGATOR)))
     late = secagg_pb2.ShareKeysRequest(round_id=round_id, client_id=federation.identities[4].client_id)
     sign_stage_message(late, federation.identities[4].sign)  # genuine, just late
     with pytest.raises(grpc.RpcError) as refused:

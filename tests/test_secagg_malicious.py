@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from securefl.errors import ProtocolViolation, VerificationFailed
+from securefl.masking.policy import secagg_config
 from securefl.masking.server import CONFIRM, MASK_SET, SHARE, UNMASK
 from securefl.rounds.engine import Round
 from securefl.rounds.scheme import Stage
 from securefl.simulation import LocalFederation, SecAggSettings
 from securefl.v1 import aggregator_pb2, secagg_pb2
 from tests.secagg_attacks import (
-    POLICY, InconsistentSeedDealer, Lie, LyingHolder, MismatchedCommitmentDealer, Sent, cheat, lying_federation,
+    SECURITY, InconsistentSeedDealer, Lie, LyingHolder, MismatchedCommitmentDealer, Sent, cheat, lying_federation,
     refusals, run_all,
 )
 
@@ -186,12 +187,12 @@ def _too_few_participants(participants: secagg_pb2.Participants, client_id: str)
 
 @pytest.mark.parametrize("session, participants, expected", [
     (_weaker_config(corrupt_fraction=0.0), None, "corrupt fraction 0 is below the pinned 0.1"),
-    (_weaker_config(frac_bits=POLICY.config(N).frac_bits + 4), None, "encoding (frac_bits) differs"),
+    (_weaker_config(frac_bits=secagg_config(SECURITY, N).frac_bits + 4), None, "encoding (frac_bits) differs"),
     (_weaker_config(min_participants=2), None, "accepts rounds of 2 participants"),
     (None, _weaker_graph, "neighbour graph (k = 2, t = 2) for 5 participants is weaker"),
     (None, _too_few_participants, "only 2 participants"),
 ], ids=["corrupt-fraction", "precision", "min-participants", "graph", "participants"])
-def test_weaker_parameters_than_the_pins_are_refused_before_any_secret_is_shared(session, participants, expected):
+def test_weaker_parameters_than_the_federation_file_are_refused_before_any_secret_is_shared(session, participants, expected):
     class Weaken(Lie):
         def session(self, honest):
             return session(honest) if session else honest
@@ -249,7 +250,7 @@ def test_a_confirmation_of_another_survivor_set_does_not_count():
 @pytest.fixture(scope="module")
 def federation():
     with LocalFederation(N, scheme="secagg", min_clients=3, secagg=SecAggSettings(
-            stage_timeout=1.5, value_bound=POLICY.value_bound, max_weight=POLICY.max_weight)) as fed:
+            stage_timeout=1.5, value_bound=SECURITY.value_bound, max_weight=SECURITY.max_weight)) as fed:
         yield fed
 
 

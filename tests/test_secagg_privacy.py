@@ -47,7 +47,8 @@ from securefl.errors import VerificationFailed
 from securefl.identity import Identity, Roster
 from securefl.masking import keys
 from securefl.masking.client import SecAggParticipant
-from securefl.masking.policy import SecAggPolicy
+from securefl.federation import SecurityParameters
+from securefl.masking.policy import secagg_config
 from securefl.masking.statements import mask_set_message, survivors_message
 from securefl.masking.view import RoundView
 from securefl.v1 import secagg_pb2
@@ -55,7 +56,8 @@ from securefl.v1 import secagg_pb2
 ROUND = "attacked"
 # Corrupt fraction 0: the deterministic guarantee (T ≤ t - 1) is what is checked, for any graph
 # the attacker picks; the quorum then tolerates t - 1 colluders.
-POLICY = SecAggPolicy(dropout_fraction=0.0, corrupt_fraction=0.0, value_bound=1.0, max_weight=1.0, min_participants=2)
+SECURITY = SecurityParameters(dropout_fraction=0.0, corrupt_fraction=0.0, value_bound=1.0, max_weight=1.0,
+                              min_participants=2)
 
 
 class SkipsMaskSetCheck(SecAggParticipant):
@@ -86,8 +88,8 @@ class AttackedRound:
         ids = [f"c{i:02d}" for i in range(self.n)]
         self.identities = {cid: self._identity(cid) for cid in ids}
         roster = Roster.of(list(self.identities.values()))
-        config = POLICY.config(self.n)
-        self.parts = {cid: self.participant_type(self.identities[cid], roster, config, POLICY, ROUND,
+        config = secagg_config(SECURITY, self.n)
+        self.parts = {cid: self.participant_type(self.identities[cid], roster, config, SECURITY, ROUND,
                                                  **self._round_secrets(cid)) for cid in ids}
         participants = secagg_pb2.Participants(clients=[p.advertisement() for p in self.parts.values()],
                                                degree=self.degree, threshold=self.threshold)

@@ -9,12 +9,13 @@ import pytest
 from securefl.errors import InvalidInput, ProtocolViolation, VerificationFailed
 from securefl.masking.client import SecAggClient
 from securefl.masking.graph import choose_params
-from securefl.masking.policy import SecAggPolicy, confirmation_quorum
+from securefl.federation import SecurityParameters
+from securefl.masking.policy import check_config, check_graph, confirmation_quorum, secagg_config
 from securefl.masking.server import CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.rounds.scheme import Stage
 from securefl.v1 import aggregator_pb2, secagg_pb2
 from tests.secagg_attacks import InconsistentKeyDealer
-from tests.secagg_rounds import TEST_POLICY, Enrolment, HandRound
+from tests.secagg_rounds import TEST_SECURITY, Enrolment, HandRound
 
 
 def participant(hand: HandRound, client_id: str):
@@ -41,20 +42,20 @@ def test_a_session_weaker_than_the_pins_is_refused(change, message):
     for name, value in change.items():
         setattr(session.secagg, name, value)
     with pytest.raises(VerificationFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        SecAggClient(session, enrolment.identities[0], enrolment.roster, enrolment.policy)
+        SecAggClient(session, enrolment.identities[0], enrolment.federation)
 
 
 def test_a_stronger_aggregator_is_accepted_and_its_denser_graph_too():
-    stronger = SecAggPolicy(dropout_fraction=0.1, corrupt_fraction=0.2, value_bound=TEST_POLICY.value_bound,
-                            max_weight=TEST_POLICY.max_weight, min_participants=5)
-    TEST_POLICY.check_config(stronger.config(100), 100)
+    stronger = SecurityParameters(dropout_fraction=0.1, corrupt_fraction=0.2, value_bound=TEST_SECURITY.value_bound,
+                                  max_weight=TEST_SECURITY.max_weight, min_participants=5)
+    check_config(TEST_SECURITY, secagg_config(stronger, 100), 100)
     k, t = choose_params(100, 0.1, 0.2)
     pinned_k, pinned_t = choose_params(100, 0.1, 0.1)
     assert (k, t) != (pinned_k, pinned_t) and t >= pinned_t
-    TEST_POLICY.check_graph(100, k, t)
+    check_graph(TEST_SECURITY, 100, k, t)
     for weaker in ((pinned_k, pinned_t - 1), (2, 2), (pinned_k + 1, pinned_t)):
-        with pytest.raises(VerificationFailed, match="weaker than this site's pinned policy"):
-            TEST_POLICY.check_graph(100, *weaker)
+        with pytest.raises(VerificationFailed, match="weaker than this site's federation file allows"):
+            check_graph(TEST_SECURITY, 100, *weaker)
 
 
 def test_a_participant_list_that_misrepresents_anyone_is_refused():
@@ -210,7 +211,7 @@ def test_a_dealer_whose_mask_key_shares_do_not_rebuild_its_advertised_key_is_nam
     enrolment = Enrolment(5)
     hand = HandRound(enrolment)
     cheat = participant(hand, "c004")
-    hand.jobs["c004"].participant = InconsistentKeyDealer(cheat.identity, cheat.roster, cheat.config, cheat.policy, "r1")
+    hand.jobs["c004"].participant = InconsistentKeyDealer(cheat.identity, cheat.roster, cheat.config, cheat.security, "r1")
     hand.until(MASKED)
     for cid in enrolment.ids:
         hand.play(cid)  # mask sets

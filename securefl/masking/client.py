@@ -6,7 +6,7 @@ up to T clients may collude with it. Following the active-adversary version of B
 (CCS 2017, §4) on the sparse graph of Bell et al. (CCS 2020), an honest client i keeps these
 rules (k neighbours N(i), Shamir threshold t, n participants in its view):
 
-R1  Parameters come from its pins, never from the aggregator (`policy.SecAggPolicy`): the
+R1  Parameters come from its federation file, never from the aggregator (`policy`): the
     encoding, the corrupt fraction, the minimum participants and the threshold rule; (k, t) is
     accepted only if at least as strong. Advertisements must carry valid roster signatures
     for this round, with distinct keys, and its own keys relayed faithfully.
@@ -56,12 +56,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidInput, VerificationFailed
+from ..federation import Federation, SecurityParameters
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint
 from ..rounds.scheme import SUBMIT, Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
-from .policy import SecAggPolicy
+from .policy import check_config, check_graph
 from .prg import SEED_BYTES, expand
 from .server import ADVERTISE, CONFIRM, MASK_SET, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK
 from .statements import (
@@ -90,8 +91,8 @@ class SecAggParticipant:
 
     identity: Identity
     roster: Roster
-    config: secagg_pb2.SecAggConfig  # the aggregator's, already checked against `policy`
-    policy: SecAggPolicy
+    config: secagg_pb2.SecAggConfig  # the aggregator's, already checked against `security`
+    security: SecurityParameters  # the federation file's
     round_id: str
     cipher_key: object = field(default_factory=keys.new_private_key, repr=False)
     mask_key: object = field(default_factory=keys.new_private_key, repr=False)
@@ -150,7 +151,7 @@ class SecAggParticipant:
         if own is None or (own.cipher_public_key, own.mask_public_key) != (
                 keys.public_bytes(self.cipher_key), keys.public_bytes(self.mask_key)):
             raise VerificationFailed("the aggregator did not relay this client's own keys faithfully")
-        self.policy.check_graph(len(adverts), participants.degree, participants.threshold)
+        check_graph(self.security, len(adverts), participants.degree, participants.threshold)
         view = RoundView(self.round_id, adverts, participants.degree, participants.threshold,
                          self.config.corrupt_fraction)
         if self.view is not None and self.view.digest != view.digest:
@@ -372,17 +373,15 @@ class SecAggClient:
     name = SECAGG
     interactive = True
 
-    def __init__(self, session: aggregator_pb2.Session, identity: Identity, roster: Roster | None,
-                 policy: SecAggPolicy | None) -> None:
-        """Refuses (VerificationFailed) an aggregator whose parameters are weaker than the pins."""
-        if roster is None:
-            raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
-        self._policy = policy or SecAggPolicy()
-        self._policy.check_config(session.secagg, len(roster))
+    def __init__(self, session: aggregator_pb2.Session, identity: Identity, federation: Federation) -> None:
+        """Refuses (VerificationFailed) an aggregator whose parameters are weaker than the
+        federation file's."""
+        check_config(federation.security, session.secagg, len(federation.roster))
         self._config = session.secagg
+        self._security = federation.security
         self._identity = identity
-        self._roster = roster
+        self._roster = federation.roster
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
-        participant = SecAggParticipant(self._identity, self._roster, self._config, self._policy, round_id)
+        participant = SecAggParticipant(self._identity, self._roster, self._config, self._security, round_id)
         return SecAggClientRound(participant, vector, weight)

@@ -9,7 +9,6 @@ two purposes or two rounds."""
 from __future__ import annotations
 
 import os
-import struct
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -17,14 +16,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import InvalidInput, VerificationFailed
+from ..identity import length_prefixed
 
 SHARE_KEY_LABEL = b"securefl/secagg/v1/share-encryption"
 MASK_SEED_LABEL = b"securefl/secagg/v1/pairwise-mask"
 _NONCE_BYTES = 12
-
-
-def encode_fields(*fields: bytes) -> bytes:
-    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
 
 
 def new_private_key() -> X25519PrivateKey:
@@ -56,7 +52,7 @@ def _shared(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
 def derive(private: X25519PrivateKey | bytes, peer_public: bytes, label: bytes, round_id: str, a: str, b: str) -> bytes:
     """HKDF over X25519(private, peer_public), bound to label, round and the ordered pair."""
     low, high = sorted((a, b))
-    info = encode_fields(label, round_id.encode(), low.encode(), high.encode())
+    info = length_prefixed(label, round_id.encode(), low.encode(), high.encode())
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(_shared(private, peer_public))
 
 
@@ -76,4 +72,4 @@ def open_share(key: bytes, sealed: bytes, associated_data: bytes, sender: str) -
 
 def advertisement_message(round_id: str, client_id: str, cipher_public: bytes, mask_public: bytes) -> bytes:
     """What a client signs when it advertises its round keys."""
-    return encode_fields(b"securefl/secagg/v1/advertise", round_id.encode(), client_id.encode(), cipher_public, mask_public)
+    return length_prefixed(b"securefl/secagg/v1/advertise", round_id.encode(), client_id.encode(), cipher_public, mask_public)

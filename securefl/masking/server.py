@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidInput, MalformedCiphertext, ProtocolViolation, RoundClosed, RoundFailed
+from ..federation import Federation
 from ..identity import Roster
 from ..quantize import FixedPoint
 from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
 from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params
-from .policy import SecAggPolicy
+from .policy import secagg_config
 from .prg import expand
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_commitment, survivors_message, unsigned,
@@ -69,22 +70,6 @@ class MaskedAccumulator:
             self.total += vector  # wraps modulo 2^bits, as the protocol requires
 
 
-@dataclass(frozen=True)
-class SecAggSettings:
-    """The aggregator operator's options of the masking scheme."""
-
-    stage_timeout: float = 30.0
-    value_bound: float = 10.0
-    max_weight: float = 1000.0
-    dropout_fraction: float = 0.1
-    corrupt_fraction: float = 0.1
-
-    def policy(self, min_participants: int) -> SecAggPolicy:
-        """The policy this aggregator runs: what sites with the same enrolment pin."""
-        return SecAggPolicy(self.dropout_fraction, self.corrupt_fraction, self.value_bound, self.max_weight,
-                            max(2, min_participants))
-
-
 class SecAggServer:
     name = SECAGG
     chunk_values = MASKED_CHUNK_VALUES
@@ -102,8 +87,11 @@ class SecAggServer:
         self.clock = clock
 
     @classmethod
-    def configured(cls, settings: SecAggSettings, roster: Roster, min_clients: int) -> SecAggServer:
-        return cls(settings.policy(min_clients).config(len(roster)), roster, settings.stage_timeout)
+    def configured(cls, federation: Federation, min_clients: int, stage_timeout: float) -> SecAggServer:
+        """The scheme with the security parameters of the federation file every site pins (and
+        at least `min_clients` participants in every stage)."""
+        config = secagg_config(federation.security, len(federation.roster), min_clients)
+        return cls(config, federation.roster, stage_timeout)
 
     def describe(self, session: aggregator_pb2.Session) -> None:
         session.secagg.CopyFrom(self.config)

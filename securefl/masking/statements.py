@@ -22,15 +22,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from ..identity import length_prefixed
 from ..v1 import secagg_pb2
-from .keys import encode_fields
 
 _PREFIX = b"securefl/secagg/v2/"
 SEED_SHARE, KEY_SHARE = b"seed-share", b"key-share"
 
 
 def _tagged(label: bytes, round_id: str, view: bytes, *fields: bytes) -> bytes:
-    return encode_fields(_PREFIX + label, round_id.encode(), view, *fields)
+    return length_prefixed(_PREFIX + label, round_id.encode(), view, *fields)
 
 
 def _ids(ids: Iterable[str]) -> list[bytes]:
@@ -42,7 +42,7 @@ def view_digest(round_id: str, adverts: Iterable[secagg_pb2.KeyAdvertisement]) -
     fields = []
     for advert in sorted(adverts, key=lambda a: a.client_id):
         fields += [advert.client_id.encode(), advert.cipher_public_key, advert.mask_public_key]
-    return hashlib.sha256(encode_fields(_PREFIX + b"view", round_id.encode(), *fields)).digest()
+    return hashlib.sha256(length_prefixed(_PREFIX + b"view", round_id.encode(), *fields)).digest()
 
 
 def share_commitment(kind: bytes, round_id: str, view: bytes, dealer: str, holder: str, share: bytes) -> bytes:

@@ -1,4 +1,7 @@
-"""PSI over gRPC: party A's servicer and party B's driver."""
+"""PSI over gRPC: party A's servicer and party B's driver, over mutual TLS.
+
+Party A answers only callers with a certificate of the CA it trusts (and, with `peer`, only
+that party); party B checks that A's certificate names the party it means to reach."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..errors import InvalidInput
-from ..services.rpc import channel, from_rpc_error, translate_errors
+from ..pki import ROLES, PartyName
+from ..services.rpc import authorize, channel, from_rpc_error, translate_errors
+from ..tls import TlsConfig
 from ..v1 import psi_pb2, psi_pb2_grpc
 from .group import POINT_BYTES, GroupPool, batched, hash_and_blind, new_scalar, blind
 from .hashing import session_dst
@@ -15,22 +20,30 @@ from .protocol import MAX_SET_SIZE, PsiOutcome, ServerParty
 
 
 class PsiService(psi_pb2_grpc.PsiServicer):
-    """Party A. `on_finish` receives each finished session's outcome."""
+    """Party A. `on_finish` receives each finished session's outcome; `peer`, when given, is
+    the only party id allowed to join."""
 
-    def __init__(self, party: ServerParty, on_finish: Callable[[PsiOutcome], None] | None = None) -> None:
+    def __init__(self, party: ServerParty, on_finish: Callable[[PsiOutcome], None] | None = None,
+                 peer: str | None = None) -> None:
         self.party = party
         self._on_finish = on_finish
+        self._peer = peer
+
+    def _authorize(self, context) -> None:
+        authorize(context, None, ROLES, self._peer, "join this PSI session")
 
     def register(self, server: grpc.Server) -> None:
         psi_pb2_grpc.add_PsiServicer_to_server(self, server)
 
     @translate_errors
     def Start(self, request, context) -> psi_pb2.PsiSession:
+        self._authorize(context)
         session = self.party.start(request.joiner_size, request.cardinality_only)
         return psi_pb2.PsiSession(session_id=session.session_id, server_size=len(self.party.ids))
 
     @translate_errors
     def BlindJoinerPoints(self, request_iterator, context) -> Iterator[psi_pb2.PointBatch]:
+        self._authorize(context)
         first = next(request_iterator, None)
         if first is None:
             raise InvalidInput("empty point stream")
@@ -46,12 +59,14 @@ class PsiService(psi_pb2_grpc.PsiServicer):
 
     @translate_errors
     def ServerPoints(self, request, context) -> Iterator[psi_pb2.PointBatch]:
+        self._authorize(context)
         session = self.party.session(request.session_id)
         for points in self.party.own_points(session):
             yield psi_pb2.PointBatch(points=points)
 
     @translate_errors
     def Finish(self, request, context) -> psi_pb2.PsiFinished:
+        self._authorize(context)
         session = self.party.session(request.session_id)
         outcome = self.party.finish(session, list(request.server_positions), request.cardinality)
         if self._on_finish is not None:
@@ -59,9 +74,11 @@ class PsiService(psi_pb2_grpc.PsiServicer):
         return psi_pb2.PsiFinished(cardinality=outcome.cardinality)
 
 
-def join(address: str, ids: list[bytes], pool: GroupPool, cardinality_only: bool = False, timeout: float = 3600) -> PsiOutcome:
-    """Party B: run one session against the PSI service at `address`."""
-    psi_channel = channel(address)
+def join(address: str, ids: list[bytes], pool: GroupPool, cardinality_only: bool = False, timeout: float = 3600, *,
+         tls: TlsConfig | None = None, server: PartyName | None = None, insecure: bool = False) -> PsiOutcome:
+    """Party B: run one session against the PSI service at `address`, whose certificate must
+    name `server`."""
+    psi_channel = channel(address, tls, server=server, insecure=insecure)
     stub = psi_pb2_grpc.PsiStub(psi_channel)
     try:
         session = stub.Start(psi_pb2.PsiStart(joiner_size=len(ids), cardinality_only=cardinality_only),
