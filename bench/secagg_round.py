@@ -197,8 +197,8 @@ def tables(report: dict) -> list[Table]:
         compared(f"aggregator: unmask ({survivors} self masks, {dropped} × {degree} recovered pairwise masks)",
                  aggregator["unmask"], None, duration),
         compared("aggregator: total", aggregator["total"], c["plain_aggregator_seconds"], duration),
-        compared(f"consistency stage, per client: confirm, then check {c['confirmation_quorum']}+ confirmations "
-                 f"and {degree} mask sets", consistency["client"], None, duration),
+        compared(f"consistency stage, per client: confirm, then check {survivors} confirmations (quorum "
+                 f"{c['confirmation_quorum']}) and {degree} mask sets", consistency["client"], None, duration),
         compared(f"consistency stage, aggregator: check {survivors} confirmations", consistency["aggregator"], None,
                  duration),
         [f"consistency stage, CPU of all clients and the aggregator, share of the round's CPU "
