@@ -75,6 +75,7 @@ def test_a_participant_list_that_misrepresents_anyone_is_refused():
     refused(lambda p: p.clients.append(p.clients[1]), "names c001 twice")
     refused(lambda p: p.clients.pop(0), "own keys faithfully")
     participant(hand, "c000").accept_participants(honest)  # the honest list passes
+    refused(lambda p: (p.clients.pop(3), setattr(p, "degree", 2)), "second, different participant list")
 
 
 # -- key sharing ----------------------------------------------------------------------------

@@ -106,7 +106,6 @@ class SecAggParticipant:
     _share_message: secagg_pb2.ShareKeysRequest | None = field(default=None, repr=False)
     _mask_set: secagg_pb2.MaskSet | None = None
     _answered: tuple[bytes, secagg_pb2.UnmaskResponse] | None = field(default=None, repr=False)
-    _revealed: dict[str, bytes] = field(default_factory=dict, repr=False)  # owner -> kind of share revealed
 
     @property
     def client_id(self) -> str:
@@ -292,12 +291,10 @@ class SecAggParticipant:
             return self._answered[1]
         self._check_confirmations(view, survivors, request.confirmations)
         self._check_mask_sets(view, survivors, request.mask_sets)
+        # One answer per round, for one set: so for each owner one kind of share, ever (R6).
         response = secagg_pb2.UnmaskResponse(round_id=self.round_id, client_id=self.client_id)
         for owner, (seed_share, key_share) in sorted(self.held.items()):
-            kind = SEED_SHARE if owner in survivors else KEY_SHARE
-            if self._revealed.setdefault(owner, kind) != kind:
-                raise _refuse(f"revealing a share of {owner} would give away both of its secrets")
-            if kind == SEED_SHARE:
+            if owner in survivors:
                 response.seed_shares.add(owner=owner, share=seed_share)
             else:
                 response.key_shares.add(owner=owner, share=key_share)

@@ -402,8 +402,8 @@ class SecAggRound:
             total -= expand(self._reconstruct(survivor, SEED_SHARE, reveals), count, dtype)
         for gone in self.dropped:
             mask_key = self._reconstruct(gone, KEY_SHARE, reveals)
-            for survivor in self._graph()[gone]:
-                if survivor not in self.survivors or gone not in self.mask_sets[survivor].masked_with:
+            for survivor in self._graph()[gone]:  # each masked against it (its checked mask set says so)
+                if survivor not in self.survivors:
                     continue
                 seed = keys.derive(mask_key, self.adverts[survivor].mask_public_key, keys.MASK_SEED_LABEL,
                                    self.round_id, survivor, gone)
