@@ -170,47 +170,52 @@ def aggregator_serve(
     _serve_until_signal(running, ready_file)
 
 
+
+
 @psi_app.command("serve")
 def psi_serve(
     ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
     out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    peer: str = typer.Option(..., help="The only party served as party B: the securefl id its TLS certificate names."),
     column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set the peer may bring (default: twice this party's)."),
+    session_timeout: float = typer.Option(3600.0, min=1.0, help="Seconds a session may last before it is dropped."),
     host: str = "127.0.0.1",
     port: int = 7100,
-    peer: Optional[str] = typer.Option(None, help="Accept only this party (its certificate's id) as party B."),
     tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
     tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) to trust (PEM)."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) the peer's certificate must chain to (PEM)."),
     ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
 ) -> None:
-    """Serve one PSI session as party A (mutual TLS), write the aligned indices, and exit."""
-    from .psi.group import GroupPool
-    from .psi.ids import read_ids, write_indices
-    from .psi.protocol import ServerParty
-    from .psi.service import PsiService
+    """Serve PSI as party A to one authenticated peer (mutual TLS), write the aligned indices
+    after the first completed session, and exit."""
+    from .psi import GroupPool, ServerParty, read_ids, write_indices
+    from .services.psi import PsiService, tls_peer
     from .services.rpc import start_server
 
-    try:
-        own = read_ids(ids, column)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure)
-    except SecureFLError as exc:
-        _fail(exc)
     finished = threading.Event()
 
     def record(outcome) -> None:
         write_indices(out, outcome.indices)
-        console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
+        console.print(f"intersection of {outcome.cardinality} rows with {peer}'s {outcome.peer_size}; wrote {out}")
         finished.set()
 
-    with GroupPool() as pool:
-        service = PsiService(ServerParty(own, pool), on_finish=record, peer=peer)
-        server, bound = start_server(service.register, host, port, workers=4, tls=tls, insecure=insecure)
-        if ready_file is not None:
-            _announce_port(ready_file, bound)
-        console.print(f"PSI party A serving {len(own)} IDs on port {bound}")
-        finished.wait()
-        server.stop(1).wait()
+    try:
+        own = read_ids(ids, column)
+        tls = _tls(tls_cert, tls_key, tls_ca, insecure=False)
+        with GroupPool() as pool:
+            party = ServerParty(own, pool, expected_peer=peer, max_peer_set=max_peer_set, session_timeout=session_timeout)
+            server, bound = start_server(PsiService(party, tls_peer, on_finish=record).register, host, port,
+                                         workers=4, tls=tls)
+            if ready_file is not None:
+                _announce_port(ready_file, bound)
+            console.print(f"PSI party A serving {len(own)} IDs to {peer} on port {bound}")
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(stop_signal, lambda *_: finished.set())
+            finished.wait()
+            server.stop(1).wait()
+    except SecureFLError as exc:
+        _fail(exc)
 
 
 @psi_app.command("join")
@@ -218,29 +223,25 @@ def psi_join(
     address: str = typer.Argument(..., help="host:port of party A."),
     ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
     out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    peer: str = typer.Option(..., help="Party A's securefl id: its TLS certificate must name it."),
     column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
+    max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set party A may bring (default: twice this party's)."),
     cardinality_only: bool = typer.Option(False, help="Learn only the size of the intersection."),
-    peer: Optional[str] = typer.Option(None, help="Party A's id: its certificate must name this site (required with TLS)."),
     tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
     tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) to trust (PEM)."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) party A's certificate must chain to (PEM)."),
 ) -> None:
-    """Join party A's PSI session as party B (mutual TLS) and write the aligned indices."""
+    """Join party A's PSI service as party B (mutual TLS) and write the aligned indices."""
     from .pki import SITE, PartyName
-    from .psi.group import GroupPool
-    from .psi.ids import read_ids, write_indices
-    from .psi.service import join
+    from .psi import GroupPool, JoinerParty, read_ids, write_indices
+    from .services.psi import join
+    from .services.rpc import channel
 
     try:
         own = read_ids(ids, column)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure)
-        if tls is not None and peer is None:
-            raise InvalidInput("name party A with --peer: its certificate is checked against it")
-        server = PartyName(SITE, peer) if peer is not None else None
-        with GroupPool() as pool:
-            outcome = join(address, own, pool, cardinality_only=cardinality_only, tls=tls, server=server,
-                           insecure=insecure)
+        tls = _tls(tls_cert, tls_key, tls_ca, insecure=False)
+        with GroupPool() as pool, channel(address, tls, server=PartyName(SITE, peer)) as psi_channel:
+            outcome = join(psi_channel, JoinerParty(own, pool, max_peer_set=max_peer_set), cardinality_only=cardinality_only)
     except SecureFLError as exc:
         _fail(exc)
     write_indices(out, outcome.indices)

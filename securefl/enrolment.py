@@ -100,7 +100,7 @@ def issue_credentials(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, 
 
 def ephemeral_credentials(*parties: PartyName) -> list[TlsConfig]:
     """A throwaway CA and TLS material for each party, in memory only: for runs on localhost
-    (securefl.psi.run_local) that should still take the deployed, mutually authenticated path."""
+    (securefl.simulation.local_psi) that should still take the deployed, mutually authenticated path."""
     ca_key = new_tls_key()
     ca = create_ca("ephemeral", ca_key)
     return [issue_credentials(ca, ca_key, party) for party in parties]

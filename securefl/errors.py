@@ -70,9 +70,27 @@ class UnknownRound(SecureFLError):
 
 
 class UnknownSession(SecureFLError):
-    """No PSI session with this id is under way."""
+    """No PSI session with this id is under way (never started, finished or expired)."""
 
     status = "NOT_FOUND"
+
+
+class PeerRefused(SecureFLError):
+    """The caller is not the authenticated peer this service was told to expect."""
+
+    status = "PERMISSION_DENIED"
+
+
+class SessionBusy(SecureFLError):
+    """A PSI session is already under way; the service runs one at a time."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class StepOutOfOrder(SecureFLError):
+    """A PSI session step was called before the steps it needs completed, or twice."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class RoundClosed(SecureFLError):
@@ -128,7 +146,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
-        RoundExists, UnknownSession, Unauthenticated, PermissionDenied,
+        RoundExists, UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
     )
 }
 

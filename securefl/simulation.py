@@ -1,4 +1,5 @@
-"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost.
+"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost; and
+`local_psi`: both parties of a private set intersection in this process.
 
 Each service runs in its own process (`python -m securefl ... serve`) and talks real gRPC over
 real sockets, as in a deployment: enrolled in a federation of its own (a CA, certificates and
@@ -14,23 +15,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client, SimulatedDropout, connect
-from .enrolment import FEDERATION_FILE, NewFederation, create_federation, issue_credentials, write_party
+from .enrolment import FEDERATION_FILE, NewFederation, create_federation, ephemeral_credentials, issue_credentials, write_party
 from .errors import ServiceUnavailable
 from .federation import SecurityParameters
 from .identity import Identity
 from .keyfiles import IDENTITY_PASSPHRASE_ENV
 from .lifecycle import PARENT_PID_ENV
 from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
+from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
 from .schemes import CKKS, SCHEMES
 from .services.keyholder_client import KeyHolderClient
+from .services.psi import PsiService, join, tls_peer
+from .services.rpc import channel, start_server
 from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout",
+           "local_psi", "local_psi_size", "local_psi_outcomes"]
 
 
 @dataclass(frozen=True)
@@ -241,3 +247,40 @@ class LocalFederation:
                 service.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def local_psi(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> tuple[list[int], list[int]]:
+    """Align two ID lists: returns (indices_a, indices_b) of the intersection, in the same order."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, workers=workers)
+    return outcome_a.indices, outcome_b.indices
+
+
+def local_psi_size(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> int:
+    """Only the size of the intersection (cardinality mode)."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, cardinality_only=True, workers=workers)
+    if outcome_a.cardinality != outcome_b.cardinality:
+        raise RuntimeError("the two parties disagree on the intersection size")
+    return outcome_b.cardinality
+
+
+def local_psi_outcomes(ids_a: Sequence, ids_b: Sequence, cardinality_only: bool = False,
+                       workers: int | None = None) -> tuple[PsiOutcome, PsiOutcome]:
+    """Both PSI parties in this process, over real gRPC on localhost with mutual TLS under a
+    throwaway CA (the deployed path): party A serves only party B's certificate. Group
+    operations run on `workers` threads (default: one per core); no worker processes, so this
+    works from any script, `python -`, a notebook or a thread."""
+    encoded_a, encoded_b = encode_ids(list(ids_a)), encode_ids(list(ids_b))
+    name_a, name_b = PartyName(SITE, "party-a"), PartyName(SITE, "party-b")
+    tls_a, tls_b = ephemeral_credentials(name_a, name_b)
+    outcomes: list[PsiOutcome] = []
+    with GroupPool(workers) as pool:
+        party_a = ServerParty(encoded_a, pool, expected_peer=name_b.party_id, max_peer_set=len(encoded_b))
+        server, port = start_server(PsiService(party_a, tls_peer, on_finish=outcomes.append).register, "127.0.0.1", 0,
+                                    workers=4, tls=tls_a)
+        try:
+            with channel(f"127.0.0.1:{port}", tls_b, server=name_a) as psi_channel:
+                party_b = JoinerParty(encoded_b, pool, max_peer_set=len(encoded_a))
+                outcome_b = join(psi_channel, party_b, cardinality_only=cardinality_only)
+        finally:
+            server.stop(0)
+    return outcomes[0], outcome_b

@@ -22,7 +22,7 @@ from securefl.pki import AGGREGATOR, KEYHOLDER, SITE, PartyName
 from securefl.psi.group import GroupPool
 from securefl.psi.ids import encode_ids
 from securefl.psi.protocol import ServerParty
-from securefl.psi.service import PsiService
+from securefl.services.psi import PsiService, tls_peer
 from securefl.services.rpc import channel, start_server
 from securefl.simulation import LocalFederation, SecAggSettings
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, keyholder_pb2, keyholder_pb2_grpc, psi_pb2, psi_pb2_grpc
@@ -42,7 +42,7 @@ def psi():
     """Party A of PSI, and the TLS material of a party B its CA enrolled."""
     tls_a, tls_b = ephemeral_credentials(PSI_SERVER, PartyName(SITE, "site-1"))
     with GroupPool(0) as pool:
-        server, port = start_server(PsiService(ServerParty(encode_ids(["a", "b"]), pool)).register, "127.0.0.1", 0,
+        server, port = start_server(PsiService(ServerParty(encode_ids(["a", "b"]), pool, expected_peer="site-1"), tls_peer).register, "127.0.0.1", 0,
                                     workers=2, tls=tls_a)
         yield f"127.0.0.1:{port}", tls_b
         server.stop(0)
