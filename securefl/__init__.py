@@ -10,8 +10,8 @@
 from .client import Client, RoundStats, connect
 from .errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
-    PolicyViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable,
-    SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed,
+    PolicyViolation, ProtocolViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError,
+    ServiceUnavailable, SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed,
 )
 from .federation import Federation, SecurityParameters
 from .identity import Identity, Roster
@@ -23,5 +23,5 @@ __all__ = [
     "SecurityParameters", "TlsConfig", "Unauthenticated", "PermissionDenied",
     "SecureFLError", "InvalidInput", "MalformedCiphertext", "LengthMismatch", "PayloadTooLarge", "UnknownClient",
     "VerificationFailed", "PolicyViolation", "UnknownRound", "RoundClosed", "RoundExists", "SpecMismatch",
-    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ServiceUnavailable",
+    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ProtocolViolation", "ServiceUnavailable",
 ]

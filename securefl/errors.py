@@ -123,6 +123,11 @@ class RoundFailed(SecureFLError):
     status = "ABORTED"
 
 
+class ProtocolViolation(RoundFailed):
+    """The round was aborted because a client's own signed message proves it deviated from the
+    protocol (for SecAgg+: a share that does not match its commitment); the message names it."""
+
+
 class ServiceUnavailable(SecureFLError):
     """A service could not be reached."""
 
@@ -147,9 +152,9 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
     for cls in (
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
-        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
-        UnknownSession, Unauthenticated, PermissionDenied,
-        PeerRefused, SessionBusy, StepOutOfOrder, LimitExceeded,
+        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
+        RoundExists, UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
+        LimitExceeded,
     )
 }
 

@@ -278,11 +278,14 @@ class RoundEngine:
                 round_.changed.wait(remaining)
 
     def answer_stage(self, round_id: str, client_id: str, stage: str, body: bytes) -> None:
-        """Apply a client's reply to a stage of the round's scheme."""
+        """Apply a client's reply to a stage of the round's scheme. A failed round raises its
+        error, so a client answering too late learns why the round ended."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
         self.check_participant(round_, client_id)
         with round_.changed:
+            if round_.state == FAILED:
+                raise round_.error()
             if round_.ended:
                 raise RoundClosed(f"round {round_id} has ended")
             round_.scheme_round.answer(client_id, stage, body)
