@@ -58,8 +58,9 @@ def test_the_deployment_walkthrough_runs_a_ckks_round_between_three_site_process
         exits = (aggregator.stop(), keyholder.stop())
     rounds = set()
     for site, (stdout, stderr) in zip(SITES, outputs):
-        found = re.search(rf"{site}: round (round-[0-9a-f]{{16}}) average 2.000000", stdout)
-        assert found, stderr
+        found = re.search(rf"{site}: round (round-[0-9a-f]{{16}}) average ([0-9.]+)", stdout)
+        assert found, (stdout, stderr)
+        assert abs(float(found.group(2)) - 2.0) < 1e-4  # CKKS is approximate: 2.000001 happens
         rounds.add(found.group(1))
     assert len(rounds) == 1  # one round, under an id the aggregator drew at random
     assert metrics[("securefl_rounds_ended_total", (("outcome", "complete"), ("reason", "")))] == 1
