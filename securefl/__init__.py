@@ -9,9 +9,10 @@
 
 from .client import Client, RoundStats, connect
 from .errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
-    PolicyViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable,
-    SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed, WorkerDied,
+    DuplicateSubmission, InvalidInput, LengthMismatch, LimitExceeded, MalformedCiphertext, PayloadTooLarge,
+    PermissionDenied, PolicyViolation, ProtocolViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed,
+    SecureFLError, ServiceUnavailable, SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed,
+    WorkerDied,
 )
 from .federation import Federation, SecurityParameters
 from .identity import Identity, Roster
@@ -23,5 +24,6 @@ __all__ = [
     "SecurityParameters", "TlsConfig", "Unauthenticated", "PermissionDenied",
     "SecureFLError", "InvalidInput", "MalformedCiphertext", "LengthMismatch", "PayloadTooLarge", "UnknownClient",
     "VerificationFailed", "PolicyViolation", "UnknownRound", "RoundClosed", "RoundExists", "SpecMismatch",
-    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ServiceUnavailable", "WorkerDied",
+    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ProtocolViolation", "ServiceUnavailable", "LimitExceeded",
+    "WorkerDied",
 ]

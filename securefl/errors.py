@@ -123,6 +123,11 @@ class RoundFailed(SecureFLError):
     status = "ABORTED"
 
 
+class ProtocolViolation(RoundFailed):
+    """The round was aborted because a client's own signed message proves it deviated from the
+    protocol (for SecAgg+: a share that does not match its commitment); the message names it."""
+
+
 class ServiceUnavailable(SecureFLError):
     """A service could not be reached."""
 
@@ -141,13 +146,21 @@ class WorkerDied(SecureFLError):
     status = "INTERNAL"
 
 
+class LimitExceeded(SecureFLError):
+    """A caller reached one of the service's limits (open rounds, concurrent streams or waits);
+    it may retry once it has fewer under way."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
 _BY_NAME: dict[str, type[SecureFLError]] = {
     cls.__name__: cls
     for cls in (
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
-        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists, WorkerDied,
-        UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
+        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
+        RoundExists, UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
+        LimitExceeded, WorkerDied,
     )
 }
 

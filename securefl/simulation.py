@@ -55,9 +55,10 @@ class SecAggSettings:
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file. The child
-    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
-    `cwd` is where it runs (default: here)."""
+    """One service in a child process; its port (and its metrics port, if it serves metrics)
+    comes back through a ready file. The child arms its own parent-death signal
+    (securefl.lifecycle); `env` adds environment variables, `cwd` is where it runs (default:
+    here)."""
 
     def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
@@ -68,6 +69,7 @@ class ServiceProcess:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.metrics_port: int | None = None
 
     def start(self) -> int:
         ready = self.workdir / f"{self.name}.ready"
@@ -86,7 +88,10 @@ class ServiceProcess:
                 tail = (self.workdir / f"{self.name}.log").read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(f"{self.name} did not start:\n{tail}")
             time.sleep(0.02)
-        self.port = int(ready.read_text())
+        first, *rest = ready.read_text().splitlines()
+        self.port = int(first)
+        extra = dict(line.split("=", 1) for line in rest)
+        self.metrics_port = int(extra["metrics_port"]) if "metrics_port" in extra else None
         return self.port
 
     @property
@@ -94,14 +99,16 @@ class ServiceProcess:
         assert self.process is not None
         return self.process.pid
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the service drains), then SIGKILL after `timeout` seconds; the exit code."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode if self.process is not None else None
 
 
 class LocalFederation:
@@ -111,13 +118,16 @@ class LocalFederation:
     n_clients`), no deadline. With `round_timeout`, a round also closes at its deadline once
     `min_clients` contributed, and fails with QuorumTimeout otherwise. HE schemes start a
     key-holder whose key epochs rotate every `rotate_every` rounds (and after a refused release).
-    `insecure=True` runs plaintext gRPC (for measuring what TLS costs, or showing what it hides)."""
+    `insecure=True` runs plaintext gRPC (for measuring what TLS costs, or showing what it hides).
+    `metrics=True` serves each service's Prometheus metrics on a free local port
+    (`ServiceProcess.metrics_port`); `service_args` are passed to both services (e.g.
+    `--log-format json`)."""
 
     def __init__(self, n_clients: int, scheme: str = DEFAULT_SCHEME, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, insecure: bool = False,
-                 rotate_every: int = RotationPolicy.rotate_every) -> None:
+                 secagg: SecAggSettings | None = None, insecure: bool = False, metrics: bool = False,
+                 service_args: Sequence[str] = (), rotate_every: int = RotationPolicy.rotate_every) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -131,6 +141,7 @@ class LocalFederation:
         self.rotate_every = rotate_every
         self.implicit_rounds = implicit_rounds
         self.insecure = insecure
+        self.service_args = [*service_args, *(["--metrics-port", "0"] if metrics else [])]
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -210,7 +221,7 @@ class LocalFederation:
                 "--identity", str(self.workdir / "keyholder.identity.json"), "--scheme", self.scheme, *preset_args,
                 "--min-clients", str(self.min_clients), "--rotate-every", str(self.rotate_every),
                 "--keystore", str(self.workdir / "keyholder.keystore"),
-                "--audit-log", str(self.workdir / "keyholder.audit.jsonl"),
+                "--audit-log", str(self.workdir / "keyholder.audit.jsonl"), *self.service_args,
             ], self.workdir, env)
             keyholder_args = ["--keyholder", f"127.0.0.1:{self.keyholder.start()}"]
         self.aggregator = ServiceProcess("aggregator", [
@@ -219,7 +230,7 @@ class LocalFederation:
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            "--stage-timeout", str(self.secagg.stage_timeout),
+            "--stage-timeout", str(self.secagg.stage_timeout), *self.service_args,
         ], self.workdir, env)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]

@@ -16,7 +16,7 @@ from securefl.federation import Federation, SecurityParameters
 from securefl.identity import Identity, Roster
 from securefl.keyfiles import write_private
 from securefl.masking.client import SecAggParticipant
-from securefl.masking.server import secagg_config
+from securefl.masking.policy import secagg_config
 from securefl.pki import SITE, PartyName, load_certificates, party_of
 from securefl.he.audit import AuditFile
 from securefl.he.epochs import EpochSettings
@@ -107,9 +107,9 @@ def test_the_cli_reports_a_malformed_federation_file_in_one_line(tmp_path, opera
 def test_clients_take_secagg_parameters_and_the_smallest_round_from_the_federation():
     identities = [Identity.generate(f"c{i}") for i in range(3)]
     roster = Roster.of(identities)
-    config = secagg_config(3)
-    participant = SecAggParticipant(identities[0], roster, config, "r1", min_participants=4)
-    adverts = [SecAggParticipant(i, roster, config, "r1").advertisement() for i in identities[1:]]
+    config = secagg_config(SecurityParameters(), 3)
+    participant = SecAggParticipant(identities[0], roster, config, SecurityParameters(min_participants=4), "r1")
+    adverts = [SecAggParticipant(i, roster, config, SecurityParameters(), "r1").advertisement() for i in identities[1:]]
     participants = secagg_pb2.Participants(clients=[participant.advertisement(), *adverts])
     with pytest.raises(VerificationFailed, match="at least 4"):
         participant.accept_participants(participants)

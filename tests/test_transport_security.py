@@ -136,7 +136,7 @@ def test_a_client_refuses_secagg_parameters_other_than_the_federations(rng):
         wider = dataclasses.replace(fed.federation, security=SecurityParameters(value_bound=1000.0))
         site = fed.identities[0]
         client = connect(fed.aggregator_address, identity=site, federation=wider, tls=fed.credentials(SITE, site.client_id))
-        with pytest.raises(VerificationFailed, match="SecAgg\\+ parameters differ"):
+        with pytest.raises(VerificationFailed, match="differs from this site's federation file"):
             client.aggregate(rng.normal(size=10))
         client.close()
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ..errors import DuplicateSubmission, InvalidInput, PolicyViolation
+from ..errors import DuplicateSubmission, InvalidInput, PolicyViolation, VerificationFailed
 from ..identity import Identity, check_identifier
 from ..keyfiles import PassphraseBox, read_private, write_private
 from ..v1 import common_pb2
@@ -132,7 +132,12 @@ class KeyStore:
         epoch starts and the old one finishes its rounds."""
 
         def build(path: Path, lock_fd: int) -> KeyStore:
-            box, plaintext = PassphraseBox.open(passphrase, _MAGIC, read_private(path))
+            try:
+                box, plaintext = PassphraseBox.open(passphrase, _MAGIC, read_private(path))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{path}: {exc}") from None
+            except VerificationFailed as exc:
+                raise VerificationFailed(f"{path}: {exc}") from None
             state = json.loads(plaintext)
             store = cls(path, box, lock_fd, identity, settings, policy, clock)
             with store._mutex:

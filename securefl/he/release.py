@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
 from ..identity import Roster, check_identifier, verify_receipt
+from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2
 from .codec import decrypt_chunks
 from .keystore import KeyEpoch, KeyStore
@@ -56,13 +57,15 @@ def receipts_summary(receipts: Sequence[common_pb2.Receipt]) -> str:
 
 
 class KeyHolderCore:
-    def __init__(self, keystore: KeyStore, roster: Roster, min_clients: int, audit: AuditLog) -> None:
+    def __init__(self, keystore: KeyStore, roster: Roster, min_clients: int, audit: AuditLog,
+                 metrics: ReleaseMetrics = NO_RELEASE_METRICS) -> None:
         if min_clients < 1:
             raise InvalidInput("min_clients must be at least 1")
         self.keystore = keystore
         self._roster = roster
         self._min_clients = min_clients
         self._audit = audit
+        self._metrics = metrics
         self._lock = threading.Lock()
 
     def current_epoch(self) -> common_pb2.PublicEpoch:
@@ -83,7 +86,7 @@ class KeyHolderCore:
         try:
             check_identifier(round_id, "round id")
         except SecureFLError as refusal:
-            self._audit.audit(None, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+            self._refused(None, refusal, requester)
             raise
         with self._lock:
             try:
@@ -95,7 +98,7 @@ class KeyHolderCore:
                          for r in receipts]
                 self.keystore.mark_decrypted(epoch, round_id)
             except SecureFLError as refusal:
-                self._audit.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+                self._refused(round_id, refusal, requester)
                 log.warning("refused to decrypt round %s for %s: %s", round_id, requester or "a caller", refusal)
                 raise
             try:
@@ -105,6 +108,7 @@ class KeyHolderCore:
                 self._audit.audit(round_id, "refused after decryption",
                                   f"{failure}; key epoch {epoch.number} retired; receipts: {receipts_summary(receipts)}",
                                   requester)
+                self._metrics.decryption(False, "ReleaseCheckFailed")
                 log.warning("round %s: decrypted aggregate failed its checks; key epoch %d retired", round_id, epoch.number)
                 raise PolicyViolation(
                     f"round {round_id}: the aggregate is not the honest sum of the receipted clients' updates; "
@@ -112,7 +116,12 @@ class KeyHolderCore:
                 ) from None
             self._audit.audit(round_id, "released", f"key epoch {epoch.number}; receipts: {receipts_summary(receipts)}",
                               requester)
+            self._metrics.decryption(True)
             return total
+
+    def _refused(self, round_id: str | None, refusal: SecureFLError, requester: str) -> None:
+        self._audit.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+        self._metrics.decryption(False, type(refusal).__name__)
 
     def _check_receipts(self, epoch: KeyEpoch, round_id: str, vector_length: int, spec_hash: bytes,
                         receipts: Sequence[common_pb2.Receipt]) -> None:

@@ -21,6 +21,7 @@ from ..he.release import AuditLog, KeyHolderCore
 from ..pki import AGGREGATOR, ROLES
 from ..rounds.chunks import float64_chunks
 from ..rounds.engine import MAX_CHUNK_BYTES
+from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import authorize, caller, translate_errors
 
@@ -28,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
-    def __init__(self, core: KeyHolderCore, federation: Federation, audit: AuditLog) -> None:
+    def __init__(self, core: KeyHolderCore, federation: Federation, audit: AuditLog,
+                 metrics: ReleaseMetrics = NO_RELEASE_METRICS) -> None:
+        """`metrics` counts the refusals made here (authorization, framing); the core counts its own."""
         self._core = core
         self._federation = federation
         self._audit = audit
+        self._metrics = metrics
 
     def register(self, server: grpc.Server) -> None:
         keyholder_pb2_grpc.add_KeyHolderServicer_to_server(self, server)
@@ -59,6 +63,7 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
                 raise InvalidInput("a decryption request starts with its header")
         except SecureFLError as refusal:
             self._audit.audit(None, "refused", f"{type(refusal).__name__}: {refusal}", requester)
+            self._metrics.decryption(False, type(refusal).__name__)
             raise
         header = first.header
         total = self._core.release(header.round_id, header.vector_length, header.spec_hash, list(header.receipts),

@@ -1,16 +1,21 @@
-"""Assemble and start the services: what `securefl keyholder serve` and `securefl aggregator
-serve` run, and what LocalFederation starts in separate processes."""
+"""Assemble, start and stop the services from their settings: what `securefl keyholder serve`,
+`securefl aggregator serve` and `securefl psi serve` run (LocalFederation starts them as
+processes).
+
+Each server reports NOT_SERVING on the standard health service until it is ready, and
+`Running.shutdown` drains it: NOT_SERVING, no new round or call, running calls finish within the
+grace period (then they are cancelled), the stores are closed (SQLite checkpoints its log)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ServiceUnavailable
 from ..federation import Federation
 from ..he.audit import AuditFile
 from ..he.epochs import EpochSettings
@@ -18,90 +23,196 @@ from ..he.keystore import KeyStore, RotationPolicy
 from ..he.release import KeyHolderCore
 from ..identity import Identity
 from ..pki import KEYHOLDER
+from ..psi import GroupPool, PsiOutcome, ServerParty, read_ids
 from ..rounds.engine import RoundEngine
+from ..rounds.limits import RoundLimits
 from ..rounds.scheme import RoundConfig
 from ..rounds.store import RoundStore
 from ..schemes import ServerOptions, needs_keyholder, server_scheme
+from ..telemetry import NO_METRICS, NO_RELEASE_METRICS
 from ..tls import TlsConfig
-from ..v1 import aggregator_pb2
+from ..v1 import aggregator_pb2, keyholder_pb2, psi_pb2
 from .aggregator import AggregatorService
+from .health import Health, service_name
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
+from .metrics import AggregatorMetrics, KeyHolderMetrics, MetricsEndpoint, serve_metrics
+from .psi import PsiService, tls_peer
 from .rpc import start_server
+from .settings import KEY_PASSPHRASE_ENV, AggregatorSettings, KeyHolderSettings, PsiSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Running:
+    """A started server. A shutdown runs `drain_hooks` (stop taking new work), then waits for
+    each of `idle_hooks(seconds left)` (running work finished), then stops the server (calls
+    still running are cancelled) and runs `close_hooks(seconds left)`. The health service
+    answers NOT_SERVING throughout, for as long as the server answers at all."""
+
+    name: str
     server: grpc.Server
     port: int
-    on_stop: list[Callable[[], None]] = field(default_factory=list)  # after the server stopped
+    health: Health
+    metrics: MetricsEndpoint | None = None
+    drain_hooks: list[Callable[[], None]] = field(default_factory=list)
+    idle_hooks: list[Callable[[float], bool]] = field(default_factory=list)
+    close_hooks: list[Callable[[float], None]] = field(default_factory=list)
 
-    def stop(self, grace: float = 1.0) -> None:
-        self.server.stop(grace).wait()
-        for close in self.on_stop:
-            close()
+    def ready(self) -> None:
+        self.health.serving()
+        log.info("%s serving on port %d", self.name, self.port)
+
+    def shutdown(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.health.draining()
+        for hook in self.drain_hooks:
+            hook()
+        finished = all([hook(left()) for hook in self.idle_hooks])
+        self.server.stop(left()).wait()
+        if not finished or (grace and not left()):
+            log.warning("%s: work still running after the %g s grace period was cancelled", self.name, grace)
+        for hook in self.close_hooks:
+            hook(left())
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("%s stopped", self.name)
 
 
-@dataclass(frozen=True)
-class KeyHolderConfig:
-    """What the key-holder's operator chooses; the rest comes from federation.json."""
-
-    keystore: Path
-    passphrase: str
-    audit_log: Path
-    scheme: str
-    preset: str | None = None
-    precision_bits: int | None = None  # None: the federation's security.precision_bits, else the default
-    rotate_every: int = RotationPolicy.rotate_every
-    min_clients: int | None = None  # None: the federation's security.min_participants
+def transport_tls(settings: ServiceSettings, federation_ca: bytes | None = None) -> TlsConfig | None:
+    """The TLS material of the settings (the CA defaults to the federation's); None only when
+    the settings say insecure."""
+    if getattr(settings, "insecure", False):
+        return None
+    if settings.tls_ca is None and federation_ca is None:
+        raise InvalidInput("give the CA to trust with --tls-ca (tls_ca)")
+    return TlsConfig.from_files(settings.tls_cert, settings.tls_key,
+                                settings.tls_ca if settings.tls_ca is not None else federation_ca,
+                                passphrase=settings.passphrase())
 
 
-def serve_keyholder(*, federation: Federation, identity: Identity, config: KeyHolderConfig, host: str = "127.0.0.1",
-                    port: int = 0, tls: TlsConfig | None = None, insecure: bool = False) -> Running:
-    """`identity` signs the key epochs: it must be the key federation.json pins for the
-    key-holder, or clients would refuse every epoch."""
+def _metrics_endpoint(settings: AggregatorSettings | KeyHolderSettings, registry) -> MetricsEndpoint | None:
+    if settings.metrics_port is None:
+        return None
+    try:
+        endpoint = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise ServiceUnavailable(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                                 f"{exc.strerror}") from None
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, endpoint.port)
+    return endpoint
+
+
+def serve_keyholder(settings: KeyHolderSettings) -> Running:
+    """Start the key-holder; call `ready()` on the result once the caller is ready to serve. Its
+    identity signs the key epochs: it must be the key federation.json pins for the key-holder, or
+    sites would refuse every epoch. The epochs' parameters come from the federation file."""
+    federation = Federation.load(settings.federation)
+    tls = transport_tls(settings, federation.ca_certificate)
+    identity = Identity.load(settings.identity, settings.passphrase())
     if federation.keyholder is None or not federation.keyholder.matches(identity):
         raise InvalidInput(f"identity {identity.client_id!r} is not the key-holder key pinned in the federation file")
-    settings = EpochSettings.for_federation(federation, config.scheme, config.preset, config.precision_bits)
-    keystore = KeyStore.open_or_create(config.keystore, config.passphrase, identity, settings,
-                                       RotationPolicy(rotate_every=config.rotate_every))
+    passphrase = settings.passphrase("key_passphrase")
+    if not passphrase:
+        raise InvalidInput(f"the keystore {settings.keystore} needs a passphrase: set {KEY_PASSPHRASE_ENV}")
+    epochs = EpochSettings.for_federation(federation, settings.scheme.value,
+                                          settings.preset.value if settings.preset else None, settings.precision_bits)
+    keystore = KeyStore.open_or_create(settings.keystore, passphrase, identity, epochs,
+                                       RotationPolicy(rotate_every=settings.rotate_every))
+    endpoint = None
     try:
-        audit = AuditFile(config.audit_log)
-        core = KeyHolderCore(keystore, federation.roster, config.min_clients or federation.security.min_participants,
-                             audit)
-        server, bound = start_server(KeyHolderService(core, federation, audit).register, host, port, tls=tls,
-                                     insecure=insecure)
+        metrics = KeyHolderMetrics() if settings.metrics_port is not None else None
+        audit = AuditFile(settings.audit_log)
+        core = KeyHolderCore(keystore, federation.roster, settings.min_clients or federation.security.min_participants,
+                             audit, metrics or NO_RELEASE_METRICS)
+        service = KeyHolderService(core, federation, audit, metrics or NO_RELEASE_METRICS)
+        health = Health(service_name(keyholder_pb2, "KeyHolder"))
+        endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
+        server, bound = start_server(service.register, settings.host, settings.port, tls=tls,
+                                     insecure=settings.insecure, health=health)
     except BaseException:
         keystore.close()
+        if endpoint is not None:
+            endpoint.close()
         raise
     epoch = keystore.current.public
-    log.info("key-holder listening on %s:%d: %s epoch %d (preset %s), rotating every %d rounds", host, bound,
-             epoch.scheme, epoch.epoch, epoch.preset, config.rotate_every)
-    return Running(server, bound, [keystore.close])
+    log.info("key-holder: %s epoch %d (preset %s) signed by %s, rotating every %d rounds", epoch.scheme, epoch.epoch,
+             epoch.preset, identity.client_id, settings.rotate_every)
+    return Running("key-holder", server, bound, health, endpoint, close_hooks=[lambda _: keystore.close()])
 
 
-def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str, defaults: RoundConfig,
-                     keyholder_address: str | None = None, db: Path | str = ":memory:", implicit_rounds: bool = True,
-                     host: str = "127.0.0.1", port: int = 0, stage_timeout: float = 30.0, tls: TlsConfig | None = None,
-                     insecure: bool = False) -> Running:
-    """`identity` signs acknowledgements: it must be the key federation.json pins for the
-    aggregator, or clients would refuse every acknowledgement. The scheme's security
-    parameters come from the federation file (and, for HE schemes, the key-holder's epochs)."""
+def serve_aggregator(settings: AggregatorSettings) -> Running:
+    """Start the aggregator. Its identity signs acknowledgements: it must be the key
+    federation.json pins for the aggregator, or clients would refuse every acknowledgement.
+    The scheme's security parameters come from the federation file."""
+    federation = Federation.load(settings.federation)
+    tls = transport_tls(settings, federation.ca_certificate)
+    identity = Identity.load(settings.identity, settings.passphrase())
     if not federation.aggregator.matches(identity):
         raise InvalidInput(f"identity {identity.client_id!r} is not the aggregator key pinned in the federation file")
     roster = federation.roster
     keyholder = None
-    if keyholder_address and needs_keyholder(scheme):
-        keyholder = KeyHolderClient(keyholder_address, tls, server=federation.party(KEYHOLDER), insecure=insecure)
-    protection = server_scheme(scheme, ServerOptions(federation, defaults.min_clients, keyholder, stage_timeout))
+    if settings.keyholder and needs_keyholder(settings.scheme.value):
+        keyholder = KeyHolderClient(settings.keyholder, tls, server=federation.party(KEYHOLDER),
+                                    insecure=settings.insecure)
+    protection = server_scheme(settings.scheme.value, ServerOptions(federation, settings.min_clients, keyholder,
+                                                                    settings.stage_timeout))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
     protection.describe(session)
-    engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
-    service = AggregatorService(engine, federation, session, identity)
-    # Each client may hold one long-poll call (a stage or result wait) while it sends another:
-    # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16, tls=tls, insecure=insecure)
-    log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
-    return Running(server, bound)
+    defaults = RoundConfig(settings.min_clients, settings.expected_clients or len(roster), settings.round_timeout)
+    limits = RoundLimits(settings.max_open_rounds, settings.max_open_rounds_per_site, settings.round_retention)
+    metrics = AggregatorMetrics() if settings.metrics_port is not None else None
+    store = RoundStore(settings.db)
+    engine = RoundEngine(protection, store, roster, defaults, implicit_rounds=settings.implicit_rounds, limits=limits,
+                         metrics=metrics or NO_METRICS)
+
+    def close(seconds_left: float) -> None:
+        if not engine.stop(seconds_left):
+            log.warning("a round was still being revealed at exit; it is revealed again at the next start")
+        store.close()
+
+    service = AggregatorService(engine, federation, session, identity, settings.max_waits_per_site,
+                                settings.max_streams_per_site)
+    # Every party at its caps (long polls and streams) still leaves threads for short calls.
+    parties = len(roster) + len(federation.operators)
+    workers = parties * (settings.max_waits_per_site + settings.max_streams_per_site) + 16
+    health = Health(service_name(aggregator_pb2, "Aggregator"))
+    try:
+        endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
+        try:
+            server, bound = start_server(service.register, settings.host, settings.port, workers=workers, tls=tls,
+                                         insecure=settings.insecure, health=health)
+        except BaseException:
+            if endpoint is not None:
+                endpoint.close()
+            raise
+    except BaseException:
+        close(0.0)
+        raise
+    log.info("aggregator (%s) on %s:%d", protection.name, settings.host, bound)
+    return Running("aggregator", server, bound, health, endpoint, drain_hooks=[engine.drain],
+                   idle_hooks=[engine.wait_idle], close_hooks=[close])
+
+
+def serve_psi(settings: PsiSettings, on_finish: Callable[[PsiOutcome], None]) -> Running:
+    """Start PSI party A for the one peer of the settings; `on_finish` gets each completed
+    session's outcome."""
+    own = read_ids(settings.ids, settings.column)
+    tls = transport_tls(settings)
+    pool = GroupPool()
+    party = ServerParty(own, pool, expected_peer=settings.peer, max_peer_set=settings.max_peer_set,
+                        session_timeout=settings.session_timeout)
+    health = Health(service_name(psi_pb2, "Psi"))
+    try:
+        server, bound = start_server(PsiService(party, tls_peer, on_finish=on_finish).register, settings.host,
+                                     settings.port, workers=4, tls=tls, health=health)
+    except BaseException:
+        pool.shutdown()
+        raise
+    log.info("PSI party A: %d IDs for %s", len(own), settings.peer)
+    return Running("PSI party A", server, bound, health, close_hooks=[lambda _: pool.shutdown()])
