@@ -119,7 +119,7 @@ def cases(root: Path, busy_port: int) -> list[Case]:
         Case("keyholder: bad metrics port", (*keyholder, *fed, *kh_tls, "--metrics-port", "-1"), USAGE,
              ("--metrics-port",)),
         Case("keyholder: metrics port in use", (*keyholder, *fed, *kh_tls, "--metrics-port", str(busy_port)),
-             UNAVAILABLE, ("metrics", f"{busy_port}")),
+             UNAVAILABLE, ("metrics", f"{busy_port}"), {**PASSPHRASE_ENV, "SECUREFL_KEY_PASSPHRASE": "x"}),
         # psi serve and join
         Case("psi serve: missing ids", ("psi", "serve", "--ids", str(root / "missing.txt"), "--out", "o", "--peer",
              "b", *site_tls), USAGE, ("missing.txt",)),

@@ -59,7 +59,7 @@ def test_relative_paths_in_a_config_file_are_relative_to_the_file(config, enrolm
 @pytest.mark.parametrize("content, message", [
     ("port = 70000", "aggregator.toml: field 'port': Input should be less than or equal to 65535 (got 70000)"),
     ('port = "seven"', "aggregator.toml: field 'port': Input should be a valid integer"),
-    ('scheme = "rot13"', "aggregator.toml: field 'scheme': Input should be 'ckks', 'secagg' or 'plain'"),
+    ('scheme = "rot13"', "aggregator.toml: field 'scheme': Input should be 'bfv', 'ckks', 'secagg' or 'plain'"),
     ('keyholder = "nowhere"', "aggregator.toml: field 'keyholder': must be host:port"),
     ('identity = "missing.json"', "aggregator.toml: field 'identity': Path does not point to a file"),
     ("prot = 7000", "aggregator.toml: field 'prot' is not a setting of the aggregator"),
@@ -92,7 +92,9 @@ def test_missing_settings_say_where_they_may_come_from(tmp_path):
     with pytest.raises(InvalidInput) as refused:
         load_settings(KeyHolderSettings, None, {"insecure": True})
     assert str(refused.value) == ("field 'federation' is required: pass --federation, set "
-                                  "$SECUREFL_KEYHOLDER_FEDERATION, or set federation in the config file (--config)")
+                                  "$SECUREFL_KEYHOLDER_FEDERATION, or set federation in the config file (--config); "
+                                  "field 'identity' is required: pass --identity, set $SECUREFL_KEYHOLDER_IDENTITY, "
+                                  "or set identity in the config file (--config)")
 
 
 def test_tls_or_an_explicit_insecure(config, enrolment):

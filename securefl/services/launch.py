@@ -122,21 +122,22 @@ def serve_keyholder(settings: KeyHolderSettings) -> Running:
         raise InvalidInput(f"the keystore {settings.keystore} needs a passphrase: set {KEY_PASSPHRASE_ENV}")
     epochs = EpochSettings.for_federation(federation, settings.scheme.value,
                                           settings.preset.value if settings.preset else None, settings.precision_bits)
-    keystore = KeyStore.open_or_create(settings.keystore, passphrase, identity, epochs,
-                                       RotationPolicy(rotate_every=settings.rotate_every))
-    endpoint = None
+    metrics = KeyHolderMetrics() if settings.metrics_port is not None else None
+    endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
+    keystore = None
     try:
-        metrics = KeyHolderMetrics() if settings.metrics_port is not None else None
         audit = AuditFile(settings.audit_log)
+        keystore = KeyStore.open_or_create(settings.keystore, passphrase, identity, epochs,
+                                           RotationPolicy(rotate_every=settings.rotate_every))
         core = KeyHolderCore(keystore, federation.roster, settings.min_clients or federation.security.min_participants,
                              audit, metrics or NO_RELEASE_METRICS)
         service = KeyHolderService(core, federation, audit, metrics or NO_RELEASE_METRICS)
         health = Health(service_name(keyholder_pb2, "KeyHolder"))
-        endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
         server, bound = start_server(service.register, settings.host, settings.port, tls=tls,
                                      insecure=settings.insecure, health=health)
     except BaseException:
-        keystore.close()
+        if keystore is not None:
+            keystore.close()
         if endpoint is not None:
             endpoint.close()
         raise
