@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from securefl.enrolment import write_party
@@ -139,10 +140,14 @@ def test_a_worker_killed_mid_encryption_says_what_happened_and_the_next_call_wor
             except BaseException as exc:
                 outcome["error"] = exc
 
+        victim = psutil.Process(pool.pids()[0])
+        idle_cpu = victim.cpu_times().user
         running = threading.Thread(target=encrypt_a_lot)
         running.start()
-        time.sleep(0.3)  # 300 ciphertexts per worker take over a second
-        os.kill(pool.pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while victim.cpu_times().user < idle_cpu + 0.05 and time.monotonic() < deadline:  # it is encrypting now
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)  # 300 ciphertexts per worker take about a second
         running.join(timeout=120)
         error = outcome.get("error")
         assert isinstance(error, WorkerDied), error

@@ -38,7 +38,7 @@ from ..errors import InvalidInput, SecureFLError, WorkerDied
 from ..rounds.chunks import chunk_count
 from .codec import CHUNK_ENCRYPTORS
 from .keys import fingerprint
-from .worker import ENCRYPT, FAILED, LOAD, SCHEME_CODES, VALUE_DTYPES, decode_chunks, read_frame, write_frame
+from .frames import ENCRYPT, FAILED, LOAD, SCHEME_CODES, VALUE_DTYPES, decode_chunks, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ which re-import the caller's `__main__`). It speaks length-prefixed frames on st
 * `E` fingerprint scheme slots values — encrypt `values` (little-endian float64 for ckks,
   uint64 for bfv) in ciphertexts of `slots` values under that context;
 
-and answers each with `O` count (length ciphertext)*, or `X` and a message. It exits when its
-stdin closes, so it never outlives the process that started it."""
+and answers each with `O` count (length ciphertext)*, or `X` and a message (`frames.py`). It
+exits when its stdin closes, so it never outlives the process that started it. Nothing in
+securefl imports this module, so `python -m` runs it fresh."""
 
 from __future__ import annotations
 
@@ -21,52 +22,16 @@ from typing import BinaryIO
 
 import numpy as np
 
-LOAD, ENCRYPT, OK, FAILED = b"K", b"E", b"O", b"X"
-SCHEME_CODES = {"ckks": b"c", "bfv": b"b"}
-VALUE_DTYPES = {b"c": np.dtype("<f8"), b"b": np.dtype("<u8")}
-FINGERPRINT_BYTES = 32
+from .codec import CHUNK_ENCRYPTORS
+from .frames import (
+    ENCRYPT, FAILED, FINGERPRINT_BYTES, LOAD, OK, SCHEME_CODES, VALUE_DTYPES, encode_chunks, read_frame, write_frame,
+)
+from .keys import load_public_context
+
 _CONTEXTS_KEPT = 4  # a few key epochs' contexts; each is ~0.3 MB
 
 
-def write_frame(stream: BinaryIO, *parts: bytes) -> None:
-    stream.write(struct.pack(">Q", sum(len(p) for p in parts)))
-    for part in parts:
-        stream.write(part)
-    stream.flush()
-
-
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """The next frame's payload; None at a clean end of the stream."""
-    header = stream.read(8)
-    if not header:
-        return None
-    if len(header) != 8:
-        raise EOFError("truncated frame header")
-    (length,) = struct.unpack(">Q", header)
-    payload = stream.read(length)
-    if len(payload) != length:
-        raise EOFError("truncated frame")
-    return payload
-
-
-def encode_chunks(chunks: list[bytes]) -> bytes:
-    return struct.pack(">I", len(chunks)) + b"".join(struct.pack(">Q", len(c)) + c for c in chunks)
-
-
-def decode_chunks(payload: bytes) -> list[bytes]:
-    (count,) = struct.unpack_from(">I", payload)
-    chunks, offset = [], 4
-    for _ in range(count):
-        (length,) = struct.unpack_from(">Q", payload, offset)
-        chunks.append(payload[offset + 8:offset + 8 + length])
-        offset += 8 + length
-    return chunks
-
-
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    from .codec import CHUNK_ENCRYPTORS
-    from .keys import load_public_context
-
     schemes = {code: name for name, code in SCHEME_CODES.items()}
     contexts: OrderedDict[bytes, object] = OrderedDict()
     while (frame := read_frame(requests)) is not None:
