@@ -44,6 +44,9 @@ from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 RECONNECT_SECONDS = 120.0
 _POLL_SECONDS = 60.0  # a long wait is asked again this often
 _RETRY_SECONDS = 0.5  # between attempts to reach an unreachable aggregator
+# Failures of a wait that are no answer: unreachable, a draining aggregator cancelling its long
+# polls (it stops within its grace period), or the wait's own deadline.
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class SimulatedDropout(Exception):
@@ -174,8 +177,7 @@ class Client:
             try:
                 return call(remaining)
             except grpc.RpcError as exc:
-                if raised_by_server(exc) or exc.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                                               grpc.StatusCode.DEADLINE_EXCEEDED):
+                if raised_by_server(exc) or exc.code() not in _TRANSIENT:
                     raise from_rpc_error(exc) from None
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # a long wait ended: ask again
                     unreachable_since = None
