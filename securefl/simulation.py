@@ -7,13 +7,13 @@ threads. Used by the demo, the integration tests and the benchmarks, and for pro
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .__main__ import DIE_WITH_PARENT_ENV
 from .client import Client, SimulatedDropout, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
@@ -23,17 +23,6 @@ from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0
 __all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
-
-
-def _die_with_parent() -> None:
-    """Linux: a service child gets SIGTERM when the process that started it dies, so a crashed
-    test or demo leaves no stray servers behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class ServiceProcess:
@@ -52,8 +41,8 @@ class ServiceProcess:
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", DIE_WITH_PARENT_ENV: str(os.getpid())},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
