@@ -90,7 +90,10 @@ def aggregator_serve(
     min_clients: int = typer.Option(2, help="Default quorum of a round."),
     expected_clients: int = typer.Option(0, help="Close a round as soon as this many submitted (0: all enrolled)."),
     round_timeout: float = typer.Option(0.0, help="Seconds from a round's opening to its deadline (0: none)."),
-    db: Path = typer.Option(Path("aggregator.db"), help="SQLite round store."),
+    vector_length: int = typer.Option(0, help="Length of every round's update incl. the weight (0: fixed by each round's first submission)."),
+    db: Path = typer.Option(Path("aggregator.db"), help="SQLite round store (sums and results go to DB-sums/)."),
+    max_inflight_mb: Optional[int] = typer.Option(None, min=1, help="Memory for submissions being received; others wait under flow control (default: 8 submissions, 64 MiB to 1/4 of free memory)."),
+    checkpoint_seconds: float = typer.Option(60.0, min=0.0, help="Checkpoint an open round's sum this often (0: after every submission); clients resend what a restart lost since."),
     implicit_rounds: bool = typer.Option(True, help="Open a round on its first submission."),
     stage_timeout: float = typer.Option(30.0, help=f"{SECAGG}: seconds each stage waits before counting the silent as dropped."),
     value_bound: float = typer.Option(10.0, help=f"{SECAGG}: updates are clipped to [-bound, bound]."),
@@ -110,10 +113,11 @@ def aggregator_serve(
     _logging(verbose)
     try:
         enrolled = Roster.load(roster)
-        defaults = RoundConfig(min_clients, expected_clients or len(enrolled), round_timeout)
+        defaults = RoundConfig(min_clients, expected_clients or len(enrolled), round_timeout, vector_length)
         secagg = SecAggSettings(stage_timeout, value_bound, max_weight, dropout_fraction, corrupt_fraction)
         running = serve_aggregator(roster=enrolled, scheme=scheme, defaults=defaults, keyholder_address=keyholder,
-                                   db=db, implicit_rounds=implicit_rounds, host=host, port=port, secagg=secagg)
+                                   db=db, implicit_rounds=implicit_rounds, host=host, port=port, secagg=secagg,
+                                   max_inflight_mb=max_inflight_mb, checkpoint_seconds=checkpoint_seconds)
     except SecureFLError as exc:
         _fail(exc)
     _serve_until_signal(running, ready_file)

@@ -9,6 +9,12 @@ average of a round comes back. What the site trusts comes from its pins (the key
 fingerprint, the roster), never from the aggregator: a scheme whose session does not match the
 pins is refused.
 
+An aggregator restart does not fail a round: every call is retried while the aggregator is
+unreachable, and the protected update is made once and kept until the round's result arrives,
+to be resent if the restart lost it. Resending identical bytes reveals nothing new; protecting
+the update again (fresh SecAgg+ masks over the same pairwise masks, say) could, so it never
+happens.
+
 Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
 any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
 `if __name__ == "__main__":`."""
@@ -17,22 +23,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .errors import InvalidInput, SecureFLError, VerificationFailed
+from .errors import InvalidInput, RoundClosed, SecureFLError, VerificationFailed
 from .identity import Identity, Roster
-from .rounds.chunks import join_float64
+from .rounds.chunks import join_array
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, from_rpc_error, invoke
 from .tensors import flatten, unflatten
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+
+
+T = TypeVar("T")
+RETRY_SECONDS = 0.2
+RECONNECT_SECONDS = 120.0  # how long a client waits for an unreachable (restarting) aggregator
+STAGE_CALL_SECONDS = 60.0
 
 
 class SimulatedDropout(Exception):
@@ -96,48 +108,46 @@ class Client:
             raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
         scheme = self.scheme
         vector, spec = flatten(update)
+        deadline = None if timeout is None else time.monotonic() + timeout
         if scheme.interactive or round_id is None:
-            round_id = invoke(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(
-                client_id=self.identity.client_id, round_id=round_id or "")).round_id
+            request = aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id, round_id=round_id or "")
+            round_id = _retrying(lambda: self._stub.JoinRound(request, timeout=_remaining(deadline)), deadline).round_id
         job = scheme.start(round_id, vector, float(weight))
-        run = _Run(self, round_id, spec.hash, job)
+        run = _Run(self, round_id, spec.hash, job, deadline)
         started = time.perf_counter()
         if scheme.interactive:
             run.follow_stages(simulate_dropout)
         else:
             run.submit(Stage(SUBMIT))
         submitted = time.perf_counter()
-        average = self._await_result(round_id, spec.size, timeout)
+        average = self._await_result(run, spec.size)
         protect = sum(run.stage_seconds.values())
         self.last_stats = RoundStats(round_id, protect, submitted - started - protect, time.perf_counter() - submitted,
                                      run.bytes_sent, spec.size + 1, run.stage_seconds)
         return unflatten(average, spec)
 
-    def _submit(self, round_id: str, spec_hash: bytes, protected: Protected) -> int:
-        """Sign a receipt over the protected chunks, stream them, and check the acknowledgement;
-        returns the bytes sent."""
-        receipt = signed_receipt(self.identity, round_id, self.session.scheme, spec_hash, protected)
-        ack = invoke(self._stub.Submit, _submission(receipt, protected.chunks))
-        _check_ack(ack, receipt)
-        return sum(len(c) for c in protected.chunks)
-
-    def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
-        """Wait for the round's average. An acknowledged submission survives an aggregator
-        restart, so a dropped connection is retried until `timeout`."""
-        request = aggregator_pb2.RoundRequest(round_id=round_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _await_result(self, run: _Run, expected_length: int) -> np.ndarray:
+        """Wait for the round's average. If the aggregator restarted meanwhile, resend the
+        update (a submission it still counts is acknowledged without being added again), then
+        wait again; the result says whose updates it holds."""
+        request = aggregator_pb2.RoundRequest(round_id=run.round_id)
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                messages = list(self._stub.AwaitResult(request, timeout=remaining, wait_for_ready=True))
+                messages = list(self._stub.AwaitResult(request, timeout=_remaining(run.deadline), wait_for_ready=True))
                 break
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or (deadline is not None and time.monotonic() >= deadline):
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or run.expired():
                     raise from_rpc_error(exc) from None
-                time.sleep(0.2)
+                time.sleep(RETRY_SECONDS)
+                if not self.scheme.interactive:
+                    run.resend()
         if not messages or not messages[0].HasField("header"):
-            raise SecureFLError(f"round {round_id}: the aggregator sent no result")
-        return join_float64([m.chunk.data for m in messages[1:]], expected_length)
+            raise SecureFLError(f"round {run.round_id}: the aggregator sent no result")
+        header = messages[0].header
+        if header.contributor_ids and self.identity.client_id not in header.contributor_ids:
+            raise RoundClosed(f"round {run.round_id} ended without this client's update (it was not resent in time "
+                              "after an aggregator restart)")
+        return join_array([m.chunk.data for m in messages[1:]], header.dtype or "<f8", expected_length)
 
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         """The aggregator's view of a round: state, contributors, and its timing metrics."""
@@ -154,15 +164,25 @@ class Client:
 
 
 class _Run:
-    """One client's round over gRPC: follows the scheme's stages and times the local work."""
+    """One client's round over gRPC: follows the scheme's stages, sends the protected update,
+    and times the local work. The protected update and its signed receipt are made once and
+    kept until the round's result arrives: every call is retried while the aggregator is
+    unavailable (restarting) and the aggregator takes a repeated call as the same one."""
 
-    def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound) -> None:
+    def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound,
+                 deadline: float | None) -> None:
         self._client = client
-        self._round_id = round_id
+        self.round_id = round_id
         self._spec_hash = spec_hash
         self._job = job
+        self.deadline = deadline
+        self._protected: Protected | None = None
+        self._receipt: common_pb2.Receipt | None = None
         self.stage_seconds: dict[str, float] = {}
         self.bytes_sent = 0
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _timed(self, stage: str, work, *args):
         started = time.perf_counter()
@@ -171,15 +191,36 @@ class _Run:
         return result
 
     def submit(self, stage: Stage) -> None:
-        protected = self._timed(stage.name, self._job.protect, stage)
-        self.bytes_sent += self._client._submit(self._round_id, self._spec_hash, protected)
+        """Protect the update (once: a stage asking again gets the same bytes) and send it."""
+        if self._protected is None:
+            self._protected = self._timed(stage.name, self._job.protect, stage)
+            self._receipt = signed_receipt(self._client.identity, self.round_id, self._client.session.scheme,
+                                           self._spec_hash, self._protected)
+        self._send()
+
+    def _send(self) -> None:
+        assert self._protected is not None and self._receipt is not None
+        protected, receipt, stub = self._protected, self._receipt, self._client._stub
+        ack = _retrying(lambda: stub.Submit(_submission(receipt, protected.chunks), timeout=_remaining(self.deadline)),
+                        self.deadline)
+        _check_ack(ack, receipt)
+        self.bytes_sent = sum(len(c) for c in protected.chunks)
+
+    def resend(self) -> None:
+        """After a lost connection: send the update again unless its round has closed."""
+        if self._protected is None:
+            return
+        try:
+            self._send()
+        except RoundClosed:
+            pass  # closed with or without it: the result says which
 
     def follow_stages(self, drop_at: str | None) -> None:
         """Ask the aggregator what to do next and do it, until the round is done."""
         stub, client_id = self._client._stub, self._client.identity.client_id
-        request = aggregator_pb2.StageRequest(round_id=self._round_id, client_id=client_id)
+        request = aggregator_pb2.StageRequest(round_id=self.round_id, client_id=client_id)
         while True:
-            message = invoke(stub.AwaitStage, request, timeout=60)
+            message = _retrying(lambda: stub.AwaitStage(request, timeout=STAGE_CALL_SECONDS), self.deadline)
             if not message.stage:
                 continue
             if message.stage == DONE:
@@ -190,9 +231,30 @@ class _Run:
             if stage.name == SUBMIT:
                 self.submit(stage)
             else:
-                body = self._timed(stage.name, self._job.answer, stage)
-                invoke(stub.AnswerStage, aggregator_pb2.StageMessage(
-                    round_id=self._round_id, client_id=client_id, stage=stage.name, body=body))
+                answer = aggregator_pb2.StageMessage(round_id=self.round_id, client_id=client_id, stage=stage.name,
+                                                     body=self._timed(stage.name, self._job.answer, stage))
+                _retrying(lambda: stub.AnswerStage(answer, timeout=STAGE_CALL_SECONDS), self.deadline)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _retrying(call: Callable[[], T], deadline: float | None) -> T:
+    """Make an idempotent call until it succeeds, fails with anything but UNAVAILABLE (the
+    aggregator restarting or out of reach), `deadline` passes, or the aggregator has been
+    unreachable for RECONNECT_SECONDS."""
+    outage_started: float | None = None
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            now = time.monotonic()
+            outage_started = outage_started or now
+            gave_up = (deadline is not None and now >= deadline) or now - outage_started >= RECONNECT_SECONDS
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or gave_up:
+                raise from_rpc_error(exc) from None
+        time.sleep(RETRY_SECONDS)
 
 
 def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:

@@ -88,13 +88,19 @@ def test_refuses_forged_receipts(keyholder, secret):
         client.decrypt("round-1", LENGTH, SPEC, forged, aggregate_of(secret, np.zeros(LENGTH)))
 
 
-def test_decrypts_each_round_only_once(keyholder, secret):
+def test_decrypts_each_round_once_and_repeats_only_the_identical_request(keyholder, secret):
+    """A malicious aggregator cannot get a second, different decryption of a round (say the sum
+    without one client: the difference is that client's update). An aggregator that crashed
+    before storing the result sends the identical request again and gets the identical answer."""
     client, identities, store = keyholder
-    receipts, chunks = receipts_for(identities[:2]), aggregate_of(secret, np.ones(LENGTH))
-    client.decrypt("round-1", LENGTH, SPEC, receipts, chunks)
+    receipts, chunks = receipts_for(identities[:3]), aggregate_of(secret, np.ones(LENGTH))
+    first = client.decrypt("round-1", LENGTH, SPEC, receipts, chunks)
+    assert np.array_equal(client.decrypt("round-1", LENGTH, SPEC, receipts, chunks), first)
     with pytest.raises(DuplicateSubmission, match="already decrypted"):
-        client.decrypt("round-1", LENGTH, SPEC, receipts, chunks)
-    assert [entry[2] for entry in store.audit_log()] == ["decrypted", "refused"]
+        client.decrypt("round-1", LENGTH, SPEC, receipts[:2], chunks)
+    with pytest.raises(DuplicateSubmission, match="already decrypted"):  # the same sum, encrypted afresh
+        client.decrypt("round-1", LENGTH, SPEC, receipts, aggregate_of(secret, np.ones(LENGTH)))
+    assert [entry[2] for entry in store.audit_log()] == ["decrypted", "decrypted", "refused", "refused"]
 
 
 def test_refuses_an_aggregate_whose_size_does_not_match_the_round(keyholder, secret):

@@ -16,7 +16,9 @@ aggregator learns the sum of U3's inputs and nothing else, as long as fewer than
 threshold of any client's neighbours collude with it.
 
 The round engine calls a `SecAggRound` under the round's lock and drives its deadlines; this
-module holds no lock and starts no thread."""
+module holds no lock and starts no thread. A round's state follows only from the engine's calls
+and the readings of the clock the engine hands it, so after an aggregator restart the engine
+replays the round's log into a fresh `SecAggRound` and the round continues in its stage."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 from ..errors import InvalidInput, MalformedCiphertext, RoundClosed, RoundFailed
 from ..identity import Roster
 from ..quantize import FixedPoint
+from ..rounds.accumulate import ChunkedSum, array_ops
 from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
 from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
@@ -41,18 +44,6 @@ MASKED = SUBMIT  # the stage in which clients send their masked input
 STAGE_ORDER = (ADVERTISE, SHARE, MASKED, UNMASK, DONE)
 MASKED_CHUNK_VALUES = 65536
 MAX_SHARE_BYTES = 256
-
-
-class MaskedAccumulator:
-    def __init__(self) -> None:
-        self.total: np.ndarray | None = None
-
-    def add(self, chunks: list[np.ndarray]) -> None:
-        vector = np.concatenate(chunks)
-        if self.total is None:
-            self.total = vector.copy()
-        else:
-            self.total += vector  # wraps modulo 2^bits, as the protocol requires
 
 
 def secagg_config(max_clients: int, value_bound: float = 10.0, max_weight: float = 1000.0,
@@ -80,7 +71,6 @@ class SecAggSettings:
 class SecAggServer:
     name = SECAGG
     chunk_values = MASKED_CHUNK_VALUES
-    survives_restart = False  # the stage state lives in memory: a restart aborts the round
 
     def __init__(self, config: secagg_pb2.SecAggConfig, roster: Roster, min_clients: int,
                  stage_timeout: float, clock: Callable[[], float] = time.time) -> None:
@@ -92,6 +82,9 @@ class SecAggServer:
         self.min_clients = max(2, min_clients)
         self.stage_timeout = stage_timeout
         self.clock = clock
+        self.chunk_bytes = self.encoding.dtype.itemsize * MASKED_CHUNK_VALUES
+        # the average's resolution is 2^-frac_bits of a weighted value: float32 carries up to 24 bits
+        self.result_dtype = np.dtype(np.float32 if config.frac_bits <= 24 else np.float64)
 
     @classmethod
     def configured(cls, settings: SecAggSettings, roster: Roster, min_clients: int) -> SecAggServer:
@@ -103,11 +96,15 @@ class SecAggServer:
         session.secagg.CopyFrom(self.config)
         session.max_abs_sum = float(2 ** (self.config.bits - 1 - self.config.frac_bits))
 
-    def new_round(self, round_id: str, config: RoundConfig, opened_at: float) -> SecAggRound:
-        return SecAggRound(self, round_id, config.expected_clients, stage_opened=opened_at)
+    def new_round(self, round_id: str, config: RoundConfig, opened_at: float,
+                  clock: Callable[[], float] | None = None) -> SecAggRound:
+        """`clock`: where the round reads the time (the engine's, so that a replay after a
+        restart sees the same readings); the server's own by default."""
+        return SecAggRound(self, round_id, config.expected_clients, stage_opened=opened_at, clock=clock or self.clock)
 
-    def new_accumulator(self) -> MaskedAccumulator:
-        return MaskedAccumulator()
+    def new_accumulator(self) -> ChunkedSum:
+        """Sums of masked inputs wrap modulo 2^bits, as the protocol requires."""
+        return ChunkedSum(array_ops(self.encoding.dtype))
 
     def parse_chunk(self, index: int, data: bytes, expected_values: int) -> np.ndarray:
         size = self.encoding.dtype.itemsize
@@ -135,6 +132,7 @@ class SecAggRound:
     dropped: list[str] = field(default_factory=list)
     reveals: dict[str, secagg_pb2.UnmaskResponse] = field(default_factory=dict)
     failure: Exception | None = None
+    clock: Callable[[], float] = time.time
     _participants: bytes = b""
 
     # -- what each client must do ----------------------------------------------------------
@@ -222,7 +220,7 @@ class SecAggRound:
     # -- stage transitions -----------------------------------------------------------------
 
     def _open_stage(self, stage: str) -> None:
-        self.stage, self.stage_opened = stage, self.scheme.clock()
+        self.stage, self.stage_opened = stage, self.clock()
 
     def _fail(self, message: str) -> None:
         self.failure = RoundFailed(f"round {self.round_id} aborted: {message}")
@@ -245,14 +243,16 @@ class SecAggRound:
             return self._fail(f"only {len(self.shares)} clients shared keys; {self.scheme.min_clients} needed")
         self._open_stage(MASKED)
 
-    def tick(self, now: float) -> None:
-        """Close the advertise or share stage at its deadline: the silent count as dropped."""
-        if now < self.stage_opened + self.scheme.stage_timeout:
-            return
+    def tick(self, now: float) -> bool:
+        """Close the advertise or share stage at its deadline: the silent count as dropped.
+        True when a stage closed."""
+        if now < self.stage_opened + self.scheme.stage_timeout or self.stage not in (ADVERTISE, SHARE):
+            return False
         if self.stage == ADVERTISE:
             self._close_advertising()
-        elif self.stage == SHARE:
+        else:
             self._close_sharing()
+        return True
 
     # -- submissions and revealing -----------------------------------------------------------
 
@@ -276,13 +276,12 @@ class SecAggRound:
     def reveal_ready(self, now: float) -> bool:
         return len(self.reveals) == len(self.survivors) or now >= self.stage_opened + self.scheme.stage_timeout
 
-    def reveal(self, accumulator: MaskedAccumulator, vector_length: int, spec_hash: bytes,
+    def reveal(self, accumulator: ChunkedSum, vector_length: int, spec_hash: bytes,
                receipts: list[common_pb2.Receipt]) -> np.ndarray:
         """Close the unmask stage (later reveals are refused) and remove the masks: the exact
         sum of the survivors' encoded inputs, decoded."""
         self.stage = DONE
-        assert accumulator.total is not None
-        total = accumulator.total.copy()
+        total = accumulator.concatenated()
         self._remove_masks(total)
         return self.scheme.encoding.decode(total)
 

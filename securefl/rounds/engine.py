@@ -7,19 +7,32 @@ published average or `failed` with an error.
 
 Guarantees, whatever a transport or a caller does:
 
-* a submission is checked completely (receipt signature, scheme, round, model spec, length,
-  every chunk, digest) before anything about the round changes — not even its creation;
-* an accepted submission is written to the store and added to the running sum under the
-  round's lock, and only then acknowledged; acknowledged submissions are replayed after a
-  restart;
-* a scheme's stage messages are applied under the same lock, so a scheme's server half needs
-  no locking of its own, and a bad message changes nothing.
+* a submission is checked completely (receipt signature, scheme, round, model spec, the
+  length the round fixed when it opened, every chunk, digest) before anything about the round
+  changes — not even its creation; while it streams it holds memory reserved from a bounded
+  budget (`admission.py`), once, as the parsed chunks it will add;
+* an acknowledgement means "counted": the submission was added to the running sum and its
+  receipt appended to the round's durable log. The client keeps its protected update until it
+  has the result; if the aggregator restarts before the sum reached a checkpoint, the client
+  is *owed* and resends it, and the round waits for it (until its deadline, extended by a grace
+  period after the restart). A resent submission already in the recovered sum is acknowledged
+  again and not added: nothing is lost silently, nothing is counted twice;
+* every change of a round — counted receipts, stage answers, stage deadlines, the close — is
+  logged before it is acknowledged or visible to another client, with the clock reading the
+  scheme saw; after a restart the log is replayed into a fresh server round, so SecAgg+ (or
+  any multi-stage scheme) continues in the stage it was in;
+* the sum revealed is checkpointed with its exact contributor set before anything about it is
+  revealed, so a restart while revealing sends the key-holder the identical request again;
+* a scheme's methods are called under the round's lock, so a scheme's server half needs no
+  locking of its own, and a bad message changes nothing. Adds run outside that lock, in
+  parallel (`accumulate.py`); closing and checkpointing wait for the adds in progress.
 
 Transports authenticate callers and pass the authenticated client id; the engine never takes a
 client's identity from anything it cannot trust."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -34,15 +47,15 @@ from ..errors import (
 )
 from ..identity import Roster, check_identifier, verify_receipt
 from ..v1 import common_pb2
-from .chunks import ChunkDigest, chunk_count, chunk_length, float64_chunks
-from .scheme import DONE, RoundConfig, ServerRound, ServerScheme, Stage
-from .store import RoundRecord, RoundStore
+from .admission import MemoryBudget
+from .chunks import ChunkDigest, chunk_count, chunk_length
+from .pause import pause_point
+from .scheme import DONE, MAX_VECTOR_LENGTH, RoundConfig, ServerRound, ServerScheme, Stage
+from .store import ANSWERED, CLOSED, SUBMITTED, TICKED, Event, RoundRecord, RoundStore
 
 log = logging.getLogger(__name__)
 
 OPEN, CLOSING, COMPLETE, FAILED = "open", "closing", "complete", "failed"
-MAX_VECTOR_LENGTH = 1 << 28  # larger models are refused before any work
-MAX_CHUNK_BYTES = 1 << 20
 _TICK_SECONDS = 0.05
 
 
@@ -51,17 +64,27 @@ class Result:
     average: np.ndarray
     total_weight: float
     contributors: int
+    contributor_ids: list[str]
 
 
 class Round:
     def __init__(self, record: RoundRecord, scheme: ServerScheme) -> None:
         self.record = record
         self.config = RoundConfig(record.min_clients, record.expected_clients, record.timeout_seconds)
-        self.receipts: dict[str, common_pb2.Receipt] = {}
+        self.receipts: dict[str, common_pb2.Receipt] = {}  # counted: in the running sum
+        self.owed: dict[str, common_pb2.Receipt] = {}  # acknowledged before a restart, not in the recovered sum
+        self.streaming: set[str] = set()  # clients whose submission is being read
+        self.adding: set[str] = set()  # clients whose validated submission is being added
+        self.answers: dict[tuple[str, str], bytes] = {}  # accepted stage answers, for retried calls
+        self.now = record.opened_at  # the clock reading the scheme sees (the engine pins it per event)
         self.accumulator = scheme.new_accumulator()
-        self.scheme_round: ServerRound = scheme.new_round(record.round_id, self.config, record.opened_at)
+        self.scheme_round: ServerRound = scheme.new_round(record.round_id, self.config, record.opened_at,
+                                                          clock=lambda: self.now)
         self.changed = threading.Condition(threading.RLock())
         self.average: np.ndarray | None = None
+        self.checkpointed_at = record.opened_at
+        self.checkpointed_count = 0
+        self.resume_until = 0.0  # after a restart: owed clients may resend until then, whatever the deadline
         self.aggregation_seconds = 0.0  # operational metrics, not persisted
         self.reveal_seconds = 0.0
 
@@ -76,6 +99,15 @@ class Round:
     @property
     def ended(self) -> bool:
         return self.state in (COMPLETE, FAILED)
+
+    def contributed(self, client_id: str) -> bool:
+        """Whether the client's update is in the round's sum (or, once complete, its result)."""
+        return client_id in self.receipts or client_id in (self.record.contributor_ids or ())
+
+    def counted(self, receipt: common_pb2.Receipt) -> bool:
+        """Whether exactly this signed submission is already in the sum (a resend)."""
+        existing = self.receipts.get(receipt.client_id)
+        return existing is not None and hmac.compare_digest(existing.signature, receipt.signature)
 
     def check_accepts(self, receipt: common_pb2.Receipt) -> None:
         """Raise unless this round can take the receipt's submission. Reads state only."""
@@ -99,15 +131,22 @@ class RoundEngine:
     """Thread-safe. `clock` is injectable so tests of deadlines are deterministic."""
 
     def __init__(self, scheme: ServerScheme, store: RoundStore, roster: Roster, defaults: RoundConfig,
-                 implicit_rounds: bool = True, clock: Callable[[], float] = time.time, watch: bool = True) -> None:
+                 implicit_rounds: bool = True, clock: Callable[[], float] = time.time, watch: bool = True,
+                 budget: MemoryBudget | None = None, checkpoint_seconds: float = 60.0,
+                 resubmit_grace: float = 30.0) -> None:
         """`watch`: apply deadlines on a thread of the engine's own; without it the driver calls
-        `tick` (in-process runs with a manual clock)."""
+        `tick` (in-process runs with a manual clock). `checkpoint_seconds`: how often an open
+        round's sum is checkpointed (0: after every submission); `resubmit_grace`: how long
+        after a restart owed clients may resend, even past the round's deadline."""
         self.scheme = scheme
         self.store = store
         self.roster = roster
         self.defaults = defaults.validate()
         self.implicit_rounds = implicit_rounds
         self.clock = clock
+        self.budget = budget or MemoryBudget()
+        self.checkpoint_seconds = checkpoint_seconds
+        self.resubmit_grace = resubmit_grace
         self._rounds: dict[str, Round] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -116,6 +155,10 @@ class RoundEngine:
         self._watcher = threading.Thread(target=self._watch, name="round-deadlines", daemon=True)
         if watch:
             self._watcher.start()
+
+    def _submission_bytes(self, vector_length: int) -> int:
+        """Memory one validated submission of this length occupies."""
+        return chunk_count(vector_length, self.scheme.chunk_values) * self.scheme.chunk_bytes
 
     # -- opening -------------------------------------------------------------------------
 
@@ -132,7 +175,7 @@ class RoundEngine:
         """A round object that is not yet registered nor stored."""
         round_id = round_id if round_id is not None else f"round-{self._seq + 1:06d}"
         record = RoundRecord(round_id, 0, OPEN, config.min_clients, config.expected_clients,
-                             config.timeout_seconds, self.clock())
+                             config.timeout_seconds, self.clock(), vector_length=config.vector_length or None)
         return Round(record, self.scheme)
 
     def _register(self, round_: Round) -> Round:
@@ -141,6 +184,8 @@ class RoundEngine:
         round_.record.seq = self._seq
         self.store.create_round(round_.record)
         self._rounds[round_.round_id] = round_
+        if round_.record.vector_length:
+            self.budget.know_submission_size(self._submission_bytes(round_.record.vector_length))
         log.info("opened round %s (%s)", round_.round_id, round_.config)
         return round_
 
@@ -189,7 +234,7 @@ class RoundEngine:
                 if round_.state == FAILED:
                     raise round_.error()
                 if round_.state == COMPLETE:
-                    if client_id not in round_.receipts:
+                    if not round_.contributed(client_id):
                         raise RoundClosed(f"round {round_id} ended without an input from {client_id}")
                     return Stage(DONE)
                 stage = round_.scheme_round.stage_for(client_id, client_id in round_.receipts)
@@ -201,14 +246,31 @@ class RoundEngine:
                 round_.changed.wait(remaining)
 
     def answer_stage(self, round_id: str, client_id: str, stage: str, body: bytes) -> None:
-        """Apply a client's reply to a stage of the round's scheme."""
+        """Apply a client's reply to a stage of the round's scheme, logged before it returns.
+        The same reply sent again (a retry after a lost acknowledgement) is accepted as is."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
         with round_.changed:
             if round_.ended:
                 raise RoundClosed(f"round {round_id} has ended")
+            if round_.answers.get((client_id, stage)) == body:
+                return
+            round_.now = self.clock()
             round_.scheme_round.answer(client_id, stage, body)
+            self._log(round_, Event(ANSWERED, round_.now, client_id, stage, body))
+            pause_point("stage.answered")
+            round_.answers[(client_id, stage)] = body
             self._scheme_changed(round_)
+
+    def _log(self, round_: Round, event: Event, fix_shape: bool = False) -> None:
+        """Append to the round's log after its scheme state already moved: if the log cannot
+        be written, memory and log disagree and the round fails. The caller holds the lock."""
+        try:
+            self.store.append_event(round_.record, event, fix_shape)
+        except Exception as exc:
+            log.exception("cannot log round %s", round_.round_id)
+            self._fail(round_, RoundFailed(f"the aggregator could not record round {round_.round_id}: {exc}"))
+            raise round_.error() from None
 
     def _scheme_changed(self, round_: Round) -> None:
         """After the scheme's state moved: wake the waiters, and fail the round if the scheme
@@ -219,11 +281,12 @@ class RoundEngine:
 
     # -- submissions ---------------------------------------------------------------------
 
-    def submit(self, receipt: common_pb2.Receipt, announced_chunks: int,
-               chunks: Iterable[tuple[int, bytes]]) -> tuple[Round, int]:
-        """Validate a whole submission (receipt, then every chunk as it streams in), make it
-        durable and add it to the round's sum. Returns the round and its contributor count.
-        Nothing about any round changes unless every check passes."""
+    def submit(self, receipt: common_pb2.Receipt, announced_chunks: int, chunks: Iterable[tuple[int, bytes]],
+               active: Callable[[], bool] = lambda: True) -> tuple[Round, int]:
+        """Validate a whole submission (receipt, then every chunk as it streams in), add it to
+        the round's sum and log it. Returns the round and its contributor count. Nothing about
+        any round changes unless every check passes. `chunks` is not read before memory for
+        the submission is reserved; `active` tells whether the caller is still waiting."""
         verify_receipt(self.roster, receipt)
         if receipt.scheme != self.scheme.name:
             raise SpecMismatch(f"this aggregator runs scheme {self.scheme.name!r}, not {receipt.scheme!r:.40}")
@@ -233,11 +296,29 @@ class RoundEngine:
         if announced_chunks != expected:
             raise LengthMismatch(f"{announced_chunks} chunks announced; length {receipt.vector_length} needs {expected}")
         round_ = self._round_for_submission(receipt.round_id)
+        client_id = receipt.client_id
         with round_.changed:
+            if round_.counted(receipt):  # a resend after a lost acknowledgement or a restart
+                return round_, len(round_.receipts)
             round_.check_accepts(receipt)  # fail fast; checked again under the lock before adding
-        parsed, raw, validation_seconds = self._read_chunks(chunks, receipt, expected)
-        round_, contributors = self._accept(round_, receipt, raw, parsed, validation_seconds)
-        log.info("round %s: accepted %s (%d contributors)", round_.round_id, receipt.client_id, contributors)
+            if client_id in round_.streaming:
+                raise DuplicateSubmission(f"a submission of {client_id} to round {round_.round_id} is already streaming")
+            round_.streaming.add(client_id)
+        size = expected * self.scheme.chunk_bytes
+        try:
+            self.budget.acquire(size, active)
+            held: list | None = None
+            try:
+                held, validation_seconds = self._read_chunks(chunks, receipt, expected)
+                pause_point("submission.validated")
+                round_, contributors = self._accept(round_, receipt, held, validation_seconds)
+            finally:
+                held = None  # the sum keeps what it needs: the memory goes back before the budget does
+                self.budget.release(size)
+        finally:
+            with round_.changed:
+                round_.streaming.discard(client_id)
+        log.info("round %s: counted %s (%d contributors)", round_.round_id, client_id, contributors)
         return round_, contributors
 
     def _round_for_submission(self, round_id: str) -> Round:
@@ -253,31 +334,33 @@ class RoundEngine:
         return self._new_round(round_id, self.defaults)
 
     def _read_chunks(self, chunks: Iterable[tuple[int, bytes]], receipt: common_pb2.Receipt,
-                     expected: int) -> tuple[list, list[bytes], float]:
-        """Read and validate every chunk; also returns the time spent validating (not waiting
-        for the network)."""
+                     expected: int) -> tuple[list, float]:
+        """Read and validate every chunk, keeping only the parsed form; also returns the time
+        spent validating (not waiting for the network)."""
         digest = ChunkDigest()
         validation_seconds = 0.0
-        raw: list[bytes] = []
-        parsed = []
-        for index, data in chunks:
-            if index != len(raw) or index >= expected:
-                raise InvalidInput(f"expected chunk {len(raw)} of {expected}")
-            if len(data) > MAX_CHUNK_BYTES:
-                raise PayloadTooLarge(f"chunk {index} has {len(data)} bytes; the limit is {MAX_CHUNK_BYTES}")
-            started = time.perf_counter()
-            digest.update(index, data)
-            values = chunk_length(index, receipt.vector_length, self.scheme.chunk_values)
-            parsed.append(self.scheme.parse_chunk(index, data, values))
-            validation_seconds += time.perf_counter() - started
-            raw.append(data)
-        if len(raw) != expected:
-            raise InvalidInput(f"stream ended after {len(raw)} of {expected} chunks; nothing was added")
-        if digest.digest() != receipt.digest:
-            raise VerificationFailed("chunks do not match the signed digest")
-        return parsed, raw, validation_seconds
+        held: list = []
+        try:
+            for index, data in chunks:
+                if index != len(held) or index >= expected:
+                    raise InvalidInput(f"expected chunk {len(held)} of {expected}")
+                if len(data) > self.scheme.chunk_bytes:
+                    raise PayloadTooLarge(f"chunk {index} has {len(data)} bytes; the limit is {self.scheme.chunk_bytes}")
+                started = time.perf_counter()
+                digest.update(index, data)
+                held.append(self.scheme.parse_chunk(index, data, chunk_length(index, receipt.vector_length,
+                                                                              self.scheme.chunk_values)))
+                validation_seconds += time.perf_counter() - started
+            if len(held) != expected:
+                raise InvalidInput(f"stream ended after {len(held)} of {expected} chunks; nothing was added")
+            if digest.digest() != receipt.digest:
+                raise VerificationFailed("chunks do not match the signed digest")
+        except BaseException:
+            held.clear()  # released now, not when the traceback holding this frame is
+            raise
+        return held, validation_seconds
 
-    def _accept(self, round_: Round, receipt: common_pb2.Receipt, raw_chunks: list[bytes], parsed_chunks: list,
+    def _accept(self, round_: Round, receipt: common_pb2.Receipt, held: list,
                 validation_seconds: float) -> tuple[Round, int]:
         started = time.perf_counter()
         with self._lock:
@@ -285,39 +368,94 @@ class RoundEngine:
             if registered is None:
                 registered = self._register(round_)
         round_ = registered
+        client_id = receipt.client_id
         with round_.changed:
+            if round_.counted(receipt):
+                return round_, len(round_.receipts)
             round_.check_accepts(receipt)
-            self.store.add_submission(round_.round_id, receipt.client_id, receipt.SerializeToString(),
-                                      raw_chunks, receipt.vector_length, receipt.spec_hash)
-            self._add(round_, receipt, parsed_chunks)
+            first = round_.record.spec_hash is None
+            if first:  # the round's shape is fixed from now on: concurrent others must match it
+                round_.record.spec_hash, round_.record.vector_length = receipt.spec_hash, receipt.vector_length
+            round_.adding.add(client_id)
+            accumulator = round_.accumulator
+        try:
+            accumulator.add(held)  # outside the lock: other submissions add in parallel
+        except Exception as exc:
+            with round_.changed:
+                round_.adding.discard(client_id)
+                self._fail(round_, RoundFailed(f"adding a submission to round {round_.round_id} failed: {exc}"))
+                round_.changed.notify_all()
+            raise round_.error() from None
+        pause_point("submission.added")
+        with round_.changed:
+            round_.adding.discard(client_id)
+            round_.changed.notify_all()
+            if round_.ended:
+                raise round_.error()
+            self._log(round_, Event(SUBMITTED, self.clock(), client_id, body=receipt.SerializeToString()), first)
+            pause_point("submission.logged")
+            if first:
+                self.budget.know_submission_size(self._submission_bytes(receipt.vector_length))
+            round_.receipts[client_id] = receipt
+            round_.owed.pop(client_id, None)
             contributors = len(round_.receipts)
             round_.aggregation_seconds += validation_seconds + time.perf_counter() - started
             if self._is_full(round_):
                 self._begin_close(round_)
-            round_.changed.notify_all()
+            else:
+                self._checkpoint_if_due(round_)
         return round_, contributors
-
-    def _add(self, round_: Round, receipt: common_pb2.Receipt, parsed_chunks: list) -> None:
-        round_.accumulator.add(parsed_chunks)
-        round_.receipts[receipt.client_id] = receipt
-        round_.record.spec_hash = receipt.spec_hash
-        round_.record.vector_length = receipt.vector_length
 
     def _is_full(self, round_: Round) -> bool:
         expected = round_.scheme_round.expected_submissions(round_.config.expected_clients)
         return bool(expected) and len(round_.receipts) >= expected
 
-    # -- closing -------------------------------------------------------------------------
+    # -- checkpoints and closing ---------------------------------------------------------
 
-    def _begin_close(self, round_: Round) -> None:
-        """Move an open round to closing and reveal its sum on a thread of its own. The caller
-        holds the round's lock."""
+    def _quiesce(self, round_: Round) -> None:
+        """Wait until no submission is being added. The caller holds the round's lock."""
+        round_.changed.wait_for(lambda: not round_.adding)
+
+    def _checkpoint_if_due(self, round_: Round) -> None:
+        """Checkpoint an open round's sum when `checkpoint_seconds` passed since the last one and
+        it holds new submissions. The caller holds the round's lock."""
+        now = self.clock()
+        if len(round_.receipts) <= round_.checkpointed_count or now - round_.checkpointed_at < self.checkpoint_seconds:
+            return
+        self._quiesce(round_)
         if round_.state != OPEN:
             return
-        round_.record.state = CLOSING
-        self.store.set_state(round_.round_id, CLOSING)
-        round_.scheme_round.begin_reveal(sorted(round_.receipts))
+        contributors = sorted(round_.receipts)
+        try:
+            self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot())
+        except OSError:
+            log.exception("checkpoint of round %s failed; the clients still hold their updates", round_.round_id)
+            return
+        round_.checkpointed_at, round_.checkpointed_count = now, len(contributors)
+
+    def _begin_close(self, round_: Round) -> None:
+        """Checkpoint the sum with its contributors, move the round to closing and reveal the
+        sum on a thread of its own. The caller holds the round's lock."""
+        if round_.state != OPEN:
+            return
+        round_.record.state = CLOSING  # refuses new submissions while the adds in progress finish
+        self._quiesce(round_)
+        contributors = sorted(round_.receipts)
+        round_.now = self.clock()
+        try:
+            self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot(),
+                                       closed=Event(CLOSED, round_.now))
+        except Exception as exc:
+            log.exception("cannot checkpoint round %s for closing", round_.round_id)
+            round_.record.state = OPEN
+            self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: {exc}"))
+            return
+        pause_point("round.closing")
+        round_.scheme_round.begin_reveal(contributors)
         round_.changed.notify_all()
+        self._reveal_in_background(round_)
+
+    def _reveal_in_background(self, round_: Round) -> None:
         threading.Thread(target=self._close, args=(round_,), name=f"close-{round_.round_id}", daemon=True).start()
 
     def _close(self, round_: Round) -> None:
@@ -326,15 +464,17 @@ class RoundEngine:
                 round_.changed.wait(_TICK_SECONDS)
             if round_.ended:  # the scheme gave up while revealing
                 return
-            receipts = list(round_.receipts.values())
+            receipts = [round_.receipts[client_id] for client_id in sorted(round_.receipts)]
         started = time.perf_counter()
         try:
+            pause_point("reveal.started")
             total = round_.scheme_round.reveal(round_.accumulator, round_.record.vector_length,
                                                round_.record.spec_hash, receipts)
+            pause_point("reveal.done")
             weight = float(total[-1])
             if not weight > 0:
                 raise RoundFailed(f"total weight of round {round_.round_id} is {weight}; nothing to average")
-            average = total[:-1] / weight
+            average = (total[:-1] / weight).astype(self.scheme.result_dtype)
         except SecureFLError as exc:
             with round_.changed:
                 self._fail(round_, exc)
@@ -346,17 +486,26 @@ class RoundEngine:
             return
         revealed = time.perf_counter()
         round_.reveal_seconds = revealed - started
-        self.store.finish_round(round_.round_id, result_chunks=float64_chunks(average), total_weight=weight,
-                                contributors=len(receipts))
         with round_.changed:
+            record = round_.record
+            record.total_weight, record.contributors = weight, len(receipts)
+            record.contributor_ids = [receipt.client_id for receipt in receipts]
+            record.result_dtype, record.state = average.dtype.str, COMPLETE
+            try:
+                self.store.finish_round(record, result=average)
+            except Exception as exc:
+                log.exception("cannot store the result of round %s", round_.round_id)
+                record.state = CLOSING
+                self._fail(round_, RoundFailed(f"the aggregator could not store the result of round "
+                                               f"{round_.round_id}: {exc}"))
+                return
+            pause_point("result.stored")
             round_.average = average
             round_.accumulator = None
-            round_.record.total_weight, round_.record.contributors = weight, len(receipts)
-            round_.record.state = COMPLETE
             round_.changed.notify_all()
         log.info("round %s complete: %d contributors, total weight %g; revealed in %.3f s, stored in %.3f s",
                  round_.round_id, len(receipts), weight, revealed - started, time.perf_counter() - revealed)
-        self.store.purge_submissions(round_.round_id)
+        self.store.purge(round_.round_id)
 
     def _fail(self, round_: Round, error: Exception) -> None:
         """End the round with `error`. The caller holds the round's lock."""
@@ -365,19 +514,18 @@ class RoundEngine:
         if not isinstance(error, SecureFLError):
             error = RoundFailed(str(error))
         log.warning("round %s failed: %s", round_.round_id, error)
-        self.store.finish_round(round_.round_id, contributors=len(round_.receipts),
-                                error=(type(error).__name__, str(error)))
+        record = round_.record
+        record.error_type, record.error_message = type(error).__name__, str(error)
+        record.contributors, record.state = len(round_.receipts), FAILED
+        self.store.finish_round(record)
         round_.accumulator = None
-        round_.record.error_type, round_.record.error_message = type(error).__name__, str(error)
-        round_.record.contributors = len(round_.receipts)
-        round_.record.state = FAILED
         round_.changed.notify_all()
-        self.store.purge_submissions(round_.round_id)
+        self.store.purge(round_.round_id)
 
     def tick(self) -> None:
         """Apply every deadline that has passed: the schemes' stage deadlines and the rounds'
-        submission deadlines. The engine's own thread calls this; a transport without threads
-        may call it instead."""
+        submission deadlines; checkpoint open rounds that are due. The engine's own thread
+        calls this; a transport without threads may call it instead."""
         now = self.clock()
         with self._lock:
             live = [r for r in self._rounds.values() if not r.ended]
@@ -385,21 +533,29 @@ class RoundEngine:
             with round_.changed:
                 if round_.ended:
                     continue
-                round_.scheme_round.tick(now)
-                self._scheme_changed(round_)
-                if round_.state != OPEN:
-                    continue
-                deadline = round_.scheme_round.submission_deadline(round_.record.opened_at,
-                                                                   round_.config.timeout_seconds)
-                if deadline is None or now < deadline:
-                    continue
-                if len(round_.receipts) >= round_.config.min_clients:
-                    self._begin_close(round_)
-                else:
-                    self._fail(round_, QuorumTimeout(
-                        f"round {round_.round_id} reached its deadline with {len(round_.receipts)} of "
-                        f"{round_.config.min_clients} required contributions; nothing was revealed"
-                    ))
+                try:
+                    self._tick_round(round_, now)
+                except SecureFLError:
+                    continue  # the round failed and says why to its clients
+
+    def _tick_round(self, round_: Round, now: float) -> None:
+        round_.now = now
+        if round_.scheme_round.tick(now):
+            self._log(round_, Event(TICKED, now))
+        self._scheme_changed(round_)
+        if round_.state != OPEN:
+            return
+        self._checkpoint_if_due(round_)
+        deadline = round_.scheme_round.submission_deadline(round_.record.opened_at, round_.config.timeout_seconds)
+        if deadline is None or now < deadline or (round_.owed and now < round_.resume_until):
+            return
+        if len(round_.receipts) >= round_.config.min_clients:
+            self._begin_close(round_)
+        else:
+            self._fail(round_, QuorumTimeout(
+                f"round {round_.round_id} reached its deadline with {len(round_.receipts)} of "
+                f"{round_.config.min_clients} required contributions; nothing was revealed"
+            ))
 
     def _watch(self) -> None:
         while not self._stopped.wait(_TICK_SECONDS):
@@ -418,39 +574,61 @@ class RoundEngine:
         if round_.state != COMPLETE:
             raise RoundClosed(f"round {round_.round_id} has not completed")
         if round_.average is None:  # completed before a restart
-            chunks = self.store.result_chunks(round_.round_id)
-            round_.average = np.frombuffer(b"".join(chunks), dtype="<f8")
-        return Result(round_.average, round_.record.total_weight or 0.0, round_.record.contributors or 0)
+            round_.average = self.store.result(round_.record)
+        record = round_.record
+        return Result(round_.average, record.total_weight or 0.0, record.contributors or 0, record.contributor_ids or [])
 
     # -- recovery ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Rebuild rounds from the store: replay acknowledged submissions of unfinished rounds."""
+        """Rebuild rounds from the store: unfinished rounds get their checkpointed sum back and
+        their log replayed into a fresh server round; clients counted after the checkpoint are
+        owed and resend their updates."""
         for record in self.store.rounds():
             round_ = Round(record, self.scheme)
             self._rounds[record.round_id] = round_
             self._seq = max(self._seq, record.seq)
             if round_.ended:
-                self.store.purge_submissions(record.round_id)  # in case a crash came before the purge
+                self.store.purge(record.round_id)  # in case a crash came before the purge
                 continue
-            if not self.scheme.survives_restart:
-                self._fail(round_, RoundFailed(f"round {record.round_id} was interrupted by an aggregator restart"))
-                continue
-            for client_id, receipt_bytes in self.store.submissions(record.round_id):
-                receipt = common_pb2.Receipt.FromString(receipt_bytes)
-                chunks = [
-                    self.scheme.parse_chunk(index, data, chunk_length(index, record.vector_length, self.scheme.chunk_values))
-                    for index, data in enumerate(self.store.submission_chunks(record.round_id, client_id))
-                ]
-                self._add(round_, receipt, chunks)
-            log.info("recovered round %s with %d submissions", record.round_id, len(round_.receipts))
-            if record.state == CLOSING:  # crashed while revealing: try again
-                record.state = OPEN
-                with round_.changed:
+            if record.vector_length:
+                self.budget.know_submission_size(self._submission_bytes(record.vector_length))
+            with round_.changed:
+                try:
+                    self._replay(round_)
+                except SecureFLError as exc:
+                    self._fail(round_, exc)
+                    continue
+                log.info("recovered round %s (%s): %d submissions in its sum, %d owed", record.round_id,
+                         record.state, len(round_.receipts), len(round_.owed))
+                round_.resume_until = self.clock() + self.resubmit_grace
+                if record.state == CLOSING:
+                    self._reveal_in_background(round_)
+                elif self._is_full(round_):
                     self._begin_close(round_)
-            elif self._is_full(round_):
-                with round_.changed:
-                    self._begin_close(round_)
+
+    def _replay(self, round_: Round) -> None:
+        checkpoint = self.store.checkpoint(round_.round_id)
+        in_sum = set(checkpoint.contributors) if checkpoint else set()
+        if checkpoint is not None:
+            round_.accumulator.restore(checkpoint.chunks)
+            round_.checkpointed_count = len(in_sum)
+        for event in self.store.events(round_.round_id):
+            round_.now = event.at
+            if event.kind == SUBMITTED:
+                receipt = common_pb2.Receipt.FromString(event.body)
+                (round_.receipts if event.client_id in in_sum else round_.owed)[event.client_id] = receipt
+            elif event.kind == ANSWERED:
+                round_.scheme_round.answer(event.client_id, event.stage, event.body)
+                round_.answers[(event.client_id, event.stage)] = event.body
+            elif event.kind == TICKED:
+                round_.scheme_round.tick(event.at)
+            elif event.kind == CLOSED:
+                round_.scheme_round.begin_reveal(sorted(round_.receipts))
+        if set(round_.receipts) != in_sum:
+            raise RoundFailed(f"the log of round {round_.round_id} does not match its checkpoint")
+        if round_.scheme_round.failure is not None:
+            raise round_.scheme_round.failure
 
     def stop(self) -> None:
         self._stopped.set()

@@ -1,22 +1,44 @@
-"""Embedded SQLite stores.
+"""Embedded stores: SQLite for small durable records, plain files for sums.
 
-RoundStore keeps what the aggregator must not lose: round configs and states, every
-acknowledged submission (its receipt and protected chunks, written in one transaction before
-the acknowledgement), and published results. After a restart, open rounds are rebuilt by
-replaying their submissions, so the aggregator's memory stays O(model) while an acknowledged
-submission survives a crash. Submissions are deleted once their round ends.
+RoundStore keeps what the aggregator must not lose, in O(model) disk per round whatever the
+number of clients (docs/decisions.md, "Durability"):
+
+* rounds: config, state, the shape fixed when the round opened, the outcome;
+* events: an append-only log of everything that changed a round, in order — each counted
+  submission's receipt (the ack means "counted"), each accepted stage answer, each deadline
+  that moved a scheme's stage, the close — a few hundred bytes each, committed before the
+  caller acknowledges or makes the change visible;
+* checkpoints of the running sum with the exact set of contributors it holds: written at
+  close (before anything is revealed) and every `checkpoint_seconds` while a round is open,
+  as a file (sequential write, fsync, atomic rename) whose name and SHA-256 are committed
+  in SQLite only once the file is complete;
+* results, as one file per round in the dtype clients receive.
+
+A submission is never written: a client keeps its protected update until it has the round's
+result and resends it if the aggregator restarted before the update reached a checkpoint.
 
 KeyHolderStore keeps the set of decrypted rounds (one decryption per round, across restarts)
 and the audit log."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import itertools
+import json
+import os
 import sqlite3
+import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from ..errors import RoundFailed
+from .pause import pause_point
 
 
 class _Database:
@@ -53,15 +75,14 @@ CREATE TABLE IF NOT EXISTS rounds (
     round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL,
     min_clients INTEGER NOT NULL, expected_clients INTEGER NOT NULL, timeout_seconds REAL NOT NULL,
     opened_at REAL NOT NULL, vector_length INTEGER, spec_hash BLOB,
-    error_type TEXT, error_message TEXT, total_weight REAL, contributors INTEGER);
-CREATE TABLE IF NOT EXISTS submissions (
-    round_id TEXT NOT NULL, client_id TEXT NOT NULL, receipt BLOB NOT NULL,
-    PRIMARY KEY (round_id, client_id));
-CREATE TABLE IF NOT EXISTS submission_chunks (
-    round_id TEXT NOT NULL, client_id TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (round_id, client_id, idx));
-CREATE TABLE IF NOT EXISTS results (
-    round_id TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (round_id, idx));
+    error_type TEXT, error_message TEXT, total_weight REAL, contributors INTEGER, result_dtype TEXT,
+    contributor_ids TEXT);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, round_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+    client_id TEXT NOT NULL, stage TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_of_round ON events (round_id, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    round_id TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 BLOB NOT NULL, contributors TEXT NOT NULL);
 """
 
 
@@ -80,87 +101,230 @@ class RoundRecord:
     error_message: str | None = None
     total_weight: float | None = None
     contributors: int | None = None
+    result_dtype: str | None = None
+    contributor_ids: list[str] | None = None  # of a completed round
+
+
+SUBMITTED, ANSWERED, TICKED, CLOSED = "submitted", "answered", "ticked", "closed"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a round's log. `at` is the engine's clock when it happened, so a replay
+    shows the scheme the same clock readings."""
+
+    kind: str  # SUBMITTED (body: the receipt), ANSWERED (stage, body), TICKED, CLOSED
+    at: float
+    client_id: str = ""
+    stage: str = ""
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    contributors: list[str]
+    chunks: list[bytes]
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack(">Q", len(data))
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    chunks, offset = [], 0
+    while offset < len(data):
+        (size,) = struct.unpack_from(">Q", data, offset)
+        chunks.append(data[offset + 8:offset + 8 + size])
+        offset += 8 + size
+    return chunks
+
+
+class _Files:
+    """Files written once and whole: sequential write, fsync, atomic rename, directory fsync.
+    A file is complete under its name or absent."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for partial in directory.glob("*.partial"):
+            partial.unlink()
+
+    def write(self, name: str, chunks: Iterable[bytes]) -> bytes:
+        """Write the chunks, framed; returns the SHA-256 of the file."""
+        path, partial = self._directory / name, self._directory / f"{name}.partial"
+        digest = hashlib.sha256()
+        with open(partial, "wb") as out:
+            for data in chunks:
+                for piece in (_frame(data), data):
+                    out.write(piece)
+                    digest.update(piece)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        directory = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return digest.digest()
+
+    def read(self, name: str) -> tuple[list[bytes], bytes]:
+        """The chunks of a file and its SHA-256."""
+        data = (self._directory / name).read_bytes()
+        return _unframe(data), hashlib.sha256(data).digest()
+
+    def delete(self, name: str) -> None:
+        (self._directory / name).unlink(missing_ok=True)
+
+    def names(self) -> set[str]:
+        return {path.name for path in self._directory.iterdir()}
+
+
+class _MemoryFiles(_Files):
+    """The same in memory, for in-process engines (`RoundStore()`)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] = {}
+
+    def write(self, name: str, chunks: Iterable[bytes]) -> bytes:
+        self._files[name] = b"".join(_frame(data) + data for data in chunks)
+        return hashlib.sha256(self._files[name]).digest()
+
+    def read(self, name: str) -> tuple[list[bytes], bytes]:
+        return _unframe(self._files[name]), hashlib.sha256(self._files[name]).digest()
+
+    def delete(self, name: str) -> None:
+        self._files.pop(name, None)
+
+    def names(self) -> set[str]:
+        return set(self._files)
 
 
 class RoundStore:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self._db = _Database(path, _ROUND_SCHEMA)
+        in_memory = str(path) == ":memory:"
+        self._files = _MemoryFiles() if in_memory else _Files(Path(f"{path}-sums"))
+        self._generation = itertools.count(int(time.time() * 1000))
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Files of a crash between writing one and recording it, or between superseding one
+        and deleting it."""
+        referenced = {row[0] for row in self._db.execute("SELECT file FROM checkpoints")}
+        referenced |= {_result_file(seq) for (seq,) in self._db.execute("SELECT seq FROM rounds WHERE state = 'complete'")}
+        for name in self._files.names() - referenced:
+            self._files.delete(name)
+
+    # -- rounds ------------------------------------------------------------------------------
 
     def rounds(self) -> list[RoundRecord]:
         rows = self._db.execute("SELECT * FROM rounds ORDER BY seq")
-        return [RoundRecord(*row) for row in rows]
+        return [RoundRecord(*row[:-1], contributor_ids=json.loads(row[-1]) if row[-1] else None) for row in rows]
 
     def create_round(self, record: RoundRecord) -> None:
         self._db.execute(
-            "INSERT INTO rounds (round_id, seq, state, min_clients, expected_clients, timeout_seconds, opened_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rounds (round_id, seq, state, min_clients, expected_clients, timeout_seconds, opened_at,"
+            " vector_length, spec_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.round_id, record.seq, record.state, record.min_clients, record.expected_clients,
-             record.timeout_seconds, record.opened_at),
+             record.timeout_seconds, record.opened_at, record.vector_length, record.spec_hash),
         )
 
-    def add_submission(
-        self, round_id: str, client_id: str, receipt: bytes, chunks: list[bytes],
-        vector_length: int, spec_hash: bytes,
-    ) -> None:
-        """Durably record an accepted submission (and, for the first, the round's shape)."""
-        statements: list[tuple[str, Iterable]] = [
-            ("UPDATE rounds SET vector_length = ?, spec_hash = ? WHERE round_id = ?",
-             (vector_length, spec_hash, round_id)),
-            ("INSERT INTO submissions VALUES (?, ?, ?)", (round_id, client_id, receipt)),
-        ]
-        statements += [
-            ("INSERT INTO submission_chunks VALUES (?, ?, ?, ?)", (round_id, client_id, i, data))
-            for i, data in enumerate(chunks)
-        ]
+    # -- the log -----------------------------------------------------------------------------
+
+    def append_event(self, record: RoundRecord, event: Event, fix_shape: bool = False) -> None:
+        """Durably append `event` to the round's log; with `fix_shape`, in the same transaction,
+        record the round's vector length and model spec (its first counted submission)."""
+        statements: list[tuple[str, Iterable]] = [(
+            "INSERT INTO events (round_id, kind, at, client_id, stage, body) VALUES (?, ?, ?, ?, ?, ?)",
+            (record.round_id, event.kind, event.at, event.client_id, event.stage, event.body),
+        )]
+        if fix_shape:
+            statements.append(("UPDATE rounds SET vector_length = ?, spec_hash = ? WHERE round_id = ?",
+                               (record.vector_length, record.spec_hash, record.round_id)))
         self._db.transaction(statements)
 
-    def submissions(self, round_id: str) -> list[tuple[str, bytes]]:
-        return self._db.execute(
-            "SELECT client_id, receipt FROM submissions WHERE round_id = ? ORDER BY rowid", (round_id,)
-        )
-
-    def submission_chunks(self, round_id: str, client_id: str) -> Iterator[bytes]:
+    def events(self, round_id: str) -> list[Event]:
         rows = self._db.execute(
-            "SELECT data FROM submission_chunks WHERE round_id = ? AND client_id = ? ORDER BY idx",
-            (round_id, client_id),
-        )
-        return (row[0] for row in rows)
+            "SELECT kind, at, client_id, stage, body FROM events WHERE round_id = ? ORDER BY seq", (round_id,))
+        return [Event(*row) for row in rows]
 
-    def set_state(self, round_id: str, state: str) -> None:
-        self._db.execute("UPDATE rounds SET state = ? WHERE round_id = ?", (state, round_id))
+    # -- checkpoints ---------------------------------------------------------------------------
 
-    def finish_round(
-        self, round_id: str, *, result_chunks: list[bytes] | None = None, total_weight: float | None = None,
-        contributors: int, error: tuple[str, str] | None = None,
-    ) -> None:
-        """Store the outcome. The submissions stay until `purge_submissions`, which callers run
-        after waking the waiting clients: deleting a round's chunks takes seconds for large
-        models and must not delay the result."""
-        state = "failed" if error else "complete"
-        error_type, error_message = error or (None, None)
-        statements: list[tuple[str, Iterable]] = [
-            ("UPDATE rounds SET state = ?, error_type = ?, error_message = ?, total_weight = ?, contributors = ?"
-             " WHERE round_id = ?", (state, error_type, error_message, total_weight, contributors, round_id)),
-        ]
-        statements += [
-            ("INSERT INTO results VALUES (?, ?, ?)", (round_id, i, data))
-            for i, data in enumerate(result_chunks or [])
-        ]
+    def save_checkpoint(self, record: RoundRecord, contributors: list[str], chunks: Iterable[bytes],
+                        closed: Event | None = None) -> None:
+        """Write the running sum holding exactly `contributors`, then record it; with `closed`,
+        the same transaction logs the close and moves the round to closing. The previous
+        checkpoint's file is deleted only after the new one is recorded."""
+        name = f"{record.seq}-{next(self._generation)}.sum"
+        digest = self._files.write(name, chunks)
+        pause_point("checkpoint.written")
+        previous = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (record.round_id,))
+        statements: list[tuple[str, Iterable]] = [(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+            (record.round_id, name, digest, json.dumps(contributors)),
+        )]
+        if closed is not None:
+            statements += [
+                ("INSERT INTO events (round_id, kind, at, client_id, stage, body) VALUES (?, ?, ?, '', '', x'')",
+                 (record.round_id, closed.kind, closed.at)),
+                ("UPDATE rounds SET state = ? WHERE round_id = ?", (record.state, record.round_id)),
+            ]
         self._db.transaction(statements)
+        for (old,) in previous:
+            self._files.delete(old)
 
-    def purge_submissions(self, round_id: str) -> None:
-        self._db.execute("DELETE FROM submission_chunks WHERE round_id = ?", (round_id,))
+    def checkpoint(self, round_id: str) -> Checkpoint | None:
+        """The round's latest checkpoint; RoundFailed if its file is not the one recorded."""
+        rows = self._db.execute("SELECT file, sha256, contributors FROM checkpoints WHERE round_id = ?", (round_id,))
+        if not rows:
+            return None
+        name, expected, contributors = rows[0]
+        try:
+            chunks, digest = self._files.read(name)
+        except OSError:
+            chunks, digest = [], b""
+        if not hmac.compare_digest(digest, expected):
+            raise RoundFailed(f"the checkpoint of round {round_id} is missing or corrupt; its sum cannot be trusted")
+        return Checkpoint(json.loads(contributors), chunks)
 
-    def result_chunks(self, round_id: str) -> list[bytes]:
-        rows = self._db.execute("SELECT data FROM results WHERE round_id = ? ORDER BY idx", (round_id,))
-        return [row[0] for row in rows]
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def finish_round(self, record: RoundRecord, *, result: np.ndarray | None = None) -> None:
+        """Store the round's outcome (the record's state, error, weight and contributors), and
+        its result, written as a file before the state that points to it."""
+        if result is not None:
+            self._files.write(_result_file(record.seq), [result.tobytes()])
+        self._db.execute(
+            "UPDATE rounds SET state = ?, error_type = ?, error_message = ?, total_weight = ?, contributors = ?,"
+            " result_dtype = ?, contributor_ids = ? WHERE round_id = ?",
+            (record.state, record.error_type, record.error_message, record.total_weight, record.contributors,
+             record.result_dtype, json.dumps(record.contributor_ids) if record.contributor_ids else None,
+             record.round_id),
+        )
+
+    def result(self, record: RoundRecord) -> np.ndarray:
+        chunks, _ = self._files.read(_result_file(record.seq))
+        return np.frombuffer(b"".join(chunks), dtype=record.result_dtype)
+
+    def purge(self, round_id: str) -> None:
+        """Forget what only an unfinished round needs: its log and its checkpoint."""
+        files = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (round_id,))
+        self._db.transaction([("DELETE FROM events WHERE round_id = ?", (round_id,)),
+                              ("DELETE FROM checkpoints WHERE round_id = ?", (round_id,))])
+        for (name,) in files:
+            self._files.delete(name)
 
     def close(self) -> None:
         self._db.close()
 
 
+def _result_file(seq: int) -> str:
+    return f"{seq}.result"
+
+
 _KEYHOLDER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL, request BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, round_id TEXT, decision TEXT NOT NULL,
     detail TEXT NOT NULL);
@@ -171,12 +335,15 @@ class KeyHolderStore:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self._db = _Database(path, _KEYHOLDER_SCHEMA)
 
-    def claim_decryption(self, round_id: str) -> bool:
-        """Atomically mark the round decrypted; False when it already was."""
+    def claim_decryption(self, round_id: str, request: bytes) -> bool:
+        """Atomically mark the round decrypted from the request with digest `request`; False
+        when it already was decrypted from a different one. The same request again is allowed:
+        an aggregator that crashed before storing the result asks again and learns nothing new."""
         try:
-            self._db.execute("INSERT INTO decryptions VALUES (?, ?)", (round_id, time.time()))
+            self._db.execute("INSERT INTO decryptions VALUES (?, ?, ?)", (round_id, time.time(), request))
         except sqlite3.IntegrityError:
-            return False
+            rows = self._db.execute("SELECT request FROM decryptions WHERE round_id = ?", (round_id,))
+            return bool(rows) and hmac.compare_digest(rows[0][0], request)
         return True
 
     def audit(self, round_id: str | None, decision: str, detail: str) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import InvalidInput
-from ..rounds.chunks import float64_chunks
+from ..rounds.chunks import array_chunks
 from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -46,7 +46,7 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         config = None
         if request.HasField("config"):
             c = request.config
-            config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds)
+            config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds, c.vector_length)
         return _round_info(self._engine.open_round(request.round_id or None, config))
 
     @translate_errors
@@ -63,7 +63,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         if first is None or not first.HasField("header"):
             raise InvalidInput("a submission starts with its header")
         receipt = first.header.receipt
-        round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
+        round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator),
+                                                   active=context.is_active)
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
             aggregator_key=self._public_key, aggregator_signature=self._signing_key.sign(receipt.signature),
@@ -89,10 +90,11 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
             if not context.is_active():
                 return
         result = self._engine.result(round_)
-        chunks = float64_chunks(result.average)
+        chunks = array_chunks(result.average)
         yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
             round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
-            contributors=result.contributors, chunk_count=len(chunks),
+            contributors=result.contributors, chunk_count=len(chunks), dtype=result.average.dtype.str,
+            contributor_ids=result.contributor_ids,
         ))
         for index, data in enumerate(chunks):
             yield aggregator_pb2.ResultMessage(chunk=common_pb2.Chunk(index=index, data=data))

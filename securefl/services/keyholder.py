@@ -3,7 +3,9 @@
 Policy, checked before any decryption and audited either way: at least `min_clients` distinct
 enrolled clients, each with a receipt it signed for this round; every receipt agrees on the
 round, scheme, model spec and vector length; the aggregate has exactly the ciphertexts that
-length needs; the round was never decrypted before (persisted across restarts).
+length needs; the round was never decrypted before (persisted across restarts) — except from
+exactly the same request, which an aggregator that crashed before storing the result repeats
+(`request_digest`: the same answer again, nothing new).
 
 Trade-off: the key-holder cannot check that the aggregate is really the sum of the receipted
 submissions without receiving every submission (O(clients × model)); it trusts the aggregator
@@ -12,6 +14,7 @@ would remove that trust (DESIGN.md, "where this goes next")."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -22,7 +25,7 @@ from ..he.codec import decrypt_chunks, parse_chunk
 from ..he.keys import SecretContext
 from ..identity import Roster, check_identifier, verify_receipt
 from ..he.aggregation import CKKS
-from ..rounds.chunks import chunk_count, chunk_length, float64_chunks
+from ..rounds.chunks import ChunkDigest, chunk_count, chunk_length, float64_chunks
 from ..rounds.store import KeyHolderStore
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import translate_errors
@@ -59,9 +62,10 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
         round_id = check_identifier(header.round_id, "round id")
         try:
             self._check_policy(header)
-            chunks = self._read_chunks(header, request_iterator)
-            if not self._store.claim_decryption(round_id):
-                raise DuplicateSubmission(f"round {round_id} was already decrypted")
+            digest = ChunkDigest()
+            chunks = self._read_chunks(header, request_iterator, digest)
+            if not self._store.claim_decryption(round_id, request_digest(header, digest)):
+                raise DuplicateSubmission(f"round {round_id} was already decrypted from another aggregate or receipts")
         except SecureFLError as refusal:
             self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}")
             log.warning("refused to decrypt round %s: %s", round_id, refusal)
@@ -93,7 +97,7 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
                 f"{len(clients)} distinct contributors; policy requires at least {self._min_clients}"
             )
 
-    def _read_chunks(self, header: keyholder_pb2.DecryptHeader, request_iterator) -> list:
+    def _read_chunks(self, header: keyholder_pb2.DecryptHeader, request_iterator, digest: ChunkDigest) -> list:
         slots = self._secret.preset.slots
         expected = chunk_count(header.vector_length, slots)
         if header.chunk_count != expected:
@@ -103,6 +107,7 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
             index = len(chunks)
             if not message.HasField("chunk") or message.chunk.index != index or index >= expected:
                 raise InvalidInput(f"expected ciphertext chunk {index} of {expected}")
+            digest.update(index, message.chunk.data)
             chunks.append(parse_chunk(
                 self._secret.context, self._secret.preset, message.chunk.data,
                 chunk_length(index, header.vector_length, slots),
@@ -110,3 +115,11 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
         if len(chunks) != expected:
             raise InvalidInput(f"stream ended after {len(chunks)} of {expected} ciphertexts")
         return chunks
+
+
+def request_digest(header: keyholder_pb2.DecryptHeader, chunks: ChunkDigest) -> bytes:
+    """What makes two decryption requests the same: the header (round, length, spec, receipts)
+    and every ciphertext byte. Decryption is deterministic, so answering the same request twice
+    releases nothing new; any difference is a second, refused decryption of the round. (Noise
+    added to a release must then be derived from this digest, never drawn afresh.)"""
+    return hashlib.sha256(header.SerializeToString(deterministic=True) + chunks.digest()).digest()

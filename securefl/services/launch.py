@@ -14,6 +14,7 @@ from ..he.keys import SecretContext
 from ..he.presets import DEFAULT_PRESET, get_preset
 from ..identity import Roster
 from ..masking.server import SecAggSettings
+from ..rounds.admission import MIB, MemoryBudget
 from ..rounds.engine import RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..rounds.store import KeyHolderStore, RoundStore
@@ -25,6 +26,11 @@ from .keyholder_client import KeyHolderClient
 from .rpc import start_server
 
 log = logging.getLogger(__name__)
+
+# A stream buffers at most this much ahead of its handler (no BDP probing, which grows windows
+# to whole submissions): a submission waiting for memory (rounds/admission.py) then holds
+# 256 KiB inside gRPC, not megabytes, and a thousand waiting clients stay cheap.
+FLOW_CONTROL_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 256 * 1024)]
 
 
 @dataclass
@@ -59,15 +65,33 @@ def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, 
 
 def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
                      db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
-                     port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
+                     port: int = 0, secagg: SecAggSettings = SecAggSettings(), max_inflight_mb: int | None = None,
+                     checkpoint_seconds: float = 60.0) -> Running:
     keyholder = KeyHolderClient(keyholder_address) if keyholder_address else None
     protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
     protection.describe(session)
-    engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
+    release_freed_memory()
+    budget = MemoryBudget(max_inflight_mb * MIB if max_inflight_mb else None)
+    engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds, budget=budget,
+                         checkpoint_seconds=checkpoint_seconds)
     service = AggregatorService(engine, session)
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:
     # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16)
+    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16,
+                                 options=FLOW_CONTROL_OPTIONS)
     log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
     return Running(server, bound)
+
+
+def release_freed_memory() -> None:
+    """Make freed submission buffers go back to the operating system. glibc raises its mmap
+    threshold after the first large free, after which multi-megabyte buffers come from the heap
+    and the process keeps their pages; a fixed threshold keeps them mmapped, so memory returns
+    as soon as a stream ends (Linux/glibc only; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: 128 KiB, fixed
+    except (OSError, AttributeError):
+        pass

@@ -60,9 +60,11 @@ def translate_errors(method: Callable) -> Callable:
     return unary_wrapper
 
 
-def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32) -> tuple[grpc.Server, int]:
-    """Start a server with modest limits; returns it and the bound port (port 0 picks one)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32,
+                 options: list[tuple[str, Any]] | None = None) -> tuple[grpc.Server, int]:
+    """Start a server with modest limits (and any further channel `options`); returns it and
+    the bound port (port 0 picks one)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS + (options or []))
     register(server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
