@@ -36,7 +36,7 @@ from .identity import Identity, Roster
 from .rounds.chunks import join_array
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
-from .services.rpc import channel, from_rpc_error, invoke
+from .services.rpc import channel, chunk_message, from_rpc_error, invoke
 from .tensors import flatten, unflatten
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -260,7 +260,7 @@ def _retrying(call: Callable[[], T], deadline: float | None) -> T:
 def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
     yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
     for index, data in enumerate(chunks):
-        yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
+        yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
 
 
 def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:

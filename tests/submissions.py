@@ -15,7 +15,7 @@ from securefl.he.codec import encrypt_chunks
 from securefl.he.keys import load_public_context
 from securefl.identity import Identity, sign_receipt
 from securefl.rounds.chunks import ChunkDigest, chunk_count
-from securefl.services.rpc import channel
+from securefl.services.rpc import channel, chunk_message
 from securefl.tensors import flatten
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -30,7 +30,7 @@ class Submission:
         count = len(self.chunks) if self.chunk_count < 0 else self.chunk_count
         yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=self.receipt, chunk_count=count))
         for index, data in enumerate(self.chunks):
-            yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
+            yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
 
 
 class RawAggregator:

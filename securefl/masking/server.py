@@ -42,7 +42,7 @@ SECAGG = "secagg"
 ADVERTISE, SHARE, UNMASK = "advertise_keys", "share_keys", "unmask"
 MASKED = SUBMIT  # the stage in which clients send their masked input
 STAGE_ORDER = (ADVERTISE, SHARE, MASKED, UNMASK, DONE)
-MASKED_CHUNK_VALUES = 65536
+MASKED_CHUNK_VALUES = 262144  # 1 MiB of uint32 per message: fewer, larger messages cost gRPC less
 MAX_SHARE_BYTES = 256
 
 

@@ -7,6 +7,8 @@ it sees only the revealed aggregate."""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import grpc
@@ -17,18 +19,21 @@ from ..errors import InvalidInput
 from ..rounds.chunks import array_chunks
 from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
-from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
-from .rpc import translate_errors
+from ..v1 import aggregator_pb2, aggregator_pb2_grpc
+from .rpc import chunk_message, translate_errors
 
 log = logging.getLogger(__name__)
 
-STAGE_POLL_SECONDS = 10.0  # a stage long-poll returns "nothing yet" after this, and the client asks again
+STAGE_POLL_SECONDS = 10.0
+RECENT_RESULTS = 2  # results kept as ready-made messages  # a stage long-poll returns "nothing yet" after this, and the client asks again
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
     def __init__(self, engine: RoundEngine, session: aggregator_pb2.Session) -> None:
         self._engine = engine
         self._session = session
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, list[aggregator_pb2.ResultMessage]] = OrderedDict()
         self._signing_key = Ed25519PrivateKey.generate()
         self._public_key = self._signing_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -89,15 +94,25 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         while not self._engine.wait(round_, timeout=0.5):
             if not context.is_active():
                 return
-        result = self._engine.result(round_)
-        chunks = array_chunks(result.average)
-        yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
-            round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
-            contributors=result.contributors, chunk_count=len(chunks), dtype=result.average.dtype.str,
-            contributor_ids=result.contributor_ids,
-        ))
-        for index, data in enumerate(chunks):
-            yield aggregator_pb2.ResultMessage(chunk=common_pb2.Chunk(index=index, data=data))
+        yield from self._published(round_)
+
+    def _published(self, round_: Round) -> list[aggregator_pb2.ResultMessage]:
+        """A round's result as messages, built once and sent to every participant."""
+        with self._lock:
+            messages = self._recent.get(round_.round_id)
+        if messages is None:
+            result = self._engine.result(round_)
+            chunks = array_chunks(result.average)
+            messages = [aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
+                round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
+                contributors=result.contributors, chunk_count=len(chunks), dtype=result.average.dtype.str,
+                contributor_ids=result.contributor_ids,
+            ))] + [chunk_message(aggregator_pb2.ResultMessage, index, data) for index, data in enumerate(chunks)]
+            with self._lock:
+                self._recent[round_.round_id] = messages
+                while len(self._recent) > RECENT_RESULTS:
+                    self._recent.popitem(last=False)
+        return messages
 
 
 def _chunks(request_iterator) -> Iterator[tuple[int, bytes]]:

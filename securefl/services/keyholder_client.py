@@ -10,7 +10,7 @@ import numpy as np
 from ..rounds.chunks import join_float64
 from ..rounds.pause import pause_point
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import channel, from_rpc_error
+from .rpc import channel, chunk_message, from_rpc_error
 
 
 class KeyHolderClient:
@@ -37,7 +37,7 @@ class KeyHolderClient:
         def messages() -> Iterator[keyholder_pb2.DecryptMessage]:
             yield keyholder_pb2.DecryptMessage(header=header)
             for index, data in enumerate(chunks):
-                yield keyholder_pb2.DecryptMessage(chunk=common_pb2.Chunk(index=index, data=data))
+                yield chunk_message(keyholder_pb2.DecryptMessage, index, data)
 
         parts = []
         try:

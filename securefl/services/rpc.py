@@ -8,13 +8,14 @@ import inspect
 import logging
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from ..errors import SecureFLError, ServiceUnavailable, error_named
 
 log = logging.getLogger(__name__)
+M = TypeVar("M")
 
 ERROR_METADATA_KEY = "securefl-error"  # the error's class name, so the caller re-raises the same type
 
@@ -71,6 +72,13 @@ def start_server(register: Callable[[grpc.Server], None], host: str, port: int, 
         raise OSError(f"cannot bind {host}:{port}")
     server.start()
     return server, bound
+
+
+def chunk_message(message_type: type[M], index: int, data: bytes) -> M:
+    """A streamed message carrying one chunk. Built from a dict: with upb, passing a `Chunk`
+    object copies its bytes through a slow path (2-5 ms per MiB against 0.05 ms), which made
+    building messages the largest cost of streaming."""
+    return message_type(chunk={"index": index, "data": data})
 
 
 def channel(address: str) -> grpc.Channel:
