@@ -233,7 +233,10 @@ class _Run:
             else:
                 answer = aggregator_pb2.StageMessage(round_id=self.round_id, client_id=client_id, stage=stage.name,
                                                      body=self._timed(stage.name, self._job.answer, stage))
-                _retrying(lambda: stub.AnswerStage(answer, timeout=STAGE_CALL_SECONDS), self.deadline)
+                try:
+                    _retrying(lambda: stub.AnswerStage(answer, timeout=STAGE_CALL_SECONDS), self.deadline)
+                except RoundClosed:
+                    continue  # e.g. a retried answer the round took before it ended: the next stage says
 
 
 def _remaining(deadline: float | None) -> float | None:

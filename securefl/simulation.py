@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .__main__ import DIE_WITH_PARENT_ENV
@@ -35,14 +36,15 @@ class ServiceProcess:
         self.process: subprocess.Popen | None = None
         self.port = 0
 
-    def start(self) -> int:
+    def start(self, env: dict[str, str] | None = None) -> int:
+        """Start the service (with `env` added to this process's environment); its port."""
         ready = self.workdir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", DIE_WITH_PARENT_ENV: str(os.getpid())},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", DIE_WITH_PARENT_ENV: str(os.getpid()), **(env or {})},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -59,6 +61,12 @@ class ServiceProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -80,7 +88,8 @@ class LocalFederation:
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None) -> None:
+                 secagg: SecAggSettings | None = None, aggregator_args: Sequence[str] = ()) -> None:
+        """`aggregator_args`: further options of `securefl aggregator serve` (e.g. --max-inflight-mb)."""
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -93,6 +102,7 @@ class LocalFederation:
         self.preset = preset
         self.implicit_rounds = implicit_rounds
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
+        self.aggregator_args = list(aggregator_args)
         self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -143,7 +153,7 @@ class LocalFederation:
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            *self._secagg_args(),
+            *self._secagg_args(), *self.aggregator_args,
         ], self.workdir)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]
@@ -161,13 +171,17 @@ class LocalFederation:
         return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
                        roster=self.roster)
 
-    def restart_aggregator(self) -> None:
-        """Stop the aggregator process and start it again on the same port and store."""
+    def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
+        """Stop the aggregator process (SIGTERM, or SIGKILL with `crash`) and start it again on
+        the same port and store, with `env` added to its environment."""
         assert self.aggregator is not None
         port = self.aggregator.port
-        self.aggregator.stop()
+        if crash:
+            self.aggregator.kill()
+        else:
+            self.aggregator.stop()
         self.aggregator.args[self.aggregator.args.index("--port") + 1] = str(port)
-        self.aggregator.start()
+        self.aggregator.start(env)
 
     def __exit__(self, *exc: object) -> None:
         for client in self.clients:

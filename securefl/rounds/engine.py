@@ -102,12 +102,13 @@ class Round:
 
     def contributed(self, client_id: str) -> bool:
         """Whether the client's update is in the round's sum (or, once complete, its result)."""
-        return client_id in self.receipts or client_id in (self.record.contributor_ids or ())
+        return client_id in self.receipts or client_id in (self.record.signatures or {})
 
     def counted(self, receipt: common_pb2.Receipt) -> bool:
-        """Whether exactly this signed submission is already in the sum (a resend)."""
+        """Whether exactly this signed submission is already in the sum or the result (a resend)."""
         existing = self.receipts.get(receipt.client_id)
-        return existing is not None and hmac.compare_digest(existing.signature, receipt.signature)
+        signature = existing.signature if existing is not None else (self.record.signatures or {}).get(receipt.client_id)
+        return signature is not None and hmac.compare_digest(signature, receipt.signature)
 
     def check_accepts(self, receipt: common_pb2.Receipt) -> None:
         """Raise unless this round can take the receipt's submission. Reads state only."""
@@ -251,10 +252,10 @@ class RoundEngine:
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
         with round_.changed:
-            if round_.ended:
-                raise RoundClosed(f"round {round_id} has ended")
             if round_.answers.get((client_id, stage)) == body:
                 return
+            if round_.ended:
+                raise RoundClosed(f"round {round_id} has ended")
             round_.now = self.clock()
             round_.scheme_round.answer(client_id, stage, body)
             self._log(round_, Event(ANSWERED, round_.now, client_id, stage, body))
@@ -460,9 +461,9 @@ class RoundEngine:
 
     def _close(self, round_: Round) -> None:
         with round_.changed:
-            while not round_.ended and not round_.scheme_round.reveal_ready(self.clock()):
+            while not (round_.ended or round_.scheme_round.reveal_ready(self.clock())):
                 round_.changed.wait(_TICK_SECONDS)
-            if round_.ended:  # the scheme gave up while revealing
+            if round_.ended or self._stopped.is_set():  # the scheme gave up, or the next engine reveals
                 return
             receipts = [round_.receipts[client_id] for client_id in sorted(round_.receipts)]
         started = time.perf_counter()
@@ -489,7 +490,7 @@ class RoundEngine:
         with round_.changed:
             record = round_.record
             record.total_weight, record.contributors = weight, len(receipts)
-            record.contributor_ids = [receipt.client_id for receipt in receipts]
+            record.signatures = {receipt.client_id: receipt.signature for receipt in receipts}
             record.result_dtype, record.state = average.dtype.str, COMPLETE
             try:
                 self.store.finish_round(record, result=average)
@@ -576,7 +577,7 @@ class RoundEngine:
         if round_.average is None:  # completed before a restart
             round_.average = self.store.result(round_.record)
         record = round_.record
-        return Result(round_.average, record.total_weight or 0.0, record.contributors or 0, record.contributor_ids or [])
+        return Result(round_.average, record.total_weight or 0.0, record.contributors or 0, sorted(record.signatures or {}))
 
     # -- recovery ------------------------------------------------------------------------
 

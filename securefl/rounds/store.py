@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     min_clients INTEGER NOT NULL, expected_clients INTEGER NOT NULL, timeout_seconds REAL NOT NULL,
     opened_at REAL NOT NULL, vector_length INTEGER, spec_hash BLOB,
     error_type TEXT, error_message TEXT, total_weight REAL, contributors INTEGER, result_dtype TEXT,
-    contributor_ids TEXT);
+    signatures TEXT);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, round_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
     client_id TEXT NOT NULL, stage TEXT NOT NULL, body BLOB NOT NULL);
@@ -102,7 +102,7 @@ class RoundRecord:
     total_weight: float | None = None
     contributors: int | None = None
     result_dtype: str | None = None
-    contributor_ids: list[str] | None = None  # of a completed round
+    signatures: dict[str, bytes] | None = None  # of a completed round: each contributor's receipt signature
 
 
 SUBMITTED, ANSWERED, TICKED, CLOSED = "submitted", "answered", "ticked", "closed"
@@ -220,7 +220,7 @@ class RoundStore:
 
     def rounds(self) -> list[RoundRecord]:
         rows = self._db.execute("SELECT * FROM rounds ORDER BY seq")
-        return [RoundRecord(*row[:-1], contributor_ids=json.loads(row[-1]) if row[-1] else None) for row in rows]
+        return [RoundRecord(*row[:-1], signatures=_signatures(row[-1])) for row in rows]
 
     def create_round(self, record: RoundRecord) -> None:
         self._db.execute(
@@ -297,9 +297,10 @@ class RoundStore:
             self._files.write(_result_file(record.seq), [result.tobytes()])
         self._db.execute(
             "UPDATE rounds SET state = ?, error_type = ?, error_message = ?, total_weight = ?, contributors = ?,"
-            " result_dtype = ?, contributor_ids = ? WHERE round_id = ?",
+            " result_dtype = ?, signatures = ? WHERE round_id = ?",
             (record.state, record.error_type, record.error_message, record.total_weight, record.contributors,
-             record.result_dtype, json.dumps(record.contributor_ids) if record.contributor_ids else None,
+             record.result_dtype,
+             json.dumps({cid: sig.hex() for cid, sig in record.signatures.items()}) if record.signatures else None,
              record.round_id),
         )
 
@@ -317,6 +318,10 @@ class RoundStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _signatures(column: str | None) -> dict[str, bytes] | None:
+    return {cid: bytes.fromhex(sig) for cid, sig in json.loads(column).items()} if column else None
 
 
 def _result_file(seq: int) -> str:
