@@ -71,10 +71,12 @@ class RawAggregator:
             error.code = exc.code()
             raise error from None
 
-    def open_round(self, round_id: str, min_clients: int, expected_clients: int, timeout_seconds: float = 0.0):
+    def open_round(self, round_id: str, min_clients: int, expected_clients: int, timeout_seconds: float = 0.0,
+                   vector_length: int = 0):
         return self.stub.OpenRound(aggregator_pb2.OpenRoundRequest(
             round_id=round_id, config=aggregator_pb2.RoundConfig(
-                min_clients=min_clients, expected_clients=expected_clients, timeout_seconds=timeout_seconds)))
+                min_clients=min_clients, expected_clients=expected_clients, timeout_seconds=timeout_seconds,
+                vector_length=vector_length)))
 
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         return self.stub.GetRound(aggregator_pb2.RoundRequest(round_id=round_id))
