@@ -44,7 +44,7 @@ def _ckks_server(options: ServerOptions) -> ServerScheme:
 
 
 _CLIENTS: dict[str, Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]] = {
-    PLAIN: lambda session, identity, pins: PlainClient(),
+    PLAIN: lambda session, identity, pins: PlainClient(session.chunk_values),
     CKKS: lambda session, identity, pins: CkksClient(session, pins.keyholder_fingerprint),
     SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.roster),
 }

@@ -44,7 +44,7 @@ class RawAggregator:
     def protect(self, payload: np.ndarray) -> list[bytes]:
         if self._context is None:
             from securefl.rounds.plain import plain_chunks
-            return plain_chunks(payload)
+            return plain_chunks(payload, self.session.chunk_values)
         return encrypt_chunks(self._context, payload, self.session.chunk_values)
 
     def build(self, identity: Identity, update, weight: float, round_id: str,

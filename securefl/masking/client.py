@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InvalidInput, VerificationFailed
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint
+from ..rounds.chunks import split_array
 from ..rounds.scheme import Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
@@ -146,10 +147,12 @@ class SecAggParticipant:
 class SecAggClientRound:
     """Answers the aggregator's stages for one round; the masked input is the SUBMIT stage."""
 
-    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float) -> None:
+    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float,
+                 chunk_values: int = MASKED_CHUNK_VALUES) -> None:
         self.participant = participant
         self._vector = vector
         self._weight = weight
+        self._chunk_values = chunk_values  # the aggregator's (Session.chunk_values)
 
     def answer(self, stage: Stage) -> bytes:
         if stage.name == ADVERTISE:
@@ -166,9 +169,7 @@ class SecAggClientRound:
     def protect(self, stage: Stage) -> Protected:
         self.participant.accept_shares(decode(secagg_pb2.IncomingShares, stage.body, "the incoming shares"))
         masked = self.participant.masked_input(self._vector, self._weight)
-        little = masked.astype(masked.dtype.newbyteorder("<"))
-        chunks = [little[i:i + MASKED_CHUNK_VALUES].tobytes() for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
-        return Protected(chunks, masked.size)
+        return Protected(split_array(masked, self._chunk_values), masked.size)
 
 
 class SecAggClient:
@@ -179,9 +180,10 @@ class SecAggClient:
         if roster is None:
             raise VerificationFailed("the secagg scheme needs the roster of enrolled clients pinned (connect(roster=...))")
         self._config = session.secagg
+        self._chunk_values = session.chunk_values or MASKED_CHUNK_VALUES
         self._identity = identity
         self._roster = roster
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         participant = SecAggParticipant(self._identity, self._roster, self._config, round_id)
-        return SecAggClientRound(participant, vector, weight)
+        return SecAggClientRound(participant, vector, weight, self._chunk_values)

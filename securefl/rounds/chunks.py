@@ -46,11 +46,15 @@ class ChunkDigest:
 RESULT_DTYPES = ("<f4", "<f8")
 
 
+def split_array(vector: np.ndarray, chunk_values: int) -> list[bytes]:
+    """A numpy vector as little-endian chunks of `chunk_values` values (the last may be shorter)."""
+    data = vector.astype(vector.dtype.newbyteorder("<"), copy=False)
+    return [data[i:i + chunk_values].tobytes() for i in range(0, data.size, chunk_values)]
+
+
 def array_chunks(vector: np.ndarray) -> list[bytes]:
     """Plaintext results on the wire, little-endian in the vector's own float dtype."""
-    data = vector.astype(vector.dtype.newbyteorder("<"), copy=False)
-    step = RESULT_CHUNK_BYTES // data.dtype.itemsize
-    return [data[i:i + step].tobytes() for i in range(0, data.size, step)] or [b""]
+    return split_array(vector, RESULT_CHUNK_BYTES // vector.dtype.itemsize) or [b""]
 
 
 def join_array(chunks: list[bytes], dtype: str, expected_length: int) -> np.ndarray:

@@ -14,16 +14,16 @@ import numpy as np
 from ..errors import InvalidInput, MalformedCiphertext
 from ..v1 import aggregator_pb2, common_pb2
 from .accumulate import ChunkedSum, array_ops
+from .chunks import split_array
 from .scheme import Protected, RoundConfig, SingleStageRound, Stage
 
 PLAIN = "plain"
 PLAIN_CHUNK_VALUES = 262144  # 1 MiB of float32 per message: fewer, larger messages cost gRPC less
 
 
-def plain_chunks(vector: np.ndarray) -> list[bytes]:
+def plain_chunks(vector: np.ndarray, chunk_values: int = PLAIN_CHUNK_VALUES) -> list[bytes]:
     """The plain scheme's wire form: little-endian float32, what plaintext FedAvg would send."""
-    data = vector.astype("<f4")
-    return [data[i:i + PLAIN_CHUNK_VALUES].tobytes() for i in range(0, data.size, PLAIN_CHUNK_VALUES)]
+    return split_array(vector.astype(np.float32), chunk_values)
 
 
 class PlainRound(SingleStageRound):
@@ -58,19 +58,23 @@ class PlainServer:
 
 
 class PlainClientRound:
-    def __init__(self, payload: np.ndarray) -> None:
+    def __init__(self, payload: np.ndarray, chunk_values: int) -> None:
         self._payload = payload
+        self._chunk_values = chunk_values
 
     def answer(self, stage: Stage) -> bytes:
         raise InvalidInput(f"the plain scheme has no stage {stage.name!r:.40}")
 
     def protect(self, stage: Stage) -> Protected:
-        return Protected(plain_chunks(self._payload), self._payload.size)
+        return Protected(plain_chunks(self._payload, self._chunk_values), self._payload.size)
 
 
 class PlainClient:
     name = PLAIN
     interactive = False
 
+    def __init__(self, chunk_values: int = PLAIN_CHUNK_VALUES) -> None:
+        self._chunk_values = chunk_values  # the aggregator's (Session.chunk_values)
+
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> PlainClientRound:
-        return PlainClientRound(np.append(vector * weight, weight))
+        return PlainClientRound(np.append(vector * weight, weight), self._chunk_values)
