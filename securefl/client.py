@@ -62,6 +62,8 @@ class RoundStats:
     bytes_sent: int
     values: int
     stage_seconds: dict[str, float] = field(default_factory=dict)  # local work per stage, no waiting
+    upload_began: float = 0.0  # time.perf_counter() when the protected update started to stream
+    upload_ended: float = 0.0  # ... and when its acknowledgement arrived
 
 
 class Client:
@@ -96,14 +98,15 @@ class Client:
 
     def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0,
                   round_id: str | None = None, timeout: float | None = None,
-                  simulate_dropout: str | None = None) -> Any:
+                  simulate_dropout: str | None = None, before_upload: Callable[[], None] | None = None) -> Any:
         """Contribute `update` with `weight` to a round and return the round's weighted average,
         in the structure given (torch state_dict in, torch state_dict out). Blocks until the
         round completes; raises a SecureFLError if it fails (e.g. QuorumTimeout).
 
         `simulate_dropout` (simulations and tests) makes this client vanish just before the
         named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
-        unmask), raising SimulatedDropout."""
+        unmask), raising SimulatedDropout. `before_upload` (benchmarks) is called once the update is
+        protected, just before it is sent, e.g. to start every client's upload at once."""
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
             raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
         scheme = self.scheme
@@ -113,7 +116,7 @@ class Client:
             request = aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id, round_id=round_id or "")
             round_id = _retrying(lambda: self._stub.JoinRound(request, timeout=_remaining(deadline)), deadline).round_id
         job = scheme.start(round_id, vector, float(weight))
-        run = _Run(self, round_id, spec.hash, job, deadline)
+        run = _Run(self, round_id, spec.hash, job, deadline, before_upload)
         started = time.perf_counter()
         if scheme.interactive:
             run.follow_stages(simulate_dropout)
@@ -123,7 +126,7 @@ class Client:
         average = self._await_result(run, spec.size)
         protect = sum(run.stage_seconds.values())
         self.last_stats = RoundStats(round_id, protect, submitted - started - protect, time.perf_counter() - submitted,
-                                     run.bytes_sent, spec.size + 1, run.stage_seconds)
+                                     run.bytes_sent, spec.size + 1, run.stage_seconds, run.upload_began, run.upload_ended)
         return unflatten(average, spec)
 
     def _await_result(self, run: _Run, expected_length: int) -> np.ndarray:
@@ -170,7 +173,7 @@ class _Run:
     unavailable (restarting) and the aggregator takes a repeated call as the same one."""
 
     def __init__(self, client: Client, round_id: str, spec_hash: bytes, job: ClientRound,
-                 deadline: float | None) -> None:
+                 deadline: float | None, before_upload: Callable[[], None] | None = None) -> None:
         self._client = client
         self.round_id = round_id
         self._spec_hash = spec_hash
@@ -180,6 +183,8 @@ class _Run:
         self._receipt: common_pb2.Receipt | None = None
         self.stage_seconds: dict[str, float] = {}
         self.bytes_sent = 0
+        self._before_upload = before_upload
+        self.upload_began = self.upload_ended = 0.0
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -196,7 +201,11 @@ class _Run:
             self._protected = self._timed(stage.name, self._job.protect, stage)
             self._receipt = signed_receipt(self._client.identity, self.round_id, self._client.session.scheme,
                                            self._spec_hash, self._protected)
+            if self._before_upload is not None:
+                self._before_upload()
+        self.upload_began = time.perf_counter()
         self._send()
+        self.upload_ended = time.perf_counter()
 
     def _send(self) -> None:
         assert self._protected is not None and self._receipt is not None

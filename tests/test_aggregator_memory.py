@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from securefl.benchmark.grid import PeakMemory
+from securefl.benchmark.process import PeakMemory
 from securefl.errors import InvalidInput, LengthMismatch, PayloadTooLarge
 from securefl.identity import sign_receipt
 from securefl.rounds.chunks import ChunkDigest
