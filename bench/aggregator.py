@@ -68,17 +68,20 @@ def aggregator_code(revision: str | None) -> Iterator[str]:
         return
     archive = subprocess.run(["git", "-C", str(repository), "archive", commit, "securefl"], capture_output=True,
                              check=True).stdout
-    previous = os.environ.get("PYTHONPATH")
+    # PYTHONSAFEPATH: `python -m securefl` must not import this checkout from the working directory
+    settings = {"PYTHONPATH": "", "PYTHONSAFEPATH": "1"}
+    previous = {name: os.environ.get(name) for name in settings}
     with tempfile.TemporaryDirectory(prefix="securefl-baseline-") as unpacked:
         tarfile.open(fileobj=io.BytesIO(archive)).extractall(unpacked, filter="data")
-        os.environ["PYTHONPATH"] = unpacked
+        os.environ.update(settings, PYTHONPATH=unpacked)
         try:
             yield commit
         finally:
-            if previous is None:
-                os.environ.pop("PYTHONPATH")
-            else:
-                os.environ["PYTHONPATH"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name)
+                else:
+                    os.environ[name] = value
 
 
 def federation(scheme: str, n: int) -> LocalFederation:

@@ -52,10 +52,12 @@ class ChunkedSum:
         self._locks = [threading.Lock() for _ in range(stripes)]
         self._start = itertools.count()
         self._allocate = threading.Lock()
+        self._snapshot: list[bytes] | None = None
         self.chunks: list[Any] | None = None
 
     def add(self, submission: Sequence[Any]) -> None:
         """Add one whole, validated submission (its chunks in order) into the sum."""
+        self._snapshot = None
         if self.chunks is None:
             with self._allocate:
                 if self.chunks is None:
@@ -73,10 +75,15 @@ class ChunkedSum:
                         self._ops.add(total, submission[index])
 
     def snapshot(self) -> list[bytes]:
-        return [self._ops.serialize(chunk) for chunk in self.chunks or []]
+        """The sum serialized; kept until the next add, since a round's close checkpoint and its
+        reveal (the request to the key-holder) need the same bytes."""
+        if self._snapshot is None:
+            self._snapshot = [self._ops.serialize(chunk) for chunk in self.chunks or []]
+        return self._snapshot
 
     def restore(self, chunks: Sequence[bytes]) -> None:
         self.chunks = [self._ops.parse(data) for data in chunks] or None
+        self._snapshot = list(chunks)
 
     def concatenated(self) -> np.ndarray:
         """The whole sum as one array (numpy chunks only)."""

@@ -16,7 +16,6 @@ most a quarter of the memory available at start-up. An operator sets it with
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -43,14 +42,18 @@ def available_memory() -> int:
 class MemoryBudget:
     """Thread-safe byte budget with first-come-first-served waiting."""
 
-    def __init__(self, limit: int | None = None, available: int | None = None) -> None:
-        """`limit`: the operator's budget in bytes; None sizes it from the model (see module)."""
+    def __init__(self, limit: int | None = None, available: int | None = None,
+                 on_idle: Callable[[], None] | None = None) -> None:
+        """`limit`: the operator's budget in bytes; None sizes it from the model (see module).
+        `on_idle` runs whenever the last held submission is released (e.g. to hand freed
+        memory back to the operating system)."""
         self._configured = limit
         self._ceiling = (available if available is not None else available_memory()) // 4
         self._model_bytes = 0
         self._held = 0
         self._queue: deque[object] = deque()
         self._changed = threading.Condition()
+        self._on_idle = on_idle
 
     @property
     def limit(self) -> int:
@@ -98,10 +101,7 @@ class MemoryBudget:
     def release(self, size: int) -> None:
         with self._changed:
             self._held -= size
+            idle = self._held == 0
             self._changed.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until nothing is held (tests and benchmarks)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            return self._changed.wait_for(lambda: self._held == 0, max(0.0, deadline - time.monotonic()))
+        if idle and self._on_idle is not None:
+            self._on_idle()

@@ -4,6 +4,7 @@ serve` run, and what LocalFederation starts in separate processes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,7 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
     protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
     protection.describe(session)
-    release_freed_memory()
-    budget = MemoryBudget(max_inflight_mb * MIB if max_inflight_mb else None)
+    budget = MemoryBudget(max_inflight_mb * MIB if max_inflight_mb else None, on_idle=tune_allocator())
     engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds, budget=budget,
                          checkpoint_seconds=checkpoint_seconds)
     service = AggregatorService(engine, session)
@@ -84,14 +84,18 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
     return Running(server, bound)
 
 
-def release_freed_memory() -> None:
-    """Make freed submission buffers go back to the operating system. glibc raises its mmap
-    threshold after the first large free, after which multi-megabyte buffers come from the heap
-    and the process keeps their pages; a fixed threshold keeps them mmapped, so memory returns
-    as soon as a stream ends (Linux/glibc only; elsewhere a no-op)."""
+def tune_allocator() -> Callable[[], None] | None:
+    """Make glibc's allocator suit a server that receives megabytes per stream on many threads
+    (Linux/glibc; elsewhere nothing). Two arenas instead of 8 per core: with one arena per
+    gRPC thread, freed chunk buffers stay cached in every arena and the process keeps several
+    times its working set. Returns `malloc_trim`, which hands freed memory back to the
+    operating system; the engine calls it whenever no submission is held. (Forcing every buffer
+    through mmap returns memory at once too, but doubled the aggregator's CPU per byte.)"""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: 128 KiB, fixed
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: libc.malloc_trim(0)
