@@ -94,6 +94,8 @@ def aggregator_serve(
     db: Path = typer.Option(Path("aggregator.db"), help="SQLite round store (sums and results go to DB-sums/)."),
     max_inflight_mb: Optional[int] = typer.Option(None, min=1, help="Memory for submissions being received; others wait under flow control (default: 8 submissions, 64 MiB to 1/4 of free memory)."),
     checkpoint_seconds: float = typer.Option(60.0, min=0.0, help="Checkpoint an open round's sum this often (0: after every submission); clients resend what a restart lost since."),
+    shard: Optional[str] = typer.Option(None, help="INDEX/COUNT: serve one chunk range of rounds split across COUNT aggregators; shard 0 coordinates."),
+    coordinator: Optional[str] = typer.Option(None, help="host:port of shard 0, for the other shards."),
     implicit_rounds: bool = typer.Option(True, help="Open a round on its first submission."),
     stage_timeout: float = typer.Option(30.0, help=f"{SECAGG}: seconds each stage waits before counting the silent as dropped."),
     value_bound: float = typer.Option(10.0, help=f"{SECAGG}: updates are clipped to [-bound, bound]."),
@@ -117,10 +119,21 @@ def aggregator_serve(
         secagg = SecAggSettings(stage_timeout, value_bound, max_weight, dropout_fraction, corrupt_fraction)
         running = serve_aggregator(roster=enrolled, scheme=scheme, defaults=defaults, keyholder_address=keyholder,
                                    db=db, implicit_rounds=implicit_rounds, host=host, port=port, secagg=secagg,
-                                   max_inflight_mb=max_inflight_mb, checkpoint_seconds=checkpoint_seconds)
+                                   max_inflight_mb=max_inflight_mb, checkpoint_seconds=checkpoint_seconds,
+                                   shard=_shard(shard), coordinator_address=coordinator)
     except SecureFLError as exc:
         _fail(exc)
     _serve_until_signal(running, ready_file)
+
+
+def _shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise typer.BadParameter(f"--shard takes INDEX/COUNT, e.g. 0/3, not {value!r}") from None
 
 
 @psi_app.command("serve")

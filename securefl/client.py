@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .errors import InvalidInput, RoundClosed, SecureFLError, VerificationFailed
 from .identity import Identity, Roster
 from .rounds.chunks import join_array
+from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, chunk_message, from_rpc_error, invoke
@@ -282,9 +284,41 @@ def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> No
         raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
 
 
-def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None) -> Client:
-    """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
-    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
-    the secagg scheme, the `roster` of enrolled clients' public keys."""
-    return Client(address, identity, keyholder_fingerprint, roster)
+class ShardedClient:
+    """A client of aggregators that split every round by chunk range (docs/scaling.md). Shard
+    s gets its range of the update, with the weight, as a round of its own (the clients of a
+    round must all name it); the shards' averages are joined. Each part is protected and
+    receipted separately, so each shard — and the key-holder — checks exactly what it sums."""
+
+    def __init__(self, addresses: Sequence[str], identity: Identity, keyholder_fingerprint: bytes | str | None = None,
+                 roster: Roster | None = None) -> None:
+        self.identity = identity
+        self.shards = [Client(address, identity, keyholder_fingerprint, roster) for address in addresses]
+
+    def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0, round_id: str,
+                  timeout: float | None = None) -> Any:
+        """As `Client.aggregate`, with every shard at once; `round_id` is required."""
+        vector, spec = flatten(update)
+        count = len(self.shards)
+        ranges = shard_ranges(vector.size, count, self.shards[0].session.chunk_values)
+        with ThreadPoolExecutor(count) as pool:
+            parts = [pool.submit(shard.aggregate, vector[start:stop], weight=weight,
+                                 round_id=shard_round_id(round_id, index, count), timeout=timeout)
+                     for index, (shard, (start, stop)) in enumerate(zip(self.shards, ranges))]
+            averages = [part.result() for part in parts]
+        return unflatten(np.concatenate(averages), spec)
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
+def connect(address: str | Sequence[str], *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
+            roster: Roster | None = None) -> Client | ShardedClient:
+    """A client of the aggregator at `address`, signing with `identity`; of sharded aggregators
+    when `address` lists several (every round then needs an explicit `round_id`). For the ckks
+    scheme, `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be
+    pinned; for the secagg scheme, the `roster` of enrolled clients' public keys."""
+    if isinstance(address, str) or len(address) == 1:
+        return Client(address if isinstance(address, str) else address[0], identity, keyholder_fingerprint, roster)
+    return ShardedClient(address, identity, keyholder_fingerprint, roster)

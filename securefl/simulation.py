@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .__main__ import DIE_WITH_PARENT_ENV
-from .client import Client, SimulatedDropout, connect
+from .client import Client, ShardedClient, SimulatedDropout, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
 from .schemes import CKKS, SCHEMES, SECAGG
@@ -88,8 +88,10 @@ class LocalFederation:
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, aggregator_args: Sequence[str] = ()) -> None:
-        """`aggregator_args`: further options of `securefl aggregator serve` (e.g. --max-inflight-mb)."""
+                 secagg: SecAggSettings | None = None, aggregator_args: Sequence[str] = (), shards: int = 1) -> None:
+        """`aggregator_args`: further options of `securefl aggregator serve` (e.g. --max-inflight-mb).
+        `shards`: split every round by chunk range across that many aggregator processes (its
+        clients are then `ShardedClient`s; `aggregator` is shard 0, the coordinator)."""
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -103,6 +105,8 @@ class LocalFederation:
         self.implicit_rounds = implicit_rounds
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self.aggregator_args = list(aggregator_args)
+        self.shards = shards
+        self.aggregators: list[ServiceProcess] = []
         self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -148,14 +152,21 @@ class LocalFederation:
             self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
             keyholder.close()
             keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
-        self.aggregator = ServiceProcess("aggregator", [
-            "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
-            "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
-            "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
-            "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            *self._secagg_args(), *self.aggregator_args,
-        ], self.workdir)
-        self.aggregator.start()
+        for index in range(self.shards):
+            name = "aggregator" if self.shards == 1 else f"aggregator-{index}"
+            shard_args = [] if self.shards == 1 else ["--shard", f"{index}/{self.shards}"]
+            if index:
+                shard_args += ["--coordinator", f"127.0.0.1:{self.aggregators[0].port}"]
+            aggregator = ServiceProcess(name, [
+                "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
+                "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
+                "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / f"{name}.db"),
+                "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
+                *self._secagg_args(), *self.aggregator_args, *shard_args,
+            ], self.workdir)
+            aggregator.start()
+            self.aggregators.append(aggregator)
+        self.aggregator = self.aggregators[0]
         self.clients = [self.connect(identity) for identity in self.identities]
 
     def _secagg_args(self) -> list[str]:
@@ -166,9 +177,10 @@ class LocalFederation:
                 "--max-weight", str(s.max_weight), "--dropout-fraction", str(s.dropout_fraction),
                 "--corrupt-fraction", str(s.corrupt_fraction)]
 
-    def connect(self, identity: Identity) -> Client:
-        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
-        return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
+    def connect(self, identity: Identity) -> Client | ShardedClient:
+        """Another client of this federation's aggregators (e.g. an unenrolled one, in tests)."""
+        addresses = [f"127.0.0.1:{aggregator.port}" for aggregator in self.aggregators]
+        return connect(addresses, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
                        roster=self.roster)
 
     def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
@@ -186,7 +198,7 @@ class LocalFederation:
     def __exit__(self, *exc: object) -> None:
         for client in self.clients:
             client.close()
-        for service in (self.aggregator, self.keyholder):
+        for service in (*reversed(self.aggregators), self.keyholder):
             if service is not None:
                 service.stop()
         if self._tmp is not None:

@@ -51,12 +51,14 @@ from .admission import MemoryBudget
 from .chunks import ChunkDigest, chunk_count, chunk_length
 from .pause import pause_point
 from .scheme import DONE, MAX_VECTOR_LENGTH, RoundConfig, ServerRound, ServerScheme, Stage
+from .sharding import ShardRole
 from .store import ANSWERED, CLOSED, SUBMITTED, TICKED, Event, RoundRecord, RoundStore
 
 log = logging.getLogger(__name__)
 
 OPEN, CLOSING, COMPLETE, FAILED = "open", "closing", "complete", "failed"
 _TICK_SECONDS = 0.05
+_COORDINATOR_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,13 @@ class RoundEngine:
     def __init__(self, scheme: ServerScheme, store: RoundStore, roster: Roster, defaults: RoundConfig,
                  implicit_rounds: bool = True, clock: Callable[[], float] = time.time, watch: bool = True,
                  budget: MemoryBudget | None = None, checkpoint_seconds: float = 60.0,
-                 resubmit_grace: float = 30.0) -> None:
+                 resubmit_grace: float = 30.0, shard: ShardRole | None = None) -> None:
         """`watch`: apply deadlines on a thread of the engine's own; without it the driver calls
         `tick` (in-process runs with a manual clock). `checkpoint_seconds`: how often an open
         round's sum is checkpointed (0: after every submission); `resubmit_grace`: how long
-        after a restart owed clients may resend, even past the round's deadline."""
+        after a restart owed clients may resend, even past the round's deadline. `shard`: this
+        engine sums one chunk range of rounds split across aggregators; its coordinator, not its
+        own deadlines, decides who is counted and when rounds close (`sharding.py`)."""
         self.scheme = scheme
         self.store = store
         self.roster = roster
@@ -148,6 +152,7 @@ class RoundEngine:
         self.budget = budget or MemoryBudget()
         self.checkpoint_seconds = checkpoint_seconds
         self.resubmit_grace = resubmit_grace
+        self.shard = shard
         self._rounds: dict[str, Round] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -175,6 +180,8 @@ class RoundEngine:
     def _new_round(self, round_id: str | None, config: RoundConfig) -> Round:
         """A round object that is not yet registered nor stored."""
         round_id = round_id if round_id is not None else f"round-{self._seq + 1:06d}"
+        if self.shard is not None:
+            self.shard.round_of(round_id)  # a shard takes only rounds of its own shard layout
         record = RoundRecord(round_id, 0, OPEN, config.min_clients, config.expected_clients,
                              config.timeout_seconds, self.clock(), vector_length=config.vector_length or None)
         return Round(record, self.scheme)
@@ -187,6 +194,7 @@ class RoundEngine:
         self._rounds[round_.round_id] = round_
         if round_.record.vector_length:
             self.budget.know_submission_size(self._submission_bytes(round_.record.vector_length))
+        self._follow_coordinator(round_)
         log.info("opened round %s (%s)", round_.round_id, round_.config)
         return round_
 
@@ -297,6 +305,7 @@ class RoundEngine:
         if announced_chunks != expected:
             raise LengthMismatch(f"{announced_chunks} chunks announced; length {receipt.vector_length} needs {expected}")
         round_ = self._round_for_submission(receipt.round_id)
+        coordinated_round = self.shard.round_of(receipt.round_id) if self.shard is not None else None
         client_id = receipt.client_id
         with round_.changed:
             if round_.counted(receipt):  # a resend after a lost acknowledgement or a restart
@@ -312,6 +321,9 @@ class RoundEngine:
             try:
                 held, validation_seconds = self._read_chunks(chunks, receipt, expected)
                 pause_point("submission.validated")
+                if coordinated_round is not None and not self.shard.coordinator.ready(coordinated_round, client_id,
+                                                                                      self.shard.index):
+                    raise RoundClosed(f"round {coordinated_round} closed before every shard had the update of {client_id}")
                 round_, contributors = self._accept(round_, receipt, held, validation_seconds)
             finally:
                 held = None  # the sum keeps what it needs: the memory goes back before the budget does
@@ -408,6 +420,8 @@ class RoundEngine:
         return round_, contributors
 
     def _is_full(self, round_: Round) -> bool:
+        if self.shard is not None:
+            return False  # the coordinator closes sharded rounds
         expected = round_.scheme_round.expected_submissions(round_.config.expected_clients)
         return bool(expected) and len(round_.receipts) >= expected
 
@@ -547,6 +561,8 @@ class RoundEngine:
         if round_.state != OPEN:
             return
         self._checkpoint_if_due(round_)
+        if self.shard is not None:
+            return  # the coordinator applies sharded rounds' deadlines
         deadline = round_.scheme_round.submission_deadline(round_.record.opened_at, round_.config.timeout_seconds)
         if deadline is None or now < deadline or (round_.owed and now < round_.resume_until):
             return
@@ -603,6 +619,7 @@ class RoundEngine:
                 log.info("recovered round %s (%s): %d submissions in its sum, %d owed", record.round_id,
                          record.state, len(round_.receipts), len(round_.owed))
                 round_.resume_until = self.clock() + self.resubmit_grace
+                self._follow_coordinator(round_)
                 if record.state == CLOSING:
                     self._reveal_in_background(round_)
                 elif self._is_full(round_):
@@ -630,6 +647,43 @@ class RoundEngine:
             raise RoundFailed(f"the log of round {round_.round_id} does not match its checkpoint")
         if round_.scheme_round.failure is not None:
             raise round_.scheme_round.failure
+
+    # -- sharded rounds ------------------------------------------------------------------
+
+    def _follow_coordinator(self, round_: Round) -> None:
+        """A sharded round closes when the coordinator fixed its contributors and this shard's
+        sum holds exactly them (clients owed after a restart resend first)."""
+        if self.shard is None or round_.state != OPEN:
+            return
+        threading.Thread(target=self._await_contributors, args=(round_,), name=f"coordinated-{round_.round_id}",
+                         daemon=True).start()
+
+    def _await_contributors(self, round_: Round) -> None:
+        assert self.shard is not None
+        coordinated_round = self.shard.round_of(round_.round_id)
+        contributors: list[str] | None = None
+        while contributors is None:
+            if self._stopped.is_set() or round_.ended:
+                return
+            try:
+                contributors = self.shard.coordinator.await_close(coordinated_round, _COORDINATOR_POLL_SECONDS)
+            except SecureFLError as exc:
+                with round_.changed:
+                    self._fail(round_, exc)
+                return
+            except Exception:
+                log.exception("the coordinator of round %s is unreachable; asking again", round_.round_id)
+                self._stopped.wait(_COORDINATOR_POLL_SECONDS)
+        with round_.changed:
+            holds_them = round_.changed.wait_for(
+                lambda: round_.ended or set(contributors) <= set(round_.receipts), self.resubmit_grace)
+            if round_.ended:
+                return
+            if not holds_them or set(round_.receipts) != set(contributors):
+                self._fail(round_, RoundFailed(f"shard round {round_.round_id} does not hold exactly the clients "
+                                               f"the coordinator committed; nothing was revealed"))
+            else:
+                self._begin_close(round_)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -18,10 +18,12 @@ from ..masking.server import SecAggSettings
 from ..rounds.admission import MIB, MemoryBudget
 from ..rounds.engine import RoundEngine
 from ..rounds.scheme import RoundConfig
+from ..rounds.sharding import Coordinator, ShardRole
 from ..rounds.store import KeyHolderStore, RoundStore
 from ..schemes import ServerOptions, server_scheme
 from ..v1 import aggregator_pb2
 from .aggregator import AggregatorService
+from .coordinator import CoordinatorClient, CoordinatorService
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
 from .rpc import start_server
@@ -67,21 +69,45 @@ def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, 
 def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
                      db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
                      port: int = 0, secagg: SecAggSettings = SecAggSettings(), max_inflight_mb: int | None = None,
-                     checkpoint_seconds: float = 60.0) -> Running:
+                     checkpoint_seconds: float = 60.0, shard: tuple[int, int] | None = None,
+                     coordinator_address: str | None = None) -> Running:
+    """`shard` (index, count): serve one chunk range of rounds split across `count` aggregators
+    (docs/scaling.md); shard 0 also hosts their coordinator, the others reach it at
+    `coordinator_address`."""
     keyholder = KeyHolderClient(keyholder_address) if keyholder_address else None
     protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
     protection.describe(session)
     budget = MemoryBudget(max_inflight_mb * MIB if max_inflight_mb else None, on_idle=tune_allocator())
+    services, role = shard_role(shard, coordinator_address, defaults)
     engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds, budget=budget,
-                         checkpoint_seconds=checkpoint_seconds)
-    service = AggregatorService(engine, session)
+                         checkpoint_seconds=checkpoint_seconds, shard=role)
+    services.append(AggregatorService(engine, session))
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:
-    # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16,
-                                 options=FLOW_CONTROL_OPTIONS)
+    # the synchronous server needs a thread for each, or waiting clients starve the others; a
+    # coordinator also holds one call per client and shard.
+    shards = shard[1] if shard else 1
+    server, bound = start_server(lambda server: [service.register(server) for service in services], host, port,
+                                 workers=(1 + shards) * len(roster) + 16, options=FLOW_CONTROL_OPTIONS)
     log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
     return Running(server, bound)
+
+
+def shard_role(shard: tuple[int, int] | None, coordinator_address: str | None,
+               defaults: RoundConfig) -> tuple[list, ShardRole | None]:
+    """The extra services and the engine's role of a shard: shard 0 runs the coordinator in
+    process and serves it to the other shards."""
+    if shard is None:
+        return [], None
+    index, count = shard
+    if not 0 <= index < count:
+        raise InvalidInput(f"shard {index} of {count} does not exist")
+    if index == 0:
+        coordinator = Coordinator(count, defaults)
+        return [CoordinatorService(coordinator)], ShardRole(0, count, coordinator)
+    if coordinator_address is None:
+        raise InvalidInput("shards other than 0 need the coordinator's address (shard 0's)")
+    return [], ShardRole(index, count, CoordinatorClient(coordinator_address))
 
 
 def tune_allocator() -> Callable[[], None] | None:
