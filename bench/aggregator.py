@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from securefl.benchmark.harness import benchmark_parser, envelope, publish
-from securefl.benchmark.numbers import duration, ratio, significant
+from securefl.benchmark.numbers import MISSING, duration, ratio, significant
 from securefl.benchmark.process import DiskWrites, PeakMemory, ingest_mb_per_s
 from securefl.benchmark.tables import Table
 from securefl.simulation import LocalFederation, SecAggSettings
@@ -163,12 +163,13 @@ def tables(report: dict) -> list[Table]:
     }
     shown = {"ingest": lambda v: f"{significant(v)} MB/s", "round": duration,
              "peak": lambda v: f"{significant(v)} MiB", "disk": ratio}
+    full_size = config == FULL  # the targets are for the full sizes
     rows = []
     for key, label in labels.items():
         show = shown[key.split("_")[0]]
         target, met = TARGETS[key]
-        rows.append([label, show(before[key]), show(after[key]), ratio(after[key] / before[key]),
-                     f"{target} {'✓' if met(after[key]) else '✗'}"])
+        verdict = f"{target} {'✓' if met(after[key]) else '✗'}" if full_size else MISSING
+        rows.append([label, show(before[key]), show(after[key]), ratio(after[key] / before[key]), verdict])
     caption = (f"Aggregator before (`{report['before']['commit'][:10]}`) and after (`{report['after']['commit'][:10]}`), "
                f"same clients, same run. Load average at the start: {report['machine'].get('load_average_1min', '?')}.")
     return [Table("aggregator", ("measure", "before", "after", "after / before", "target"), rows, caption)]
