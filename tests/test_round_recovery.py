@@ -5,12 +5,13 @@ revealing a wrong sum. (The same over real processes and `kill -9`: test_crash_p
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import numpy as np
 import pytest
 
-from securefl.errors import DuplicateSubmission, PayloadTooLarge, RoundFailed, ServiceUnavailable
+from securefl.errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, ServiceUnavailable
 from securefl.identity import Identity, Roster
 from securefl.masking.client import SecAggClient
 from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggServer, secagg_config
@@ -20,6 +21,7 @@ from securefl.rounds.engine import FAILED
 from securefl.rounds.inprocess import SPEC_HASH, InProcessFederation, ManualClock, Restart
 from securefl.rounds.plain import PlainClient, PlainServer
 from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage, signed_receipt
+from securefl.rounds.store import RoundStore
 from securefl.v1 import aggregator_pb2
 from tests.test_masking import expected_average
 
@@ -206,3 +208,12 @@ def test_automatic_budget_follows_the_model_within_free_memory():
     assert budget.limit == 256 * MIB
     budget.know_submission_size(512 * MIB)
     assert budget.limit == budget.hard_limit == 1024 * MIB  # a quarter of what is free
+
+
+def test_a_store_written_by_an_older_version_is_refused_not_misread(tmp_path):
+    old = sqlite3.connect(tmp_path / "aggregator.db")
+    old.execute("CREATE TABLE rounds (round_id TEXT PRIMARY KEY, seq INTEGER, state TEXT)")
+    old.commit()
+    old.close()
+    with pytest.raises(InvalidInput, match="schema version"):
+        RoundStore(tmp_path / "aggregator.db")

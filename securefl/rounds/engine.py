@@ -271,11 +271,11 @@ class RoundEngine:
             round_.answers[(client_id, stage)] = body
             self._scheme_changed(round_)
 
-    def _log(self, round_: Round, event: Event, fix_shape: bool = False) -> None:
+    def _log(self, round_: Round, event: Event) -> None:
         """Append to the round's log after its scheme state already moved: if the log cannot
         be written, memory and log disagree and the round fails. The caller holds the lock."""
         try:
-            self.store.append_event(round_.record, event, fix_shape)
+            self.store.append_event(round_.record, event)
         except Exception as exc:
             log.exception("cannot log round %s", round_.round_id)
             self._fail(round_, RoundFailed(f"the aggregator could not record round {round_.round_id}: {exc}"))
@@ -405,7 +405,7 @@ class RoundEngine:
             round_.changed.notify_all()
             if round_.ended:
                 raise round_.error()
-            self._log(round_, Event(SUBMITTED, self.clock(), client_id, body=receipt.SerializeToString()), first)
+            self._log(round_, Event(SUBMITTED, self.clock(), client_id, body=receipt.SerializeToString()))
             pause_point("submission.logged")
             if first:
                 self.budget.know_submission_size(self._submission_bytes(receipt.vector_length))
@@ -520,7 +520,7 @@ class RoundEngine:
             round_.changed.notify_all()
         log.info("round %s complete: %d contributors, total weight %g; revealed in %.3f s, stored in %.3f s",
                  round_.round_id, len(receipts), weight, revealed - started, time.perf_counter() - revealed)
-        self.store.purge(round_.round_id)
+        self.store.purge(round_.record)
 
     def _fail(self, round_: Round, error: Exception) -> None:
         """End the round with `error`. The caller holds the round's lock."""
@@ -535,7 +535,7 @@ class RoundEngine:
         self.store.finish_round(record)
         round_.accumulator = None
         round_.changed.notify_all()
-        self.store.purge(round_.round_id)
+        self.store.purge(round_.record)
 
     def tick(self) -> None:
         """Apply every deadline that has passed: the schemes' stage deadlines and the rounds'
@@ -606,16 +606,16 @@ class RoundEngine:
             self._rounds[record.round_id] = round_
             self._seq = max(self._seq, record.seq)
             if round_.ended:
-                self.store.purge(record.round_id)  # in case a crash came before the purge
+                self.store.purge(record)  # in case a crash came before the purge
                 continue
-            if record.vector_length:
-                self.budget.know_submission_size(self._submission_bytes(record.vector_length))
             with round_.changed:
                 try:
                     self._replay(round_)
                 except SecureFLError as exc:
                     self._fail(round_, exc)
                     continue
+                if record.vector_length:
+                    self.budget.know_submission_size(self._submission_bytes(record.vector_length))
                 log.info("recovered round %s (%s): %d submissions in its sum, %d owed", record.round_id,
                          record.state, len(round_.receipts), len(round_.owed))
                 round_.resume_until = self.clock() + self.resubmit_grace
@@ -631,17 +631,19 @@ class RoundEngine:
         if checkpoint is not None:
             round_.accumulator.restore(checkpoint.chunks)
             round_.checkpointed_count = len(in_sum)
-        for event in self.store.events(round_.round_id):
+        for event in self.store.events(round_.record):
             round_.now = event.at
             if event.kind == SUBMITTED:
                 receipt = common_pb2.Receipt.FromString(event.body)
                 (round_.receipts if event.client_id in in_sum else round_.owed)[event.client_id] = receipt
+                if round_.record.spec_hash is None:  # the first counted submission fixed the shape
+                    round_.record.spec_hash, round_.record.vector_length = receipt.spec_hash, receipt.vector_length
             elif event.kind == ANSWERED:
                 round_.scheme_round.answer(event.client_id, event.stage, event.body)
                 round_.answers[(event.client_id, event.stage)] = event.body
             elif event.kind == TICKED:
                 round_.scheme_round.tick(event.at)
-            elif event.kind == CLOSED:
+            elif event.kind == CLOSED and round_.state == CLOSING:  # else its checkpoint was never recorded
                 round_.scheme_round.begin_reveal(sorted(round_.receipts))
         if set(round_.receipts) != in_sum:
             raise RoundFailed(f"the log of round {round_.round_id} does not match its checkpoint")

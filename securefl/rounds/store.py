@@ -4,10 +4,13 @@ RoundStore keeps what the aggregator must not lose, in O(model) disk per round w
 number of clients (docs/decisions.md, "Durability"):
 
 * rounds: config, state, the shape fixed when the round opened, the outcome;
-* events: an append-only log of everything that changed a round, in order — each counted
-  submission's receipt (the ack means "counted"), each accepted stage answer, each deadline
-  that moved a scheme's stage, the close — a few hundred bytes each, committed before the
-  caller acknowledges or makes the change visible;
+* a log per round: an append-only file of everything that changed the round, in order — each
+  counted submission's receipt (the ack means "counted"), each accepted stage answer, each
+  deadline that moved a scheme's stage, the close — each record one `write` (length, CRC-32,
+  payload), done before the caller acknowledges or makes the change visible. A file, not
+  SQLite rows: a small commit rewrote whole pages (15 kB written per 4 kB stage answer);
+  appends cost their own bytes. A torn last record (a power cut mid-write) fails its CRC and
+  ends the log: it was never acknowledged;
 * checkpoints of the running sum with the exact set of contributors it holds: written at
   close (before anything is revealed) and every `checkpoint_seconds` while a round is open,
   as a file (sequential write, fsync, atomic rename) whose name and SHA-256 are committed
@@ -31,22 +34,31 @@ import sqlite3
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import RoundFailed
+from ..errors import InvalidInput, RoundFailed
 from .pause import pause_point
 
 
 class _Database:
-    def __init__(self, path: Path | str, schema: str) -> None:
+    def __init__(self, path: Path | str, schema: str, version: int = 0) -> None:
+        """`version`: the schema's; a file written with another is refused, not misread."""
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        (found,) = self._conn.execute("PRAGMA user_version").fetchone()
+        (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        if tables and found != version:
+            self._conn.close()
+            raise InvalidInput(f"the store {path} has schema version {found}, this securefl writes {version}: "
+                               "finish its rounds with the version that wrote it, or move it away")
         self._conn.executescript(schema)
+        self._conn.execute(f"PRAGMA user_version = {int(version)}")
         self._lock = threading.Lock()
 
     def execute(self, sql: str, params: Iterable = ()) -> list[tuple]:
@@ -70,6 +82,7 @@ class _Database:
             self._conn.close()
 
 
+_ROUND_SCHEMA_VERSION = 2  # 2: logs, checkpoint files and results as files (issue 11)
 _ROUND_SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
     round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL,
@@ -77,10 +90,6 @@ CREATE TABLE IF NOT EXISTS rounds (
     opened_at REAL NOT NULL, vector_length INTEGER, spec_hash BLOB,
     error_type TEXT, error_message TEXT, total_weight REAL, contributors INTEGER, result_dtype TEXT,
     signatures TEXT);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, round_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
-    client_id TEXT NOT NULL, stage TEXT NOT NULL, body BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS events_of_round ON events (round_id, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     round_id TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 BLOB NOT NULL, contributors TEXT NOT NULL);
 """
@@ -140,8 +149,8 @@ def _unframe(data: bytes) -> list[bytes]:
 
 
 class _Files:
-    """Files written once and whole: sequential write, fsync, atomic rename, directory fsync.
-    A file is complete under its name or absent."""
+    """Files written once and whole (sequential write, fsync, atomic rename, directory fsync: a
+    file is complete under its name or absent), and append-only logs."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
@@ -173,6 +182,19 @@ class _Files:
         data = (self._directory / name).read_bytes()
         return _unframe(data), hashlib.sha256(data).digest()
 
+    def append(self, name: str, data: bytes) -> None:
+        """One `write` at the end of a log: in the page cache (so it survives the process) when
+        this returns."""
+        descriptor = os.open(self._directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
+
+    def read_log(self, name: str) -> bytes:
+        path = self._directory / name
+        return path.read_bytes() if path.exists() else b""
+
     def delete(self, name: str) -> None:
         (self._directory / name).unlink(missing_ok=True)
 
@@ -193,6 +215,12 @@ class _MemoryFiles(_Files):
     def read(self, name: str) -> tuple[list[bytes], bytes]:
         return _unframe(self._files[name]), hashlib.sha256(self._files[name]).digest()
 
+    def append(self, name: str, data: bytes) -> None:
+        self._files[name] = self._files.get(name, b"") + data
+
+    def read_log(self, name: str) -> bytes:
+        return self._files.get(name, b"")
+
     def delete(self, name: str) -> None:
         self._files.pop(name, None)
 
@@ -202,7 +230,7 @@ class _MemoryFiles(_Files):
 
 class RoundStore:
     def __init__(self, path: Path | str = ":memory:") -> None:
-        self._db = _Database(path, _ROUND_SCHEMA)
+        self._db = _Database(path, _ROUND_SCHEMA, _ROUND_SCHEMA_VERSION)
         in_memory = str(path) == ":memory:"
         self._files = _MemoryFiles() if in_memory else _Files(Path(f"{path}-sums"))
         self._generation = itertools.count(int(time.time() * 1000))
@@ -212,7 +240,8 @@ class RoundStore:
         """Files of a crash between writing one and recording it, or between superseding one
         and deleting it."""
         referenced = {row[0] for row in self._db.execute("SELECT file FROM checkpoints")}
-        referenced |= {_result_file(seq) for (seq,) in self._db.execute("SELECT seq FROM rounds WHERE state = 'complete'")}
+        for seq, state in self._db.execute("SELECT seq, state FROM rounds"):
+            referenced.add(_result_file(seq) if state == "complete" else _log_file(seq))
         for name in self._files.names() - referenced:
             self._files.delete(name)
 
@@ -232,44 +261,34 @@ class RoundStore:
 
     # -- the log -----------------------------------------------------------------------------
 
-    def append_event(self, record: RoundRecord, event: Event, fix_shape: bool = False) -> None:
-        """Durably append `event` to the round's log; with `fix_shape`, in the same transaction,
-        record the round's vector length and model spec (its first counted submission)."""
-        statements: list[tuple[str, Iterable]] = [(
-            "INSERT INTO events (round_id, kind, at, client_id, stage, body) VALUES (?, ?, ?, ?, ?, ?)",
-            (record.round_id, event.kind, event.at, event.client_id, event.stage, event.body),
-        )]
-        if fix_shape:
-            statements.append(("UPDATE rounds SET vector_length = ?, spec_hash = ? WHERE round_id = ?",
-                               (record.vector_length, record.spec_hash, record.round_id)))
-        self._db.transaction(statements)
+    def append_event(self, record: RoundRecord, event: Event) -> None:
+        """Append `event` to the round's log."""
+        self._files.append(_log_file(record.seq), _encode_event(event))
 
-    def events(self, round_id: str) -> list[Event]:
-        rows = self._db.execute(
-            "SELECT kind, at, client_id, stage, body FROM events WHERE round_id = ? ORDER BY seq", (round_id,))
-        return [Event(*row) for row in rows]
+    def events(self, record: RoundRecord) -> list[Event]:
+        """The round's log, up to its first incomplete or damaged record."""
+        return _decode_events(self._files.read_log(_log_file(record.seq)))
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save_checkpoint(self, record: RoundRecord, contributors: list[str], chunks: Iterable[bytes],
                         closed: Event | None = None) -> None:
-        """Write the running sum holding exactly `contributors`, then record it; with `closed`,
-        the same transaction logs the close and moves the round to closing. The previous
-        checkpoint's file is deleted only after the new one is recorded."""
+        """Write the running sum holding exactly `contributors`, then record it; with `closed`
+        (logged first), the same transaction moves the round to closing — a logged close whose
+        checkpoint was never recorded is ignored on replay. The previous checkpoint's file is
+        deleted only after the new one is recorded."""
         name = f"{record.seq}-{next(self._generation)}.sum"
         digest = self._files.write(name, chunks)
         pause_point("checkpoint.written")
+        if closed is not None:
+            self.append_event(record, closed)
         previous = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (record.round_id,))
         statements: list[tuple[str, Iterable]] = [(
             "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
             (record.round_id, name, digest, json.dumps(contributors)),
         )]
         if closed is not None:
-            statements += [
-                ("INSERT INTO events (round_id, kind, at, client_id, stage, body) VALUES (?, ?, ?, '', '', x'')",
-                 (record.round_id, closed.kind, closed.at)),
-                ("UPDATE rounds SET state = ? WHERE round_id = ?", (record.state, record.round_id)),
-            ]
+            statements.append(("UPDATE rounds SET state = ? WHERE round_id = ?", (record.state, record.round_id)))
         self._db.transaction(statements)
         for (old,) in previous:
             self._files.delete(old)
@@ -308,13 +327,13 @@ class RoundStore:
         chunks, _ = self._files.read(_result_file(record.seq))
         return np.frombuffer(b"".join(chunks), dtype=record.result_dtype)
 
-    def purge(self, round_id: str) -> None:
+    def purge(self, record: RoundRecord) -> None:
         """Forget what only an unfinished round needs: its log and its checkpoint."""
-        files = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (round_id,))
-        self._db.transaction([("DELETE FROM events WHERE round_id = ?", (round_id,)),
-                              ("DELETE FROM checkpoints WHERE round_id = ?", (round_id,))])
+        files = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (record.round_id,))
+        self._db.execute("DELETE FROM checkpoints WHERE round_id = ?", (record.round_id,))
         for (name,) in files:
             self._files.delete(name)
+        self._files.delete(_log_file(record.seq))
 
     def close(self) -> None:
         self._db.close()
@@ -322,6 +341,36 @@ class RoundStore:
 
 def _signatures(column: str | None) -> dict[str, bytes] | None:
     return {cid: bytes.fromhex(sig) for cid, sig in json.loads(column).items()} if column else None
+
+
+def _log_file(seq: int) -> str:
+    return f"{seq}.log"
+
+
+_EVENT_HEADER = struct.Struct(">IId")  # payload length, CRC-32 of the payload, clock reading
+
+
+def _encode_event(event: Event) -> bytes:
+    payload = b"".join(struct.pack(">H", len(text)) + text for text in
+                       (event.kind.encode(), event.client_id.encode(), event.stage.encode())) + event.body
+    return _EVENT_HEADER.pack(len(payload), zlib.crc32(payload), event.at) + payload
+
+
+def _decode_events(data: bytes) -> list[Event]:
+    events, offset = [], 0
+    while offset + _EVENT_HEADER.size <= len(data):
+        size, crc, at = _EVENT_HEADER.unpack_from(data, offset)
+        payload = data[offset + _EVENT_HEADER.size:offset + _EVENT_HEADER.size + size]
+        if len(payload) != size or zlib.crc32(payload) != crc:
+            break  # a torn last record: never acknowledged
+        texts, cursor = [], 0
+        for _ in range(3):
+            (length,) = struct.unpack_from(">H", payload, cursor)
+            texts.append(payload[cursor + 2:cursor + 2 + length].decode())
+            cursor += 2 + length
+        events.append(Event(texts[0], at, texts[1], texts[2], payload[cursor:]))
+        offset += _EVENT_HEADER.size + size
+    return events
 
 
 def _result_file(seq: int) -> str:
@@ -338,7 +387,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class KeyHolderStore:
     def __init__(self, path: Path | str = ":memory:") -> None:
-        self._db = _Database(path, _KEYHOLDER_SCHEMA)
+        self._db = _Database(path, _KEYHOLDER_SCHEMA, version=1)  # 1: decryptions record the request digest
 
     def claim_decryption(self, round_id: str, request: bytes) -> bool:
         """Atomically mark the round decrypted from the request with digest `request`; False
