@@ -41,7 +41,7 @@ from securefl.benchmark.tables import Table
 from securefl.simulation import LocalFederation, SecAggSettings
 
 HERE = Path(__file__).resolve().parent
-BASELINE = "5507235"  # main before issue 11
+BASELINE = "3caacce"  # main when issue 11 was merged into it (mutual TLS, federation file)
 INGEST_REPEAT = 3  # ingest rounds per scheme; the median is kept
 FULL = {"ingest_clients": 8, "ingest_params": {"plain": 4_000_000, "secagg": 4_000_000, "ckks": 1_000_000},
         "round_clients": 50, "round_params": 1_000_000, "memory_clients": {"plain": 100, "ckks": 30},

@@ -1,13 +1,16 @@
 """The client library a site's training loop calls, over gRPC.
 
-    client = securefl.connect("aggregator:7000", identity=identity, keyholder_fingerprint=pin)
+    client = securefl.connect("aggregator:7000", identity=identity, federation=federation, tls=tls,
+                              keyholder_fingerprint=pin)
     averaged = client.aggregate(model.state_dict(), weight=n_samples)
 
 Security: the update is scaled by its weight and protected by the aggregator's scheme (its
 client half, `securefl.schemes.client_scheme`) before it leaves this process; only the weighted
-average of a round comes back. What the site trusts comes from its pins (the key-holder's
-fingerprint, the roster), never from the aggregator: a scheme whose session does not match the
-pins is refused.
+average of a round comes back. What the site trusts comes from its pins, never from the
+aggregator: the federation file (the roster, the aggregator's key — every acknowledgement is
+checked against it — and the security parameters) and, for ckks, the key-holder's fingerprint;
+a scheme whose session does not match the pins is refused. The channel is mutual TLS, and the
+server must hold the aggregator's certificate.
 
 An aggregator restart does not fail a round: every call is retried while the aggregator is
 unreachable, and the protected update is made once and kept until the round's result arrives,
@@ -30,16 +33,18 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .errors import InvalidInput, RoundClosed, SecureFLError, VerificationFailed
-from .identity import Identity, Roster
+from .errors import InvalidInput, RoundClosed, SecureFLError, ServiceUnavailable, VerificationFailed
+from .federation import Federation
+from .identity import Identity, ack_message
+from .pki import AGGREGATOR, SITE, PartyName
 from .rounds.chunks import join_array
 from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, chunk_message, from_rpc_error, invoke
 from .tensors import flatten, unflatten
+from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 
@@ -69,12 +74,17 @@ class RoundStats:
 
 
 class Client:
-    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None) -> None:
+    def __init__(self, address: str, identity: Identity, federation: Federation,
+                 keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
+                 insecure: bool = False) -> None:
+        if tls is not None and tls.party != PartyName(SITE, identity.client_id):
+            raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
         self.identity = identity
+        self.federation = federation
         pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster)
-        self._channel = channel(address)
+        self._pins = ClientPins(federation=federation, keyholder_fingerprint=pin)
+        self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
+                                insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
         self._scheme: ClientScheme | None = None
@@ -86,7 +96,14 @@ class Client:
     def session(self) -> aggregator_pb2.Session:
         """The aggregator's scheme and public parameters."""
         if self._session is None:
-            self._session = invoke(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            try:
+                self._session = self._stub.GetSession(aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise ServiceUnavailable(
+                        "no aggregator answered within 30 s: check its address, and that both sides use TLS with "
+                        "certificates of the federation's CA (or both --insecure)") from None
+                raise from_rpc_error(exc) from None
         return self._session
 
     @property
@@ -154,6 +171,11 @@ class Client:
                               "after an aggregator restart)")
         return join_array([m.chunk.data for m in messages[1:]], header.dtype or "<f8", expected_length)
 
+    def _check_ack(self, ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
+        """Against the aggregator key pinned in the federation file, whatever key the ack names."""
+        if not self.federation.aggregator.verify(ack.aggregator_signature, ack_message(receipt)):
+            raise VerificationFailed("the aggregator's acknowledgement is not signed by the pinned aggregator key")
+
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         """The aggregator's view of a round: state, contributors, and its timing metrics."""
         return invoke(self._stub.GetRound, aggregator_pb2.RoundRequest(round_id=round_id))
@@ -214,7 +236,7 @@ class _Run:
         protected, receipt, stub = self._protected, self._receipt, self._client._stub
         ack = _retrying(lambda: stub.Submit(_submission(receipt, protected.chunks), timeout=_remaining(self.deadline)),
                         self.deadline)
-        _check_ack(ack, receipt)
+        self._client._check_ack(ack, receipt)
         self.bytes_sent = sum(len(c) for c in protected.chunks)
 
     def resend(self) -> None:
@@ -277,23 +299,18 @@ def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[ag
         yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
 
 
-def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
-    except Exception:
-        raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
-
-
 class ShardedClient:
     """A client of aggregators that split every round by chunk range (docs/scaling.md). Shard
     s gets its range of the update, with the weight, as a round of its own (the clients of a
     round must all name it); the shards' averages are joined. Each part is protected and
     receipted separately, so each shard — and the key-holder — checks exactly what it sums."""
 
-    def __init__(self, addresses: Sequence[str], identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None) -> None:
+    def __init__(self, addresses: Sequence[str], identity: Identity, federation: Federation,
+                 keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
+                 insecure: bool = False) -> None:
         self.identity = identity
-        self.shards = [Client(address, identity, keyholder_fingerprint, roster) for address in addresses]
+        self.shards = [Client(address, identity, federation, keyholder_fingerprint, tls, insecure)
+                       for address in addresses]
 
     def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0, round_id: str,
                   timeout: float | None = None) -> Any:
@@ -313,12 +330,14 @@ class ShardedClient:
             shard.close()
 
 
-def connect(address: str | Sequence[str], *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None) -> Client | ShardedClient:
-    """A client of the aggregator at `address`, signing with `identity`; of sharded aggregators
-    when `address` lists several (every round then needs an explicit `round_id`). For the ckks
-    scheme, `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be
-    pinned; for the secagg scheme, the `roster` of enrolled clients' public keys."""
+def connect(address: str | Sequence[str], *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
+            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None) -> Client | ShardedClient:
+    """A client of the aggregator at `address`, signing with `identity`, pinning what
+    `federation` (the federation file) says; of sharded aggregators when `address` lists several
+    (every round then needs an explicit `round_id`). `tls` is the site's TLS material; plaintext
+    only with `insecure=True`. For the ckks scheme, `keyholder_fingerprint` (hex or bytes, from
+    the key-holder's operator) must be pinned too."""
     if isinstance(address, str) or len(address) == 1:
-        return Client(address if isinstance(address, str) else address[0], identity, keyholder_fingerprint, roster)
-    return ShardedClient(address, identity, keyholder_fingerprint, roster)
+        return Client(address if isinstance(address, str) else address[0], identity, federation,
+                      keyholder_fingerprint, tls, insecure)
+    return ShardedClient(address, identity, federation, keyholder_fingerprint, tls, insecure)

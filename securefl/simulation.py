@@ -1,50 +1,80 @@
-"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost.
+"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost; and
+`local_psi`: both parties of a private set intersection in this process.
 
 Each service runs in its own process (`python -m securefl ... serve`) and talks real gRPC over
-real sockets, as in a deployment; the clients live in this process and may be used from
-threads. Used by the demo, the integration tests and the benchmarks, and for prototyping."""
+real sockets, as in a deployment: enrolled in a federation of its own (a CA, certificates and
+federation.json in the work directory) and over mutual TLS unless `insecure=True`. The clients
+live in this process and may be used from threads. Used by the demo, the integration tests and
+the benchmarks, and for prototyping."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .__main__ import DIE_WITH_PARENT_ENV
 from .client import Client, ShardedClient, SimulatedDropout, connect
+from .enrolment import FEDERATION_FILE, NewFederation, create_federation, ephemeral_credentials, issue_credentials, write_party
 from .errors import ServiceUnavailable
-from .identity import Identity, Roster
-from .schemes import CKKS, SCHEMES, SECAGG
-from .masking.server import SecAggSettings
+from .federation import SecurityParameters
+from .identity import Identity
+from .keyfiles import IDENTITY_PASSPHRASE_ENV
+from .lifecycle import PARENT_PID_ENV
+from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
+from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
+from .schemes import CKKS, SCHEMES
 from .services.keyholder_client import KeyHolderClient
+from .services.psi import PsiService, join, tls_peer
+from .services.rpc import channel, start_server
+from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout",
+           "local_psi", "local_psi_size", "local_psi_outcomes"]
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The masking scheme's knobs in a LocalFederation: the stage timeout (the aggregator's
+    option) and the security parameters written into its federation file."""
+
+    stage_timeout: float = 30.0
+    value_bound: float = 10.0
+    max_weight: float = 1000.0
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file."""
+    """One service in a child process; its port comes back through a ready file. The child
+    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
+    `cwd` is where it runs (default: here)."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.args = args
         self.workdir = workdir
+        self.env = env or {}
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
 
     def start(self, env: dict[str, str] | None = None) -> int:
-        """Start the service (with `env` added to this process's environment); its port."""
+        """Start the service (with `env` added to its environment this time); its port."""
         ready = self.workdir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", DIE_WITH_PARENT_ENV: str(os.getpid()), **(env or {})},
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            env={**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -83,12 +113,14 @@ class LocalFederation:
 
     Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
     deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
-    contributed, and fails with QuorumTimeout otherwise."""
+    contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
+    (for measuring what TLS costs, or showing what it hides)."""
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, aggregator_args: Sequence[str] = (), shards: int = 1) -> None:
+                 secagg: SecAggSettings | None = None, insecure: bool = False, aggregator_args: Sequence[str] = (),
+                 shards: int = 1) -> None:
         """`aggregator_args`: further options of `securefl aggregator serve` (e.g. --max-inflight-mb).
         `shards`: split every round by chunk range across that many aggregator processes (its
         clients are then `ShardedClient`s; `aggregator` is shard 0, the coordinator)."""
@@ -103,13 +135,14 @@ class LocalFederation:
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
         self.implicit_rounds = implicit_rounds
+        self.insecure = insecure
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self.aggregator_args = list(aggregator_args)
         self.shards = shards
         self.aggregators: list[ServiceProcess] = []
-        self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.enrolment: NewFederation | None = None
         self.identities: list[Identity] = []
         self.clients: list[Client] = []
         self.keyholder: ServiceProcess | None = None
@@ -120,6 +153,16 @@ class LocalFederation:
     def aggregator_address(self) -> str:
         assert self.aggregator is not None
         return f"127.0.0.1:{self.aggregator.port}"
+
+    @property
+    def federation(self):
+        """The Federation every party of this simulation pins (its federation.json)."""
+        assert self.enrolment is not None
+        return self.enrolment.federation
+
+    @property
+    def roster(self):
+        return self.federation.roster
 
     def __enter__(self) -> LocalFederation:
         if self._workdir_arg is None:
@@ -135,20 +178,40 @@ class LocalFederation:
             raise
         return self
 
+    def _enrol(self) -> dict[str, str]:
+        """Enrol everyone; write what the services load; returns their environment."""
+        s = self.secagg
+        security = SecurityParameters(s.dropout_fraction, s.corrupt_fraction, s.value_bound, s.max_weight,
+                                      min_participants=max(2, self.min_clients))
+        self.enrolment = create_federation([f"site-{i + 1}" for i in range(self.n_clients)], name="local",
+                                           keyholder_id="keyholder" if self.scheme == CKKS else None,
+                                           security=security)
+        self.identities = [p.identity for p in self.enrolment.parties if p.name.role == SITE]
+        passphrase = secrets.token_urlsafe(24)
+        for party in self.enrolment.parties:
+            if party.name.role in (AGGREGATOR, KEYHOLDER):
+                write_party(self.workdir, party, passphrase)
+        self.federation.save(self.workdir / FEDERATION_FILE)
+        return {IDENTITY_PASSPHRASE_ENV: passphrase}
+
+    def _transport_args(self, party_id: str) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        return ["--tls-cert", str(self.workdir / f"{party_id}.tls.crt"), "--tls-key", str(self.workdir / f"{party_id}.tls.key")]
+
     def _start(self) -> None:
-        self.identities = [Identity.generate(f"site-{i + 1}") for i in range(self.n_clients)]
-        roster_path = self.workdir / "roster.json"
-        self.roster = Roster.of(self.identities)
-        self.roster.save(roster_path)
+        env = self._enrol()
+        federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
             preset_args = ["--preset", self.preset] if self.preset else []
             self.keyholder = ServiceProcess("keyholder", [
-                "keyholder", "serve", "--port", "0", "--roster", str(roster_path),
+                "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
                 "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
-            ], self.workdir)
+            ], self.workdir, env)
             port = self.keyholder.start()
-            keyholder = KeyHolderClient(f"127.0.0.1:{port}")
+            keyholder = KeyHolderClient(f"127.0.0.1:{port}", self.credentials(OPERATOR, "operator"),
+                                        server=self.federation.party(KEYHOLDER), insecure=self.insecure)
             self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
             keyholder.close()
             keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
@@ -158,30 +221,37 @@ class LocalFederation:
             if index:
                 shard_args += ["--coordinator", f"127.0.0.1:{self.aggregators[0].port}"]
             aggregator = ServiceProcess(name, [
-                "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
+                "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
+                "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
                 "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
                 "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / f"{name}.db"),
                 "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-                *self._secagg_args(), *self.aggregator_args, *shard_args,
-            ], self.workdir)
+                "--stage-timeout", str(self.secagg.stage_timeout), *self.aggregator_args, *shard_args,
+            ], self.workdir, env)
             aggregator.start()
             self.aggregators.append(aggregator)
         self.aggregator = self.aggregators[0]
         self.clients = [self.connect(identity) for identity in self.identities]
 
-    def _secagg_args(self) -> list[str]:
-        if self.scheme != SECAGG:
-            return []
-        s = self.secagg
-        return ["--stage-timeout", str(s.stage_timeout), "--value-bound", str(s.value_bound),
-                "--max-weight", str(s.max_weight), "--dropout-fraction", str(s.dropout_fraction),
-                "--corrupt-fraction", str(s.corrupt_fraction)]
+    def credentials(self, role: str, party_id: str) -> TlsConfig | None:
+        """TLS material for any party name, enrolled or not, issued by this federation's CA (a
+        stranger's certificate, in tests); None when insecure."""
+        if self.insecure:
+            return None
+        assert self.enrolment is not None
+        name = PartyName(role, party_id)
+        enrolled = next((p for p in self.enrolment.parties if p.name == name), None)
+        if enrolled is not None:
+            return enrolled.tls(self.enrolment.ca)
+        return issue_credentials(self.enrolment.ca, self.enrolment.ca_key, name)
 
-    def connect(self, identity: Identity) -> Client | ShardedClient:
-        """Another client of this federation's aggregators (e.g. an unenrolled one, in tests)."""
+    def connect(self, identity: Identity, tls: TlsConfig | None = None) -> Client | ShardedClient:
+        """Another client of this federation's aggregators (e.g. an unenrolled one, in tests),
+        with the certificate of the site its identity names unless `tls` is given."""
         addresses = [f"127.0.0.1:{aggregator.port}" for aggregator in self.aggregators]
-        return connect(addresses, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
-                       roster=self.roster)
+        return connect(addresses, identity=identity, federation=self.federation,
+                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
+                       keyholder_fingerprint=self.keyholder_fingerprint)
 
     def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
         """Stop the aggregator process (SIGTERM, or SIGKILL with `crash`) and start it again on
@@ -203,3 +273,40 @@ class LocalFederation:
                 service.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def local_psi(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> tuple[list[int], list[int]]:
+    """Align two ID lists: returns (indices_a, indices_b) of the intersection, in the same order."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, workers=workers)
+    return outcome_a.indices, outcome_b.indices
+
+
+def local_psi_size(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> int:
+    """Only the size of the intersection (cardinality mode)."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, cardinality_only=True, workers=workers)
+    if outcome_a.cardinality != outcome_b.cardinality:
+        raise RuntimeError("the two parties disagree on the intersection size")
+    return outcome_b.cardinality
+
+
+def local_psi_outcomes(ids_a: Sequence, ids_b: Sequence, cardinality_only: bool = False,
+                       workers: int | None = None) -> tuple[PsiOutcome, PsiOutcome]:
+    """Both PSI parties in this process, over real gRPC on localhost with mutual TLS under a
+    throwaway CA (the deployed path): party A serves only party B's certificate. Group
+    operations run on `workers` threads (default: one per core); no worker processes, so this
+    works from any script, `python -`, a notebook or a thread."""
+    encoded_a, encoded_b = encode_ids(list(ids_a)), encode_ids(list(ids_b))
+    name_a, name_b = PartyName(SITE, "party-a"), PartyName(SITE, "party-b")
+    tls_a, tls_b = ephemeral_credentials(name_a, name_b)
+    outcomes: list[PsiOutcome] = []
+    with GroupPool(workers) as pool:
+        party_a = ServerParty(encoded_a, pool, expected_peer=name_b.party_id, max_peer_set=len(encoded_b))
+        server, port = start_server(PsiService(party_a, tls_peer, on_finish=outcomes.append).register, "127.0.0.1", 0,
+                                    workers=4, tls=tls_a)
+        try:
+            with channel(f"127.0.0.1:{port}", tls_b, server=name_a) as psi_channel:
+                party_b = JoinerParty(encoded_b, pool, max_peer_set=len(encoded_a))
+                outcome_b = join(psi_channel, party_b, cardinality_only=cardinality_only)
+        finally:
+            server.stop(0)
+    return outcomes[0], outcome_b

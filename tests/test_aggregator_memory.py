@@ -16,6 +16,7 @@ import pytest
 from securefl.benchmark.process import PeakMemory
 from securefl.errors import InvalidInput, LengthMismatch, PayloadTooLarge
 from securefl.identity import sign_receipt
+from securefl.pki import SITE
 from securefl.rounds.chunks import ChunkDigest
 from securefl.services.rpc import chunk_message, from_rpc_error
 from securefl.simulation import LocalFederation
@@ -60,12 +61,12 @@ def attack(raw: RawAggregator, identity, round_id: str, vector_length: int, rese
             yield chunk_message(aggregator_pb2.SubmitMessage, index, chunk)
 
     with pytest.raises(grpc.RpcError) as refused:
-        raw.stub.Submit(messages(), timeout=60)
+        raw.stub_as(SITE, identity.client_id).Submit(messages(), timeout=60)
     return from_rpc_error(refused.value)
 
 
 def test_an_enrolled_client_announcing_a_huge_vector_is_refused_before_anything_is_held(federation):
-    raw = RawAggregator(federation.aggregator_address)
+    raw = RawAggregator(federation)
     pid = federation.aggregator.pid
     raw.open_round("fixed", min_clients=2, expected_clients=2, vector_length=1_000_001)
     before = settled_rss_mib(pid, 0.2)
@@ -76,7 +77,7 @@ def test_an_enrolled_client_announcing_a_huge_vector_is_refused_before_anything_
 
 
 def test_resending_a_valid_chunk_past_the_announced_length_holds_at_most_one_submission(federation):
-    raw = RawAggregator(federation.aggregator_address)
+    raw = RawAggregator(federation)
     pid = federation.aggregator.pid
     before = settled_rss_mib(pid, 0.2)
     values = 3 * raw.session.chunk_values  # 12 MiB as float32: within the 16 MiB budget

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from securefl.errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, ServiceUnavailable
-from securefl.identity import Identity, Roster
-from securefl.masking.client import SecAggClient
-from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, SecAggServer, secagg_config
+from securefl.identity import Identity
+from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.rounds.accumulate import ChunkedSum, array_ops
 from securefl.rounds.admission import MIB, MemoryBudget
 from securefl.rounds.engine import FAILED
@@ -22,7 +21,7 @@ from securefl.rounds.inprocess import SPEC_HASH, InProcessFederation, ManualCloc
 from securefl.rounds.plain import PlainClient, PlainServer
 from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage, signed_receipt
 from securefl.rounds.store import RoundStore
-from securefl.v1 import aggregator_pb2
+from tests.secagg_rounds import Enrolment
 from tests.test_masking import expected_average
 
 N = 6
@@ -33,16 +32,11 @@ def identities():
     return [Identity.generate(f"c{i:03d}") for i in range(N)]
 
 
-def secagg_federation(identities, store_path, **kwargs) -> InProcessFederation:
-    roster = Roster.of(identities)
-    clock = ManualClock()
-    server = SecAggServer(secagg_config(N, value_bound=10.0, max_weight=10.0), roster, min_clients=2,
-                          stage_timeout=30, clock=clock)
-    session = aggregator_pb2.Session(scheme=server.name)
-    server.describe(session)
-    clients = {i.client_id: SecAggClient(session, i, roster) for i in identities}
-    return InProcessFederation.start(server, clients, identities, RoundConfig(2, N), clock, step_seconds=31,
-                                     store_path=str(store_path), **kwargs)
+def secagg_federation(store_path, **kwargs) -> InProcessFederation:
+    enrolment = Enrolment(N)
+    clients = {i.client_id: enrolment.client(i) for i in enrolment.identities}
+    return InProcessFederation.start(enrolment.server, clients, enrolment.identities, RoundConfig(2, N),
+                                     enrolment.clock, step_seconds=31, store_path=str(store_path), **kwargs)
 
 
 def plain_federation(identities, store_path, config=RoundConfig(2, N), **kwargs) -> InProcessFederation:
@@ -56,13 +50,13 @@ def grid_vectors(federation, rng, length=40) -> dict[str, np.ndarray]:
     return {cid: rng.integers(-2**9, 2**9, size=length) / 64.0 for cid in federation.identities}  # within value_bound
 
 
-RESTARTS = [Restart(ADVERTISE, 2), Restart(SHARE, 0), Restart(SHARE, 4), Restart(MASKED, 0), Restart(MASKED, 3),
-            Restart(UNMASK, 0), Restart(UNMASK, 2)]
+RESTARTS = [Restart(ADVERTISE, 2), Restart(SHARE, 0), Restart(SHARE, 4), Restart(MASK_SET, 2), Restart(MASKED, 0),
+            Restart(MASKED, 3), Restart(CONFIRM, 1), Restart(UNMASK, 0), Restart(UNMASK, 2)]
 
 
 @pytest.mark.parametrize("restart", RESTARTS, ids=[f"{r.stage}-after-{r.after}" for r in RESTARTS])
-def test_secagg_round_restarted_in_any_stage_gives_the_exact_sum(identities, tmp_path, rng, restart):
-    federation = secagg_federation(identities, tmp_path / "aggregator.db")
+def test_secagg_round_restarted_in_any_stage_gives_the_exact_sum(tmp_path, rng, restart):
+    federation = secagg_federation(tmp_path / "aggregator.db")
     vectors = grid_vectors(federation, rng)
     drops = {"c005": SHARE}  # a dropout too, so the restarted round also recovers pairwise masks
     result = federation.run("r1", vectors, {cid: 1.0 for cid in vectors}, drops, restart=restart)
@@ -71,11 +65,13 @@ def test_secagg_round_restarted_in_any_stage_gives_the_exact_sum(identities, tmp
     assert np.array_equal(result.average, expected_average(vectors, contributors, federation.server.result_dtype))
 
 
-def test_secagg_stage_deadline_that_passed_while_down_counts_the_silent_as_dropped(identities, tmp_path, rng):
-    federation = secagg_federation(identities, tmp_path / "aggregator.db")
+def test_secagg_stage_deadline_that_passed_while_down_counts_the_silent_as_dropped(tmp_path, rng):
+    federation = secagg_federation(tmp_path / "aggregator.db")
     vectors = grid_vectors(federation, rng)
     engine = federation.engine
     engine.open_round("r1", None)
+    for cid in vectors:
+        engine.join(cid, "r1")
     jobs = {cid: federation.clients[cid].start("r1", vectors[cid], 1.0) for cid in vectors}
     for cid in list(jobs)[:4]:  # two clients have not advertised when the aggregator goes down
         engine.answer_stage("r1", cid, ADVERTISE, jobs[cid].answer(engine.await_stage("r1", cid, 0)))
@@ -215,5 +211,6 @@ def test_a_store_written_by_an_older_version_is_refused_not_misread(tmp_path):
     old.execute("CREATE TABLE rounds (round_id TEXT PRIMARY KEY, seq INTEGER, state TEXT)")
     old.commit()
     old.close()
+    (tmp_path / "aggregator.db").chmod(0o600)
     with pytest.raises(InvalidInput, match="schema version"):
         RoundStore(tmp_path / "aggregator.db")

@@ -32,6 +32,7 @@ client's identity from anything it cannot trust."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import threading
@@ -42,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, QuorumTimeout, RoundClosed, RoundExists,
+    DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, PermissionDenied, QuorumTimeout, RoundClosed,
+    RoundExists,
     RoundFailed, SecureFLError, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed, error_named,
 )
 from ..identity import Roster, check_identifier, verify_receipt
@@ -52,7 +54,7 @@ from .chunks import ChunkDigest, chunk_count, chunk_length
 from .pause import pause_point
 from .scheme import DONE, MAX_VECTOR_LENGTH, RoundConfig, ServerRound, ServerScheme, Stage
 from .sharding import ShardRole
-from .store import ANSWERED, CLOSED, SUBMITTED, TICKED, Event, RoundRecord, RoundStore
+from .store import ANSWERED, CLOSED, JOINED, SUBMITTED, TICKED, Event, RoundRecord, RoundStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Round:
         self.config = RoundConfig(record.min_clients, record.expected_clients, record.timeout_seconds)
         self.receipts: dict[str, common_pb2.Receipt] = {}  # counted: in the running sum
         self.owed: dict[str, common_pb2.Receipt] = {}  # acknowledged before a restart, not in the recovered sum
+        self.joined: set[str] = set()  # sites that joined (interactive schemes join before their stages)
         self.streaming: set[str] = set()  # clients whose submission is being read
         self.adding: set[str] = set()  # clients whose validated submission is being added
         self.answers: dict[tuple[str, str], bytes] = {}  # accepted stage answers, for retried calls
@@ -207,15 +210,18 @@ class RoundEngine:
         with self._lock:
             if round_id is not None:
                 found = self._rounds.get(round_id)
-                if found is not None:
-                    return found
-                if not self.implicit_rounds:
+                if found is None and not self.implicit_rounds:
                     raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
-                return self._register(self._new_round(round_id, self.defaults))
-            for candidate in self._rounds.values():
-                if candidate.state == OPEN and client_id not in candidate.receipts:
-                    return candidate
-            return self._register(self._new_round(None, self.defaults))
+                found = found or self._register(self._new_round(round_id, self.defaults))
+            else:
+                found = next((r for r in self._rounds.values() if r.state == OPEN and client_id not in r.receipts),
+                             None) or self._register(self._new_round(None, self.defaults))
+        with found.changed:
+            if client_id not in found.joined and not found.ended:
+                self._log(found, Event(JOINED, self.clock(), client_id))  # replayed: a restart keeps who joined
+            found.joined.add(client_id)
+        self.store.sync_log(found.record)
+        return found
 
     def get(self, round_id: str) -> Round:
         check_identifier(round_id, "round id")
@@ -224,6 +230,19 @@ class RoundEngine:
         if found is None:
             raise UnknownRound(f"no round {round_id}")
         return found
+
+    def check_participant(self, round_: Round, client_id: str) -> None:
+        """Raise PermissionDenied unless the site joined or contributed to the round (or is owed
+        after a restart)."""
+        if not (client_id in round_.joined or client_id in round_.owed or round_.contributed(client_id)):
+            raise PermissionDenied(f"{client_id} takes no part in round {round_.round_id}")
+
+    def check_contributor(self, round_: Round, client_id: str) -> None:
+        """Raise PermissionDenied unless the site's submission is part of the round: only
+        contributors receive a round's result."""
+        if not round_.contributed(client_id):
+            raise PermissionDenied(f"{client_id} did not contribute to round {round_.round_id}; its result is not "
+                                   "for this site")
 
     def _check_enrolled(self, client_id: str) -> None:
         check_identifier(client_id, "client id")
@@ -237,6 +256,7 @@ class RoundEngine:
         None if nothing came up in that time. A failed round raises its error."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
+        self.check_participant(round_, client_id)
         deadline = time.monotonic() + timeout
         with round_.changed:
             while True:
@@ -256,20 +276,24 @@ class RoundEngine:
 
     def answer_stage(self, round_id: str, client_id: str, stage: str, body: bytes) -> None:
         """Apply a client's reply to a stage of the round's scheme, logged before it returns.
-        The same reply sent again (a retry after a lost acknowledgement) is accepted as is."""
+        The same reply sent again (a retry after a lost acknowledgement) is accepted as is. A
+        failed round raises its error, so a client answering too late learns why it ended."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
+        self.check_participant(round_, client_id)
         with round_.changed:
-            if round_.answers.get((client_id, stage)) == body:
-                return
-            if round_.ended:
-                raise RoundClosed(f"round {round_id} has ended")
-            round_.now = self.clock()
-            round_.scheme_round.answer(client_id, stage, body)
-            self._log(round_, Event(ANSWERED, round_.now, client_id, stage, body))
-            pause_point("stage.answered")
-            round_.answers[(client_id, stage)] = body
-            self._scheme_changed(round_)
+            if round_.answers.get((client_id, stage)) != body:
+                if round_.state == FAILED:
+                    raise round_.error()
+                if round_.ended:
+                    raise RoundClosed(f"round {round_id} has ended")
+                round_.now = self.clock()
+                round_.scheme_round.answer(client_id, stage, body)
+                self._log(round_, Event(ANSWERED, round_.now, client_id, stage, body))
+                pause_point("stage.answered")
+                round_.answers[(client_id, stage)] = body
+                self._scheme_changed(round_)
+        self.store.sync_log(round_.record)  # durable before acknowledged
 
     def _log(self, round_: Round, event: Event) -> None:
         """Append to the round's log after its scheme state already moved: if the log cannot
@@ -308,12 +332,16 @@ class RoundEngine:
         coordinated_round = self.shard.round_of(receipt.round_id) if self.shard is not None else None
         client_id = receipt.client_id
         with round_.changed:
-            if round_.counted(receipt):  # a resend after a lost acknowledgement or a restart
-                return round_, len(round_.receipts)
-            round_.check_accepts(receipt)  # fail fast; checked again under the lock before adding
-            if client_id in round_.streaming:
-                raise DuplicateSubmission(f"a submission of {client_id} to round {round_.round_id} is already streaming")
-            round_.streaming.add(client_id)
+            resent = round_.counted(receipt)  # a resend after a lost acknowledgement or a restart
+            if not resent:
+                round_.check_accepts(receipt)  # fail fast; checked again under the lock before adding
+                if client_id in round_.streaming:
+                    raise DuplicateSubmission(f"a submission of {client_id} to round {round_.round_id} is already streaming")
+                round_.streaming.add(client_id)
+            contributors = len(round_.receipts)
+        if resent:
+            self.store.sync_log(round_.record)
+            return round_, contributors
         size = expected * self.scheme.chunk_bytes
         try:
             self.budget.acquire(size, active)
@@ -331,6 +359,7 @@ class RoundEngine:
         finally:
             with round_.changed:
                 round_.streaming.discard(client_id)
+        self.store.sync_log(round_.record)  # durable before acknowledged
         log.info("round %s: counted %s (%d contributors)", round_.round_id, client_id, contributors)
         return round_, contributors
 
@@ -502,20 +531,20 @@ class RoundEngine:
         revealed = time.perf_counter()
         round_.reveal_seconds = revealed - started
         with round_.changed:
-            record = round_.record
-            record.total_weight, record.contributors = weight, len(receipts)
-            record.signatures = {receipt.client_id: receipt.signature for receipt in receipts}
-            record.result_dtype, record.state = average.dtype.str, COMPLETE
+            finished = dataclasses.replace(
+                round_.record, state=COMPLETE, total_weight=weight, contributors=len(receipts),
+                signatures={receipt.client_id: receipt.signature for receipt in receipts},
+                result_dtype=average.dtype.str)
             try:
-                self.store.finish_round(record, result=average)
+                self.store.finish_round(finished, result=average)
             except Exception as exc:
                 log.exception("cannot store the result of round %s", round_.round_id)
-                record.state = CLOSING
                 self._fail(round_, RoundFailed(f"the aggregator could not store the result of round "
                                                f"{round_.round_id}: {exc}"))
                 return
             pause_point("result.stored")
             round_.average = average
+            round_.record = finished  # complete, with its result, in one step for readers without the lock
             round_.accumulator = None
             round_.changed.notify_all()
         log.info("round %s complete: %d contributors, total weight %g; revealed in %.3f s, stored in %.3f s",
@@ -643,6 +672,8 @@ class RoundEngine:
                 round_.answers[(event.client_id, event.stage)] = event.body
             elif event.kind == TICKED:
                 round_.scheme_round.tick(event.at)
+            elif event.kind == JOINED:
+                round_.joined.add(event.client_id)
             elif event.kind == CLOSED and round_.state == CLOSING:  # else its checkpoint was never recorded
                 round_.scheme_round.begin_reveal(sorted(round_.receipts))
         if set(round_.receipts) != in_sum:

@@ -7,10 +7,12 @@ number of clients (docs/decisions.md, "Durability"):
 * a log per round: an append-only file of everything that changed the round, in order — each
   counted submission's receipt (the ack means "counted"), each accepted stage answer, each
   deadline that moved a scheme's stage, the close — each record one `write` (length, CRC-32,
-  payload), done before the caller acknowledges or makes the change visible. A file, not
-  SQLite rows: a small commit rewrote whole pages (15 kB written per 4 kB stage answer);
-  appends cost their own bytes. A torn last record (a power cut mid-write) fails its CRC and
-  ends the log: it was never acknowledged;
+  payload) under the round's lock, so it is in the page cache (a killed process cannot lose
+  it) before the change is visible, and fsynced before it is acknowledged, by one `fdatasync`
+  for all the records written meanwhile (group commit). A file, not SQLite rows: a small
+  commit rewrote whole pages (15 kB written per 4 kB stage answer), appends cost their own
+  bytes. A torn last record (a power cut mid-write) fails its CRC and ends the log: it was
+  never acknowledged;
 * checkpoints of the running sum with the exact set of contributors it holds: written at
   close (before anything is revealed) and every `checkpoint_seconds` while a round is open,
   as a file (sequential write, fsync, atomic rename) whose name and SHA-256 are committed
@@ -21,7 +23,11 @@ A submission is never written: a client keeps its protected update until it has 
 result and resends it if the aggregator restarted before the update reached a checkpoint.
 
 KeyHolderStore keeps the set of decrypted rounds (one decryption per round, across restarts)
-and the audit log."""
+and the audit log.
+
+Both databases hold results or decisions: their files are created 0600 before SQLite opens
+them, and every commit is `synchronous=FULL`, because an acknowledgement (a submission, a
+decryption claimed) promises that it survives a power loss, not only a crash."""
 
 from __future__ import annotations
 
@@ -42,15 +48,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput, RoundFailed
+from ..keyfiles import create_private_file
 from .pause import pause_point
 
 
 class _Database:
     def __init__(self, path: Path | str, schema: str, version: int = 0) -> None:
         """`version`: the schema's; a file written with another is refused, not misread."""
+        if str(path) != ":memory:":
+            create_private_file(Path(path))  # SQLite gives its -wal and -shm files the same mode
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
         (found,) = self._conn.execute("PRAGMA user_version").fetchone()
         (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
         if tables and found != version:
@@ -114,7 +123,7 @@ class RoundRecord:
     signatures: dict[str, bytes] | None = None  # of a completed round: each contributor's receipt signature
 
 
-SUBMITTED, ANSWERED, TICKED, CLOSED = "submitted", "answered", "ticked", "closed"
+SUBMITTED, ANSWERED, TICKED, CLOSED, JOINED = "submitted", "answered", "ticked", "closed", "joined"
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ class Event:
     """One entry of a round's log. `at` is the engine's clock when it happened, so a replay
     shows the scheme the same clock readings."""
 
-    kind: str  # SUBMITTED (body: the receipt), ANSWERED (stage, body), TICKED, CLOSED
+    kind: str  # SUBMITTED (body: the receipt), ANSWERED (stage, body), TICKED, CLOSED, JOINED
     at: float
     client_id: str = ""
     stage: str = ""
@@ -148,21 +157,53 @@ def _unframe(data: bytes) -> list[bytes]:
     return chunks
 
 
+class _Log:
+    """An append-only file with group commit: `append` writes (one `write` per record), `sync`
+    makes everything appended so far durable with one `fdatasync` shared by concurrent callers."""
+
+    def __init__(self, path: Path) -> None:
+        self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._appended = self._synced = 0
+        self._write = threading.Lock()
+        self._sync = threading.Lock()
+
+    def append(self, data: bytes) -> None:
+        with self._write:
+            os.write(self._descriptor, data)
+            self._appended += 1
+
+    def sync(self) -> None:
+        wanted = self._appended
+        with self._sync:
+            if self._synced >= wanted:
+                return  # another caller's fdatasync covered this record
+            reached = self._appended
+            os.fdatasync(self._descriptor)
+            self._synced = reached
+
+    def close(self) -> None:
+        os.close(self._descriptor)
+
+
 class _Files:
     """Files written once and whole (sequential write, fsync, atomic rename, directory fsync: a
-    file is complete under its name or absent), and append-only logs."""
+    file is complete under its name or absent), and append-only logs. All are created 0600 in
+    a 0700 directory: results are plaintext averages."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         directory.mkdir(mode=0o700, exist_ok=True)
         for partial in directory.glob("*.partial"):
             partial.unlink()
+        self._logs: dict[str, _Log] = {}
+        self._logs_lock = threading.Lock()
 
     def write(self, name: str, chunks: Iterable[bytes]) -> bytes:
         """Write the chunks, framed; returns the SHA-256 of the file."""
         path, partial = self._directory / name, self._directory / f"{name}.partial"
         digest = hashlib.sha256()
-        with open(partial, "wb") as out:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "wb") as out:
             for data in chunks:
                 for piece in (_frame(data), data):
                     out.write(piece)
@@ -182,20 +223,30 @@ class _Files:
         data = (self._directory / name).read_bytes()
         return _unframe(data), hashlib.sha256(data).digest()
 
+    def _log(self, name: str) -> _Log:
+        with self._logs_lock:
+            if name not in self._logs:
+                self._logs[name] = _Log(self._directory / name)
+            return self._logs[name]
+
     def append(self, name: str, data: bytes) -> None:
         """One `write` at the end of a log: in the page cache (so it survives the process) when
         this returns."""
-        descriptor = os.open(self._directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
+        self._log(name).append(data)
+
+    def sync(self, name: str) -> None:
+        """Everything appended to the log so far is on disk when this returns."""
+        self._log(name).sync()
 
     def read_log(self, name: str) -> bytes:
         path = self._directory / name
         return path.read_bytes() if path.exists() else b""
 
     def delete(self, name: str) -> None:
+        with self._logs_lock:
+            log = self._logs.pop(name, None)
+        if log is not None:
+            log.close()
         (self._directory / name).unlink(missing_ok=True)
 
     def names(self) -> set[str]:
@@ -217,6 +268,9 @@ class _MemoryFiles(_Files):
 
     def append(self, name: str, data: bytes) -> None:
         self._files[name] = self._files.get(name, b"") + data
+
+    def sync(self, name: str) -> None:
+        return None
 
     def read_log(self, name: str) -> bytes:
         return self._files.get(name, b"")
@@ -262,8 +316,14 @@ class RoundStore:
     # -- the log -----------------------------------------------------------------------------
 
     def append_event(self, record: RoundRecord, event: Event) -> None:
-        """Append `event` to the round's log."""
+        """Append `event` to the round's log (it survives the process; `sync_log` makes it
+        survive the machine)."""
         self._files.append(_log_file(record.seq), _encode_event(event))
+
+    def sync_log(self, record: RoundRecord) -> None:
+        """Everything appended to the round's log so far is on disk: call it before
+        acknowledging, outside the round's lock (concurrent callers share one fdatasync)."""
+        self._files.sync(_log_file(record.seq))
 
     def events(self, record: RoundRecord) -> list[Event]:
         """The round's log, up to its first incomplete or damaged record."""
@@ -282,6 +342,7 @@ class RoundStore:
         pause_point("checkpoint.written")
         if closed is not None:
             self.append_event(record, closed)
+            self.sync_log(record)
         previous = self._db.execute("SELECT file FROM checkpoints WHERE round_id = ?", (record.round_id,))
         statements: list[tuple[str, Iterable]] = [(
             "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
@@ -381,7 +442,7 @@ _KEYHOLDER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL, request BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, round_id TEXT, decision TEXT NOT NULL,
-    detail TEXT NOT NULL);
+    detail TEXT NOT NULL, caller TEXT NOT NULL DEFAULT '');
 """
 
 
@@ -400,14 +461,15 @@ class KeyHolderStore:
             return bool(rows) and hmac.compare_digest(rows[0][0], request)
         return True
 
-    def audit(self, round_id: str | None, decision: str, detail: str) -> None:
+    def audit(self, round_id: str | None, decision: str, detail: str, caller: str = "") -> None:
         self._db.execute(
-            "INSERT INTO audit (at, round_id, decision, detail) VALUES (?, ?, ?, ?)",
-            (time.time(), round_id, decision, detail),
+            "INSERT INTO audit (at, round_id, decision, detail, caller) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), round_id, decision, detail, caller),
         )
 
-    def audit_log(self) -> list[tuple[float, str | None, str, str]]:
-        return self._db.execute("SELECT at, round_id, decision, detail FROM audit ORDER BY id")
+    def audit_log(self) -> list[tuple[float, str | None, str, str, str]]:
+        """(time, round, decision, detail, who asked) in order."""
+        return self._db.execute("SELECT at, round_id, decision, detail, caller FROM audit ORDER BY id")
 
     def close(self) -> None:
         self._db.close()

@@ -7,6 +7,11 @@ length needs; the round was never decrypted before (persisted across restarts) â
 exactly the same request, which an aggregator that crashed before storing the result repeats
 (`request_digest`: the same answer again, nothing new).
 
+Authentication comes first: `Decrypt` answers only the aggregator's TLS certificate (the
+federation's aggregator, not revoked); any other caller, a site's valid certificate included,
+gets PERMISSION_DENIED before a byte of its request is read, and the audit log records who
+asked, for every decision.
+
 Trade-off: the key-holder cannot check that the aggregate is really the sum of the receipted
 submissions without receiving every submission (O(clients Ã— model)); it trusts the aggregator
 not to substitute a single client's ciphertext. Threshold decryption or verifiable aggregation
@@ -23,12 +28,14 @@ import grpc
 from ..errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
 from ..he.codec import decrypt_chunks, parse_chunk
 from ..he.keys import SecretContext
-from ..identity import Roster, check_identifier, verify_receipt
+from ..federation import Federation
 from ..he.aggregation import CKKS
+from ..identity import check_identifier, verify_receipt
+from ..pki import AGGREGATOR, ROLES
 from ..rounds.chunks import ChunkDigest, chunk_count, chunk_length, float64_chunks
 from ..rounds.store import KeyHolderStore
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import translate_errors
+from .rpc import authorize, caller, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +43,12 @@ MAX_VECTOR_LENGTH = 1 << 28  # 268M values: larger models are refused before any
 
 
 class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
-    def __init__(self, secret: SecretContext, roster: Roster, store: KeyHolderStore, min_clients: int) -> None:
+    def __init__(self, secret: SecretContext, federation: Federation, store: KeyHolderStore, min_clients: int) -> None:
         if min_clients < 1:
             raise InvalidInput("min_clients must be at least 1")
         self._secret = secret
-        self._roster = roster
+        self._federation = federation
+        self._roster = federation.roster
         self._store = store
         self._min_clients = min_clients
 
@@ -49,30 +57,33 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
 
     @translate_errors
     def GetPublicContext(self, request, context) -> keyholder_pb2.PublicContext:
+        authorize(context, self._federation, ROLES, action="fetch the public context")
         return keyholder_pb2.PublicContext(
             context=self._secret.public_bytes, fingerprint=self._secret.fingerprint, preset=self._secret.preset.name
         )
 
     @translate_errors
     def Decrypt(self, request_iterator, context) -> Iterator[common_pb2.Chunk]:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise InvalidInput("a decryption request starts with its header")
-        header = first.header
-        round_id = check_identifier(header.round_id, "round id")
+        asker, round_id = _describe(context), None
         try:
+            authorize(context, self._federation, (AGGREGATOR,), self._federation.aggregator.party_id, "decrypt")
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("header"):
+                raise InvalidInput("a decryption request starts with its header")
+            header = first.header
+            round_id = check_identifier(header.round_id, "round id")
             self._check_policy(header)
             digest = ChunkDigest()
             chunks = self._read_chunks(header, request_iterator, digest)
             if not self._store.claim_decryption(round_id, request_digest(header, digest)):
                 raise DuplicateSubmission(f"round {round_id} was already decrypted from another aggregate or receipts")
         except SecureFLError as refusal:
-            self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}")
-            log.warning("refused to decrypt round %s: %s", round_id, refusal)
+            self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", asker)
+            log.warning("refused to decrypt round %s for %s: %s", round_id, asker, refusal)
             raise
         total = decrypt_chunks(self._secret.context, chunks)
         clients = sorted(r.client_id for r in header.receipts)
-        self._store.audit(round_id, "decrypted", f"{len(clients)} contributors: {', '.join(clients)}")
+        self._store.audit(round_id, "decrypted", f"{len(clients)} contributors: {', '.join(clients)}", asker)
         for index, data in enumerate(float64_chunks(total)):
             yield common_pb2.Chunk(index=index, data=data)
 
@@ -123,3 +134,12 @@ def request_digest(header: keyholder_pb2.DecryptHeader, chunks: ChunkDigest) -> 
     releases nothing new; any difference is a second, refused decryption of the round. (Noise
     added to a release must then be derived from this digest, never drawn afresh.)"""
     return hashlib.sha256(header.SerializeToString(deterministic=True) + chunks.digest()).digest()
+
+
+def _describe(context) -> str:
+    """Who asked, for the audit log: the certificate's party, or what is known without one."""
+    try:
+        peer = caller(context)
+    except SecureFLError:
+        return f"unauthenticated {context.peer()}"
+    return f"{peer} (certificate {peer.serial:x})" if peer is not None else f"plaintext {context.peer()}"
