@@ -8,14 +8,18 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import numpy as np
 import pytest
 
 from securefl.errors import InvalidInput, QuorumTimeout, RoundClosed
+from securefl.pki import AGGREGATOR, SITE
 from securefl.rounds.inprocess import ManualClock
 from securefl.rounds.scheme import RoundConfig
 from securefl.rounds.sharding import Coordinator, shard_ranges, shard_round_id, split_round_id
+from securefl.services.rpc import channel
 from securefl.simulation import LocalFederation, SecAggSettings
+from securefl.v1 import shard_pb2, shard_pb2_grpc
 from tests.conftest import run_round, weighted_average
 
 TOLERANCE = {"plain": 1e-6, "ckks": 1e-4, "secagg": 2e-3}
@@ -102,3 +106,16 @@ def test_the_coordinator_closes_at_the_deadline_with_the_committed_clients_or_fa
     assert aborted == [False]  # c reached one shard only: dropped
     with pytest.raises(QuorumTimeout):
         coordinator.await_close("none", 5)
+
+
+def test_only_the_aggregators_certificate_may_talk_to_the_coordinator():
+    """A site that could report parts as validated would commit clients no shard holds."""
+    with LocalFederation(2, scheme="plain", shards=2) as federation:
+        coordinator = shard_pb2_grpc.CoordinatorStub(channel(
+            federation.aggregator_address, federation.credentials(SITE, federation.identities[0].client_id),
+            server=federation.federation.party(AGGREGATOR)))
+        for call, request in ((coordinator.Ready, shard_pb2.ReadyRequest(round_id="r", client_id="site-2", shard=1)),
+                              (coordinator.AwaitClose, shard_pb2.CloseRequest(round_id="r"))):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
