@@ -9,8 +9,9 @@ on localhost (LocalFederation), with its store on disk.
 * ingest: every client protects its update first, then all upload at once; MB/s is the bytes
   of all uploads over the time from the first upload's start to the last acknowledgement
   (median of three rounds);
-* whole rounds, as a training loop sees them: 50 clients × 1M parameters, plain and SecAgg+;
-* the aggregator's peak resident memory with many clients sending at once;
+* whole rounds, as a training loop sees them from its second round on: 50 clients × 1M
+  parameters, plain and SecAgg+ (median of three, after a round of the same size);
+* the aggregator's peak resident memory in the first round of many clients sending at once;
 * bytes the aggregator wrote to disk per round, over the size of one submission.
 
 All clients share this machine's cores with the services, so round times include the
@@ -42,7 +43,7 @@ from securefl.simulation import LocalFederation, SecAggSettings
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "3caacce"  # main when issue 11 was merged into it (mutual TLS, federation file)
-INGEST_REPEAT = 3  # ingest rounds per scheme; the median is kept
+REPEAT = 3  # measured rounds per configuration; the round with the median value is kept
 FULL = {"ingest_clients": 8, "ingest_params": {"plain": 4_000_000, "secagg": 4_000_000, "ckks": 1_000_000},
         "round_clients": 50, "round_params": 1_000_000, "memory_clients": {"plain": 100, "ckks": 30},
         "memory_params": 1_000_000}
@@ -119,17 +120,22 @@ def measure(config: dict, pool_size: int) -> dict:
             with federation(scheme, config["ingest_clients"]) as fed:
                 one_round(fed, pool, 1000, "warm-up")
                 rounds = [one_round(fed, pool, config["ingest_params"][scheme], f"ingest-{i}", together=True)
-                          for i in range(INGEST_REPEAT)]
-                results[f"ingest_{scheme}"] = sorted(rounds, key=lambda r: r["ingest_mb_per_s"])[INGEST_REPEAT // 2]
+                          for i in range(REPEAT)]
+                results[f"ingest_{scheme}"] = median(rounds, "ingest_mb_per_s")
         for scheme in ("plain", "secagg"):
             with federation(scheme, config["round_clients"]) as fed:
-                one_round(fed, pool, 1000, "warm-up")
-                results[f"round_{scheme}"] = one_round(fed, pool, config["round_params"], "round")
+                one_round(fed, pool, config["round_params"], "warm-up")  # a training loop's steady state
+                rounds = [one_round(fed, pool, config["round_params"], f"round-{i}") for i in range(REPEAT)]
+                results[f"round_{scheme}"] = median(rounds, "round_seconds")
         for scheme, n in config["memory_clients"].items():
             with federation(scheme, n) as fed:
                 one_round(fed, pool, 1000, "warm-up")
                 results[f"memory_{scheme}"] = one_round(fed, pool, config["memory_params"], "memory", together=True)
     return results
+
+
+def median(rounds: list[dict], key: str) -> dict:
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
 
 
 def headline(results: dict) -> dict[str, float]:

@@ -44,8 +44,8 @@ import numpy as np
 
 from ..errors import (
     DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, PermissionDenied, QuorumTimeout, RoundClosed,
-    RoundExists,
-    RoundFailed, SecureFLError, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed, error_named,
+    RoundExists, RoundFailed, SecureFLError, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed,
+    error_named,
 )
 from ..identity import Roster, check_identifier, verify_receipt
 from ..v1 import common_pb2
