@@ -52,9 +52,10 @@ class SecAggSettings:
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file. The child
-    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
-    `cwd` is where it runs (default: here)."""
+    """One service in a child process; its port (and its metrics port, if it serves metrics)
+    comes back through a ready file. The child arms its own parent-death signal
+    (securefl.lifecycle); `env` adds environment variables, `cwd` is where it runs (default:
+    here)."""
 
     def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
@@ -65,6 +66,7 @@ class ServiceProcess:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.metrics_port: int | None = None
 
     def start(self, env: dict[str, str] | None = None) -> int:
         """Start the service (with `env` added to its environment this time); its port."""
@@ -84,7 +86,10 @@ class ServiceProcess:
                 tail = (self.workdir / f"{self.name}.log").read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(f"{self.name} did not start:\n{tail}")
             time.sleep(0.02)
-        self.port = int(ready.read_text())
+        first, *rest = ready.read_text().splitlines()
+        self.port = int(first)
+        extra = dict(line.split("=", 1) for line in rest)
+        self.metrics_port = int(extra["metrics_port"]) if "metrics_port" in extra else None
         return self.port
 
     @property
@@ -98,14 +103,16 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the service drains), then SIGKILL after `timeout` seconds; the exit code."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode if self.process is not None else None
 
 
 class LocalFederation:
@@ -114,16 +121,18 @@ class LocalFederation:
     Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
     deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
     contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
-    (for measuring what TLS costs, or showing what it hides)."""
+    (for measuring what TLS costs, or showing what it hides). `metrics=True` serves each
+    service's Prometheus metrics on a free local port (`ServiceProcess.metrics_port`);
+    `service_args` are passed to both services (e.g. `--log-format json`), `aggregator_args` to
+    the aggregator only (e.g. `--max-inflight-mb 8`). `shards`: split every round by chunk range
+    across that many aggregator processes (its clients are then `ShardedClient`s; `aggregator`
+    is shard 0, the coordinator)."""
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, insecure: bool = False, aggregator_args: Sequence[str] = (),
-                 shards: int = 1) -> None:
-        """`aggregator_args`: further options of `securefl aggregator serve` (e.g. --max-inflight-mb).
-        `shards`: split every round by chunk range across that many aggregator processes (its
-        clients are then `ShardedClient`s; `aggregator` is shard 0, the coordinator)."""
+                 secagg: SecAggSettings | None = None, insecure: bool = False, metrics: bool = False,
+                 service_args: Sequence[str] = (), aggregator_args: Sequence[str] = (), shards: int = 1) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -136,10 +145,11 @@ class LocalFederation:
         self.preset = preset
         self.implicit_rounds = implicit_rounds
         self.insecure = insecure
-        self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
+        self.service_args = [*service_args, *(["--metrics-port", "0"] if metrics else [])]
         self.aggregator_args = list(aggregator_args)
         self.shards = shards
         self.aggregators: list[ServiceProcess] = []
+        self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.enrolment: NewFederation | None = None
@@ -208,6 +218,7 @@ class LocalFederation:
             self.keyholder = ServiceProcess("keyholder", [
                 "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
                 "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
+                *self.service_args,
             ], self.workdir, env)
             port = self.keyholder.start()
             keyholder = KeyHolderClient(f"127.0.0.1:{port}", self.credentials(OPERATOR, "operator"),
@@ -226,7 +237,8 @@ class LocalFederation:
                 "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
                 "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / f"{name}.db"),
                 "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-                "--stage-timeout", str(self.secagg.stage_timeout), *self.aggregator_args, *shard_args,
+                "--stage-timeout", str(self.secagg.stage_timeout), *self.service_args, *self.aggregator_args,
+                *shard_args,
             ], self.workdir, env)
             aggregator.start()
             self.aggregators.append(aggregator)

@@ -25,32 +25,42 @@ Guarantees, whatever a transport or a caller does:
   revealed, so a restart while revealing sends the key-holder the identical request again;
 * a scheme's methods are called under the round's lock, so a scheme's server half needs no
   locking of its own, and a bad message changes nothing. Adds run outside that lock, in
-  parallel (`accumulate.py`); closing and checkpointing wait for the adds in progress.
+  parallel (`accumulate.py`); closing and checkpointing wait for the adds in progress;
+* a site opens at most `RoundLimits.max_open_rounds_per_site` rounds (by naming a new one), all
+  rounds together at most `max_open_rounds`; a site streams one submission per round at a
+  time; finished rounds leave memory after `retention_seconds` and are then read from the
+  store; round ids the engine picks are random, so no one can name a round before it exists;
+* once draining (a shutdown), nothing new starts: no round, no submission, no reveal; the
+  streams already running finish, and rounds left open are recovered at the next start.
 
 Transports authenticate callers and pass the authenticated client id; the engine never takes a
 client's identity from anything it cannot trust."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, PermissionDenied, QuorumTimeout, RoundClosed,
-    RoundExists, RoundFailed, SecureFLError, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed,
-    error_named,
+    DuplicateSubmission, InvalidInput, LengthMismatch, LimitExceeded, PayloadTooLarge, PermissionDenied, QuorumTimeout,
+    RoundClosed, RoundExists, RoundFailed, SecureFLError, ServiceUnavailable, SpecMismatch, UnknownClient, UnknownRound,
+    VerificationFailed, error_named,
 )
 from ..identity import Roster, check_identifier, verify_receipt
+from ..telemetry import COLLECT, COMPLETE as COMPLETED, FAILED as FAILURE, NO_METRICS, REVEAL, SUBMISSION, RoundMetrics
 from ..v1 import common_pb2
 from .admission import MemoryBudget
 from .chunks import ChunkDigest, chunk_count, chunk_length
+from .limits import RoundLimits
 from .pause import pause_point
 from .scheme import DONE, MAX_VECTOR_LENGTH, RoundConfig, ServerRound, ServerScheme, Stage
 from .sharding import ShardRole
@@ -72,21 +82,24 @@ class Result:
 
 
 class Round:
-    def __init__(self, record: RoundRecord, scheme: ServerScheme) -> None:
+    def __init__(self, record: RoundRecord, scheme: ServerScheme | None, opened_by: str | None = None) -> None:
+        """`scheme` None: a round that ended, read back from the store (no sum, no stages)."""
         self.record = record
         self.config = RoundConfig(record.min_clients, record.expected_clients, record.timeout_seconds)
         self.receipts: dict[str, common_pb2.Receipt] = {}  # counted: in the running sum
         self.owed: dict[str, common_pb2.Receipt] = {}  # acknowledged before a restart, not in the recovered sum
         self.joined: set[str] = set()  # sites that joined (interactive schemes join before their stages)
-        self.streaming: set[str] = set()  # clients whose submission is being read
+        self.opened_by = opened_by  # the site whose request created the round; None: an operator or a restart
         self.adding: set[str] = set()  # clients whose validated submission is being added
         self.answers: dict[tuple[str, str], bytes] = {}  # accepted stage answers, for retried calls
         self.now = record.opened_at  # the clock reading the scheme sees (the engine pins it per event)
-        self.accumulator = scheme.new_accumulator()
-        self.scheme_round: ServerRound = scheme.new_round(record.round_id, self.config, record.opened_at,
-                                                          clock=lambda: self.now)
+        self.accumulator = scheme.new_accumulator() if scheme is not None else None
+        self.scheme_round: ServerRound | None = (
+            scheme.new_round(record.round_id, self.config, record.opened_at, clock=lambda: self.now)
+            if scheme is not None else None)
         self.changed = threading.Condition(threading.RLock())
         self.average: np.ndarray | None = None
+        self.ended_at: float | None = None  # by the engine's clock; finished rounds leave memory after retention
         self.checkpointed_at = record.opened_at
         self.checkpointed_count = 0
         self.resume_until = 0.0  # after a restart: owed clients may resend until then, whatever the deadline
@@ -139,7 +152,8 @@ class RoundEngine:
     def __init__(self, scheme: ServerScheme, store: RoundStore, roster: Roster, defaults: RoundConfig,
                  implicit_rounds: bool = True, clock: Callable[[], float] = time.time, watch: bool = True,
                  budget: MemoryBudget | None = None, checkpoint_seconds: float = 60.0,
-                 resubmit_grace: float = 30.0, shard: ShardRole | None = None) -> None:
+                 resubmit_grace: float = 30.0, shard: ShardRole | None = None, limits: RoundLimits = RoundLimits(),
+                 metrics: RoundMetrics = NO_METRICS) -> None:
         """`watch`: apply deadlines on a thread of the engine's own; without it the driver calls
         `tick` (in-process runs with a manual clock). `checkpoint_seconds`: how often an open
         round's sum is checkpointed (0: after every submission); `resubmit_grace`: how long
@@ -156,10 +170,15 @@ class RoundEngine:
         self.checkpoint_seconds = checkpoint_seconds
         self.resubmit_grace = resubmit_grace
         self.shard = shard
+        self.limits = limits.validate()
+        self.metrics = metrics
         self._rounds: dict[str, Round] = {}
+        self._streams: set[tuple[str, str]] = set()  # (round, site) of the submissions being read
+        self._closing: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._seq = 0
         self._stopped = threading.Event()
+        self._draining = threading.Event()
         self._recover()
         self._watcher = threading.Thread(target=self._watch, name="round-deadlines", daemon=True)
         if watch:
@@ -172,25 +191,42 @@ class RoundEngine:
     # -- opening -------------------------------------------------------------------------
 
     def open_round(self, round_id: str | None, config: RoundConfig | None) -> Round:
+        """An operator's round (counted against `max_open_rounds` only)."""
         config = (config or self.defaults).validate()
         if round_id is not None:
             check_identifier(round_id, "round id")
+        self._refuse_new_work()
         with self._lock:
-            if round_id is not None and round_id in self._rounds:
+            if round_id is not None and self._find(round_id) is not None:
                 raise RoundExists(f"round {round_id} already exists")
-            return self._register(self._new_round(round_id, config))
+            return self._register(self._new_round(round_id, config, opened_by=None))
 
-    def _new_round(self, round_id: str | None, config: RoundConfig) -> Round:
-        """A round object that is not yet registered nor stored."""
-        round_id = round_id if round_id is not None else f"round-{self._seq + 1:06d}"
+    def _new_round(self, round_id: str | None, config: RoundConfig, opened_by: str | None) -> Round:
+        """A round object that is not yet registered nor stored. An id the engine picks is
+        random: nobody can predict it, nor claim it first. The caller holds the engine lock."""
+        generated = False
+        while round_id is None or (generated and self._find(round_id) is not None):
+            round_id, generated = f"round-{secrets.token_hex(8)}", True
         if self.shard is not None:
             self.shard.round_of(round_id)  # a shard takes only rounds of its own shard layout
         record = RoundRecord(round_id, 0, OPEN, config.min_clients, config.expected_clients,
                              config.timeout_seconds, self.clock(), vector_length=config.vector_length or None)
-        return Round(record, self.scheme)
+        return Round(record, self.scheme, opened_by)
+
+    def _check_can_open(self, opened_by: str | None) -> None:
+        """Raise unless one more round may open now (for `opened_by`, a site or None for the
+        operator). The caller holds the engine lock."""
+        live = [r for r in self._rounds.values() if not r.ended]
+        if len(live) >= self.limits.max_open_rounds:
+            raise LimitExceeded(f"{len(live)} rounds are open, the most this aggregator allows; "
+                                "try again when one has ended")
+        if opened_by is not None and sum(r.opened_by == opened_by for r in live) >= self.limits.max_open_rounds_per_site:
+            raise LimitExceeded(f"{opened_by} has opened {self.limits.max_open_rounds_per_site} rounds that are still "
+                                "open, the most a site may")
 
     def _register(self, round_: Round) -> Round:
-        """Store and publish a new round; the caller holds the engine lock."""
+        """Store and publish a new round, within the caps; the caller holds the engine lock."""
+        self._check_can_open(round_.opened_by)
         self._seq += 1
         round_.record.seq = self._seq
         self.store.create_round(round_.record)
@@ -199,7 +235,18 @@ class RoundEngine:
             self.budget.know_submission_size(self._submission_bytes(round_.record.vector_length))
         self._follow_coordinator(round_)
         log.info("opened round %s (%s)", round_.round_id, round_.config)
+        self.metrics.round_opened()
+        self.metrics.open_rounds(sum(not r.ended for r in self._rounds.values()))
         return round_
+
+    def _find(self, round_id: str) -> Round | None:
+        """The round in memory, or a finished one read back from the store (evicted, or
+        finished before a restart). The caller holds the engine lock."""
+        found = self._rounds.get(round_id)
+        if found is not None:
+            return found
+        record = self.store.round(round_id)
+        return Round(record, None) if record is not None else None
 
     def join(self, client_id: str, round_id: str | None = None) -> Round:
         """The round named (opened with the defaults if rounds open implicitly), or else the
@@ -209,13 +256,15 @@ class RoundEngine:
             check_identifier(round_id, "round id")
         with self._lock:
             if round_id is not None:
-                found = self._rounds.get(round_id)
+                found = self._find(round_id)
                 if found is None and not self.implicit_rounds:
                     raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
-                found = found or self._register(self._new_round(round_id, self.defaults))
             else:
                 found = next((r for r in self._rounds.values() if r.state == OPEN and client_id not in r.receipts),
-                             None) or self._register(self._new_round(None, self.defaults))
+                             None)
+            if found is None:
+                self._refuse_new_work()
+                found = self._register(self._new_round(round_id, self.defaults, opened_by=client_id))
         with found.changed:
             if client_id not in found.joined and not found.ended:
                 self._log(found, Event(JOINED, self.clock(), client_id))  # replayed: a restart keeps who joined
@@ -226,7 +275,7 @@ class RoundEngine:
     def get(self, round_id: str) -> Round:
         check_identifier(round_id, "round id")
         with self._lock:
-            found = self._rounds.get(round_id)
+            found = self._find(round_id)
         if found is None:
             raise UnknownRound(f"no round {round_id}")
         return found
@@ -266,6 +315,8 @@ class RoundEngine:
                     if not round_.contributed(client_id):
                         raise RoundClosed(f"round {round_id} ended without an input from {client_id}")
                     return Stage(DONE)
+                if self._draining.is_set():  # nothing new starts; the client asks again after the restart
+                    return None
                 stage = round_.scheme_round.stage_for(client_id, client_id in round_.receipts)
                 if stage is not None:
                     return stage
@@ -320,6 +371,15 @@ class RoundEngine:
         the round's sum and log it. Returns the round and its contributor count. Nothing about
         any round changes unless every check passes. `chunks` is not read before memory for
         the submission is reserved; `active` tells whether the caller is still waiting."""
+        try:
+            return self._submit(receipt, announced_chunks, chunks, active)
+        except SecureFLError as exc:
+            self.metrics.submission_refused(type(exc).__name__)
+            raise
+
+    def _submit(self, receipt: common_pb2.Receipt, announced_chunks: int, chunks: Iterable[tuple[int, bytes]],
+                active: Callable[[], bool]) -> tuple[Round, int]:
+        self._refuse_new_work()
         verify_receipt(self.roster, receipt)
         if receipt.scheme != self.scheme.name:
             raise SpecMismatch(f"this aggregator runs scheme {self.scheme.name!r}, not {receipt.scheme!r:.40}")
@@ -328,22 +388,19 @@ class RoundEngine:
         expected = chunk_count(receipt.vector_length, self.scheme.chunk_values)
         if announced_chunks != expected:
             raise LengthMismatch(f"{announced_chunks} chunks announced; length {receipt.vector_length} needs {expected}")
-        round_ = self._round_for_submission(receipt.round_id)
+        round_ = self._round_for_submission(receipt.round_id, receipt.client_id)
         coordinated_round = self.shard.round_of(receipt.round_id) if self.shard is not None else None
         client_id = receipt.client_id
         with round_.changed:
             resent = round_.counted(receipt)  # a resend after a lost acknowledgement or a restart
             if not resent:
                 round_.check_accepts(receipt)  # fail fast; checked again under the lock before adding
-                if client_id in round_.streaming:
-                    raise DuplicateSubmission(f"a submission of {client_id} to round {round_.round_id} is already streaming")
-                round_.streaming.add(client_id)
             contributors = len(round_.receipts)
         if resent:
             self.store.sync_log(round_.record)
             return round_, contributors
         size = expected * self.scheme.chunk_bytes
-        try:
+        with self._one_stream(round_.round_id, client_id):
             self.budget.acquire(size, active)
             held: list | None = None
             try:
@@ -356,24 +413,42 @@ class RoundEngine:
             finally:
                 held = None  # the sum keeps what it needs: the memory goes back before the budget does
                 self.budget.release(size)
-        finally:
-            with round_.changed:
-                round_.streaming.discard(client_id)
         self.store.sync_log(round_.record)  # durable before acknowledged
+        self.metrics.submission_accepted()
+        self.metrics.stage_finished(SUBMISSION, validation_seconds)
         log.info("round %s: counted %s (%d contributors)", round_.round_id, client_id, contributors)
         return round_, contributors
 
-    def _round_for_submission(self, round_id: str) -> Round:
+    def _round_for_submission(self, round_id: str, client_id: str) -> Round:
         """The existing round, or (implicit rounds) a new one that is registered only when its
-        first submission is accepted."""
+        first submission is accepted (and may be opened now, or the stream is refused before
+        it is read)."""
         check_identifier(round_id, "round id")
         with self._lock:
-            found = self._rounds.get(round_id)
-        if found is not None:
-            return found
-        if not self.implicit_rounds:
-            raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
-        return self._new_round(round_id, self.defaults)
+            found = self._find(round_id)
+            if found is not None:
+                return found
+            if not self.implicit_rounds:
+                raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
+            self._check_can_open(client_id)
+            return self._new_round(round_id, self.defaults, opened_by=client_id)
+
+    @contextlib.contextmanager
+    def _one_stream(self, round_id: str, client_id: str) -> Iterator[None]:
+        """Hold the (round, site) slot while a submission is read: a site cannot make the
+        aggregator buffer several copies of its update for one round."""
+        key = (round_id, client_id)
+        with self._lock:
+            if key in self._streams:
+                raise LimitExceeded(f"{client_id} is already streaming a submission to round {round_id}")
+            self._streams.add(key)
+        self.metrics.submissions_in_flight(1)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streams.discard(key)
+            self.metrics.submissions_in_flight(-1)
 
     def _read_chunks(self, chunks: Iterable[tuple[int, bytes]], receipt: common_pb2.Receipt,
                      expected: int) -> tuple[list, float]:
@@ -384,6 +459,7 @@ class RoundEngine:
         held: list = []
         try:
             for index, data in chunks:
+                self.metrics.bytes_ingested(len(data))
                 if index != len(held) or index >= expected:
                     raise InvalidInput(f"expected chunk {len(held)} of {expected}")
                 if len(data) > self.scheme.chunk_bytes:
@@ -406,7 +482,7 @@ class RoundEngine:
                 validation_seconds: float) -> tuple[Round, int]:
         started = time.perf_counter()
         with self._lock:
-            registered = self._rounds.get(round_.round_id)
+            registered = self._find(round_.round_id)
             if registered is None:
                 registered = self._register(round_)
         round_ = registered
@@ -460,11 +536,12 @@ class RoundEngine:
         """Wait until no submission is being added. The caller holds the round's lock."""
         round_.changed.wait_for(lambda: not round_.adding)
 
-    def _checkpoint_if_due(self, round_: Round) -> None:
-        """Checkpoint an open round's sum when `checkpoint_seconds` passed since the last one and
-        it holds new submissions. The caller holds the round's lock."""
+    def _checkpoint_if_due(self, round_: Round, always: bool = False) -> None:
+        """Checkpoint an open round's sum when it holds new submissions and `checkpoint_seconds`
+        passed since the last one (or `always`). The caller holds the round's lock."""
         now = self.clock()
-        if len(round_.receipts) <= round_.checkpointed_count or now - round_.checkpointed_at < self.checkpoint_seconds:
+        if len(round_.receipts) <= round_.checkpointed_count or (
+                not always and now - round_.checkpointed_at < self.checkpoint_seconds):
             return
         self._quiesce(round_)
         if round_.state != OPEN:
@@ -480,7 +557,7 @@ class RoundEngine:
     def _begin_close(self, round_: Round) -> None:
         """Checkpoint the sum with its contributors, move the round to closing and reveal the
         sum on a thread of its own. The caller holds the round's lock."""
-        if round_.state != OPEN:
+        if round_.state != OPEN or self._draining.is_set():  # a draining engine leaves it to the next start
             return
         round_.record.state = CLOSING  # refuses new submissions while the adds in progress finish
         self._quiesce(round_)
@@ -495,14 +572,25 @@ class RoundEngine:
             self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: {exc}"))
             return
         pause_point("round.closing")
+        self.metrics.stage_finished(COLLECT, max(0.0, self.clock() - round_.record.opened_at))
         round_.scheme_round.begin_reveal(contributors)
         round_.changed.notify_all()
         self._reveal_in_background(round_)
 
     def _reveal_in_background(self, round_: Round) -> None:
-        threading.Thread(target=self._close, args=(round_,), name=f"close-{round_.round_id}", daemon=True).start()
+        closer = threading.Thread(target=self._close, args=(round_,), name=f"close-{round_.round_id}", daemon=True)
+        with self._lock:
+            self._closing.add(closer)
+        closer.start()
 
     def _close(self, round_: Round) -> None:
+        try:
+            self._reveal(round_)
+        finally:
+            with self._lock:
+                self._closing.discard(threading.current_thread())
+
+    def _reveal(self, round_: Round) -> None:
         with round_.changed:
             while not (round_.ended or round_.scheme_round.reveal_ready(self.clock())):
                 round_.changed.wait(_TICK_SECONDS)
@@ -546,7 +634,9 @@ class RoundEngine:
             round_.average = average
             round_.record = finished  # complete, with its result, in one step for readers without the lock
             round_.accumulator = None
+            self._ended(round_, COMPLETED, None)
             round_.changed.notify_all()
+        self.metrics.stage_finished(REVEAL, round_.reveal_seconds)
         log.info("round %s complete: %d contributors, total weight %g; revealed in %.3f s, stored in %.3f s",
                  round_.round_id, len(receipts), weight, revealed - started, time.perf_counter() - revealed)
         self.store.purge(round_.record)
@@ -563,8 +653,17 @@ class RoundEngine:
         record.contributors, record.state = len(round_.receipts), FAILED
         self.store.finish_round(record)
         round_.accumulator = None
+        self._ended(round_, FAILURE, type(error).__name__)
         round_.changed.notify_all()
         self.store.purge(round_.record)
+
+    def _ended(self, round_: Round, outcome: str, reason: str | None) -> None:
+        """Note the end of a round (for its eviction and the metrics). The caller holds the
+        round's lock."""
+        round_.ended_at = self.clock()
+        self.metrics.round_ended(outcome, reason, max(0.0, round_.ended_at - round_.record.opened_at))
+        with self._lock:
+            self.metrics.open_rounds(sum(not r.ended for r in self._rounds.values()))
 
     def tick(self) -> None:
         """Apply every deadline that has passed: the schemes' stage deadlines and the rounds'
@@ -572,6 +671,7 @@ class RoundEngine:
         calls this; a transport without threads may call it instead."""
         now = self.clock()
         with self._lock:
+            self._evict(now)
             live = [r for r in self._rounds.values() if not r.ended]
         for round_ in live:
             with round_.changed:
@@ -603,6 +703,14 @@ class RoundEngine:
                 f"{round_.config.min_clients} required contributions; nothing was revealed"
             ))
 
+    def _evict(self, now: float) -> None:
+        """Drop the rounds that ended more than the retention period ago from memory (their
+        outcome stays in the store, where `_find` reads it). The caller holds the engine lock."""
+        expired = [round_id for round_id, r in self._rounds.items()
+                   if r.ended_at is not None and now - r.ended_at >= self.limits.retention_seconds]
+        for round_id in expired:
+            del self._rounds[round_id]
+
     def _watch(self) -> None:
         while not self._stopped.wait(_TICK_SECONDS):
             self.tick()
@@ -631,12 +739,12 @@ class RoundEngine:
         their log replayed into a fresh server round; clients counted after the checkpoint are
         owed and resend their updates."""
         for record in self.store.rounds():
-            round_ = Round(record, self.scheme)
-            self._rounds[record.round_id] = round_
             self._seq = max(self._seq, record.seq)
-            if round_.ended:
+            if record.state in (COMPLETE, FAILED):  # read from the store when asked for (`_find`)
                 self.store.purge(record)  # in case a crash came before the purge
                 continue
+            round_ = Round(record, self.scheme)
+            self._rounds[record.round_id] = round_
             with round_.changed:
                 try:
                     self._replay(round_)
@@ -718,7 +826,58 @@ class RoundEngine:
             else:
                 self._begin_close(round_)
 
-    def stop(self) -> None:
+    # -- shutting down -------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def _refuse_new_work(self) -> None:
+        if self._draining.is_set():
+            raise ServiceUnavailable("the aggregator is shutting down; try again once it is back")
+
+    def drain(self) -> None:
+        """Start a shutdown: from now on no round opens, no submission starts, no reveal begins
+        (a round that fills up now is closed at the next start, from the store), and stage waits
+        return at once. Submissions already streaming are still accepted."""
+        self._draining.set()
         self._stopped.set()
+        with self._lock:
+            rounds = list(self._rounds.values())
+        for round_ in rounds:
+            with round_.changed:
+                round_.changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until no submission is streaming and no reveal runs;
+        True when that happened (a draining engine starts neither)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = bool(self._streams) or any(closer.is_alive() for closer in self._closing)
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_TICK_SECONDS)
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop the deadline thread and wait up to `timeout` seconds for reveals under way;
+        False if one is still running. After a `drain` (a graceful shutdown), checkpoint every
+        open round's sum first, so the next start holds every acknowledged submission without
+        its client resending it."""
+        self._stopped.set()
+        deadline = time.monotonic() + timeout
         if self._watcher.is_alive():
-            self._watcher.join(timeout=2)
+            self._watcher.join(timeout=timeout)
+        if self._draining.is_set():
+            with self._lock:
+                live = [r for r in self._rounds.values() if r.state == OPEN]
+            for round_ in live:
+                with round_.changed:
+                    self._checkpoint_if_due(round_, always=True)
+        with self._lock:
+            closing = list(self._closing)
+        for closer in closing:
+            closer.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(closer.is_alive() for closer in closing)

@@ -303,7 +303,11 @@ class RoundStore:
 
     def rounds(self) -> list[RoundRecord]:
         rows = self._db.execute("SELECT * FROM rounds ORDER BY seq")
-        return [RoundRecord(*row[:-1], signatures=_signatures(row[-1])) for row in rows]
+        return [_record(row) for row in rows]
+
+    def round(self, round_id: str) -> RoundRecord | None:
+        rows = self._db.execute("SELECT * FROM rounds WHERE round_id = ?", (round_id,))
+        return _record(rows[0]) if rows else None
 
     def create_round(self, record: RoundRecord) -> None:
         self._db.execute(
@@ -400,8 +404,10 @@ class RoundStore:
         self._db.close()
 
 
-def _signatures(column: str | None) -> dict[str, bytes] | None:
-    return {cid: bytes.fromhex(sig) for cid, sig in json.loads(column).items()} if column else None
+def _record(row: tuple) -> RoundRecord:
+    *fields, signatures = row
+    return RoundRecord(*fields, signatures={cid: bytes.fromhex(sig) for cid, sig in json.loads(signatures).items()}
+                       if signatures else None)
 
 
 def _log_file(seq: int) -> str:
