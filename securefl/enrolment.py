@@ -168,9 +168,9 @@ def read_request(path: Path) -> tuple[PartyName, bytes, x509.CertificateSigningR
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: an enrolment request holds a JSON object")
     fields = ("role", "id", "identity_public_key", "csr", "signature")
-    for field in fields:
-        if not isinstance(data.get(field), str):
-            raise InvalidInput(f"{path}: field '{field}' must be a string")
+    for name in fields:
+        if not isinstance(data.get(name), str):
+            raise InvalidInput(f"{path}: field '{name}' must be a string")
     try:
         party = PartyName(data["role"], data["id"])
         identity_key = bytes.fromhex(data["identity_public_key"])

@@ -61,7 +61,7 @@ def _he_server(name: str) -> Callable[[ServerOptions], ServerScheme]:
 
 
 _CLIENTS: dict[str, Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]] = {
-    PLAIN: lambda session, identity, pins: PlainClient(),
+    PLAIN: lambda session, identity, pins: PlainClient(session.chunk_values),
     BFV: _he_client(BFV),
     CKKS: _he_client(CKKS),
     SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.federation),

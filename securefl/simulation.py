@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import Client, SimulatedDropout, connect
+from .client import Client, ShardedClient, SimulatedDropout, connect
 from .enrolment import FEDERATION_FILE, NewFederation, create_federation, ephemeral_credentials, issue_credentials, write_party
 from .errors import ServiceUnavailable
 from .federation import SecurityParameters
@@ -71,14 +71,15 @@ class ServiceProcess:
         self.port = 0
         self.metrics_port: int | None = None
 
-    def start(self) -> int:
+    def start(self, env: dict[str, str] | None = None) -> int:
+        """Start the service (with `env` added to its environment this time); its port."""
         ready = self.workdir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
+            env={**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -98,6 +99,12 @@ class ServiceProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (the service drains), then SIGKILL after `timeout` seconds; the exit code."""
@@ -121,13 +128,16 @@ class LocalFederation:
     `insecure=True` runs plaintext gRPC (for measuring what TLS costs, or showing what it hides).
     `metrics=True` serves each service's Prometheus metrics on a free local port
     (`ServiceProcess.metrics_port`); `service_args` are passed to both services (e.g.
-    `--log-format json`)."""
+    `--log-format json`), `aggregator_args` to the aggregator only (e.g. `--max-inflight-mb 8`).
+    `shards`: split every round by chunk range across that many aggregator processes (its
+    clients are then `ShardedClient`s; `aggregator` is shard 0, the coordinator)."""
 
     def __init__(self, n_clients: int, scheme: str = DEFAULT_SCHEME, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
                  secagg: SecAggSettings | None = None, insecure: bool = False, metrics: bool = False,
-                 service_args: Sequence[str] = (), rotate_every: int = RotationPolicy.rotate_every) -> None:
+                 service_args: Sequence[str] = (), aggregator_args: Sequence[str] = (), shards: int = 1,
+                 rotate_every: int = RotationPolicy.rotate_every) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -142,6 +152,9 @@ class LocalFederation:
         self.implicit_rounds = implicit_rounds
         self.insecure = insecure
         self.service_args = [*service_args, *(["--metrics-port", "0"] if metrics else [])]
+        self.aggregator_args = list(aggregator_args)
+        self.shards = shards
+        self.aggregators: list[ServiceProcess] = []
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -224,15 +237,23 @@ class LocalFederation:
                 "--audit-log", str(self.workdir / "keyholder.audit.jsonl"), *self.service_args,
             ], self.workdir, env)
             keyholder_args = ["--keyholder", f"127.0.0.1:{self.keyholder.start()}"]
-        self.aggregator = ServiceProcess("aggregator", [
-            "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
-            "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
-            "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
-            "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
-            "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            "--stage-timeout", str(self.secagg.stage_timeout), *self.service_args,
-        ], self.workdir, env)
-        self.aggregator.start()
+        for index in range(self.shards):
+            name = "aggregator" if self.shards == 1 else f"aggregator-{index}"
+            shard_args = [] if self.shards == 1 else ["--shard", f"{index}/{self.shards}"]
+            if index:
+                shard_args += ["--coordinator", f"127.0.0.1:{self.aggregators[0].port}"]
+            aggregator = ServiceProcess(name, [
+                "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
+                "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
+                "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
+                "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / f"{name}.db"),
+                "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
+                "--stage-timeout", str(self.secagg.stage_timeout), *self.service_args, *self.aggregator_args,
+                *shard_args,
+            ], self.workdir, env)
+            aggregator.start()
+            self.aggregators.append(aggregator)
+        self.aggregator = self.aggregators[0]
         self.clients = [self.connect(identity) for identity in self.identities]
 
     def credentials(self, role: str, party_id: str) -> TlsConfig | None:
@@ -247,24 +268,29 @@ class LocalFederation:
             return enrolled.tls(self.enrolment.ca)
         return issue_credentials(self.enrolment.ca, self.enrolment.ca_key, name)
 
-    def connect(self, identity: Identity, tls: TlsConfig | None = None) -> Client:
-        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests),
+    def connect(self, identity: Identity, tls: TlsConfig | None = None) -> Client | ShardedClient:
+        """Another client of this federation's aggregators (e.g. an unenrolled one, in tests),
         with the certificate of the site its identity names unless `tls` is given."""
-        return connect(self.aggregator_address, identity=identity, federation=self.federation,
+        addresses = [f"127.0.0.1:{aggregator.port}" for aggregator in self.aggregators]
+        return connect(addresses, identity=identity, federation=self.federation,
                        tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure)
 
-    def restart_aggregator(self) -> None:
-        """Stop the aggregator process and start it again on the same port and store."""
+    def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
+        """Stop the aggregator process (SIGTERM, or SIGKILL with `crash`) and start it again on
+        the same port and store, with `env` added to its environment."""
         assert self.aggregator is not None
         port = self.aggregator.port
-        self.aggregator.stop()
+        if crash:
+            self.aggregator.kill()
+        else:
+            self.aggregator.stop()
         self.aggregator.args[self.aggregator.args.index("--port") + 1] = str(port)
-        self.aggregator.start()
+        self.aggregator.start(env)
 
     def __exit__(self, *exc: object) -> None:
         for client in self.clients:
             client.close()
-        for service in (self.aggregator, self.keyholder):
+        for service in (*reversed(self.aggregators), self.keyholder):
             if service is not None:
                 service.stop()
         if self._tmp is not None:

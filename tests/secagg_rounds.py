@@ -97,5 +97,5 @@ class HandRound:
         return self
 
     def reveal(self) -> np.ndarray:
-        length = self.accumulator.total.size
+        length = self.accumulator.concatenated().size
         return self.round.reveal(self.accumulator, length, b"", [])

@@ -16,7 +16,7 @@ from securefl.identity import Identity, sign_receipt
 from securefl.pki import AGGREGATOR, OPERATOR, SITE
 from securefl.rounds.chunks import ChunkDigest, chunk_count
 from securefl.rounds.scheme import SUBMIT
-from securefl.services.rpc import channel
+from securefl.services.rpc import channel, chunk_message
 from securefl.simulation import LocalFederation
 from securefl.tensors import flatten
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -32,7 +32,7 @@ class Submission:
         count = len(self.chunks) if self.chunk_count < 0 else self.chunk_count
         yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=self.receipt, chunk_count=count))
         for index, data in enumerate(self.chunks):
-            yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
+            yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
 
 
 class RawAggregator:
@@ -78,7 +78,7 @@ class RawAggregator:
         if self._verifier is None:
             from securefl.rounds.plain import plain_chunks
             payload = np.append(vector * weight, weight)
-            return plain_chunks(payload), common_pb2.Receipt(vector_length=payload.size)
+            return plain_chunks(payload, self.session.chunk_values), common_pb2.Receipt(vector_length=payload.size)
         update = protect_update(self.round_epoch(round_id), round_id, identity.client_id, vector, weight)
         return update.chunks, common_pb2.Receipt(vector_length=update.vector_length, key_epoch=update.key_epoch,
                                                  sealed_seed=update.sealed_seed)
@@ -107,10 +107,12 @@ class RawAggregator:
             error.code = exc.code()
             raise error from None
 
-    def open_round(self, round_id: str, min_clients: int, expected_clients: int, timeout_seconds: float = 0.0):
+    def open_round(self, round_id: str, min_clients: int, expected_clients: int, timeout_seconds: float = 0.0,
+                   vector_length: int = 0):
         return self.stub.OpenRound(aggregator_pb2.OpenRoundRequest(
             round_id=round_id, config=aggregator_pb2.RoundConfig(
-                min_clients=min_clients, expected_clients=expected_clients, timeout_seconds=timeout_seconds)))
+                min_clients=min_clients, expected_clients=expected_clients, timeout_seconds=timeout_seconds,
+                vector_length=vector_length)))
 
     def round_info(self, round_id: str) -> aggregator_pb2.RoundInfo:
         return self.stub.GetRound(aggregator_pb2.RoundRequest(round_id=round_id))

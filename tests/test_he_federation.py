@@ -244,7 +244,7 @@ def test_a_waiting_client_gives_up_with_a_clear_error_when_the_aggregator_is_gon
             waiting = pool.submit(fed.clients[0].aggregate, updates(rng, 1)[0], round_id="r1")
             raw.wait_for_contributors("r1", 1)
             fed.aggregator.stop()
-            with pytest.raises(ServiceUnavailable, match="aggregator .* was unreachable for"):
+            with pytest.raises(ServiceUnavailable, match="aggregator was unreachable for"):
                 waiting.result(timeout=30)
 
 

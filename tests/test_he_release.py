@@ -293,11 +293,21 @@ def test_malformed_or_miscounted_aggregates_are_refused_before_decryption(federa
     assert_refused_before_decryption(federation, MalformedCiphertext, "r1", submissions, [b"junk"] * len(aggregate))
 
 
-def test_a_round_is_decrypted_once_and_only_if_registered(federation):
+def test_a_round_is_decrypted_once_and_only_the_identical_request_is_answered_again(federation):
+    """No second, different decryption of a round (the sum without one client, say: the
+    difference would be that client's update). An aggregator that lost the answer repeats the
+    identical request and gets the identical release (CKKS: the same flooding noise), so nothing
+    new comes out."""
     submissions = federation.submit_all("r1", *round_inputs())
     aggregate = federation.honest_aggregate("r1", submissions)
-    federation.release("r1", LENGTH, submissions, aggregate)
-    assert_refused_before_decryption(federation, DuplicateSubmission, "r1", submissions, aggregate)
+    first = federation.release("r1", LENGTH, submissions, aggregate)
+    assert np.array_equal(federation.release("r1", LENGTH, submissions, aggregate), first)
+    assert federation.audit.decisions[-1] == "released again (the identical request)"
+    assert_refused_before_decryption(federation, DuplicateSubmission, "r1", submissions[:3], aggregate)
+    assert_refused_before_decryption(federation, DuplicateSubmission, "r1", submissions,
+                                     federation.honest_aggregate("r1", submissions[:3]))
+    assert_refused_before_decryption(federation, DuplicateSubmission, "r1", submissions[1:] + submissions[:1],
+                                     aggregate)
     with pytest.raises(DuplicateSubmission):
         federation.core.public_epoch_for_round("r1")
     assert_refused_before_decryption(federation, PolicyViolation, "never-opened", submissions, aggregate)

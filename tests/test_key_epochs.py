@@ -156,7 +156,7 @@ def test_a_replaced_epoch_finishes_its_rounds_within_the_grace_period(tmp_path):
         store.epoch_for_round("r2")  # epoch 2; epoch 1 still serves r1
         assert store.epoch_numbers() == [1, 2]
         epoch = store.epoch_of_round("r1")
-        store.mark_decrypted(epoch, "r1")
+        store.mark_decrypted(epoch, "r1", bytes(32))
         assert store.epoch_numbers() == [2]  # no open round left: its keys are gone
         store.epoch_for_round("r3")  # epoch 3; epoch 2 still serves r2...
         clock.now += 61  # ...until the grace period ends
@@ -179,7 +179,7 @@ def test_a_round_is_decrypted_once_even_across_epochs_and_restarts(tmp_path):
     path = tmp_path / "ks.bin"
     with KeyStore.create(path, PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(rotate_every=1)) as store:
         store.epoch_for_round("r1")
-        store.mark_decrypted(store.epoch_of_round("r1"), "r1")
+        store.mark_decrypted(store.epoch_of_round("r1"), "r1", bytes(32))
         store.epoch_for_round("r2")  # epoch 1 is deleted; r1 stays spent
         assert 1 not in store.epoch_numbers()
     with KeyStore.open(path, PASSPHRASE, KEYHOLDER, SETTINGS, RotationPolicy(rotate_every=1)) as store:
@@ -263,7 +263,7 @@ def test_a_second_keyholder_process_cannot_use_the_same_key_file(tmp_path):
 
     store = KeyStore.create(path, PASSPHRASE, KEYHOLDER, SETTINGS)
     store.epoch_for_round("r1")
-    store.mark_decrypted(store.epoch_of_round("r1"), "r1")
+    store.mark_decrypted(store.epoch_of_round("r1"), "r1", bytes(32))
     assert run_second() == "locked"
     store.close()
     assert run_second() == "already decrypted"

@@ -138,8 +138,10 @@ class Protocol:
         return self.federation.run(round_id, vectors, {cid: 1.0 for cid in vectors}, drops).average
 
 
-def expected_average(vectors: dict[str, np.ndarray], contributors: list[str]) -> np.ndarray:
-    return sum(vectors[cid] for cid in contributors) / len(contributors)
+def expected_average(vectors: dict[str, np.ndarray], contributors: list[str], dtype: np.dtype) -> np.ndarray:
+    """The exact average, in the dtype the engine publishes (float32 holds every digit the
+    fixed-point encoding has)."""
+    return (sum(vectors[cid] for cid in contributors) / len(contributors)).astype(dtype)
 
 
 LATE_STAGES = (SHARE, MASK_SET, MASKED, CONFIRM, UNMASK)
@@ -171,7 +173,7 @@ def test_aggregate_is_the_exact_sum_of_quantized_updates_whatever_drops(case, se
     protocol = Protocol(n)
     vectors = protocol.exact_vectors(np.random.default_rng(seed), length)
     contributors = [cid for cid in protocol.ids if drops.get(cid) not in (ADVERTISE, SHARE, MASK_SET, MASKED)]
-    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
+    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors, protocol.enrolment.server.result_dtype))
 
 
 def test_sparse_graph_round_recovers_the_exact_sum_with_dropouts(rng):
@@ -182,7 +184,7 @@ def test_sparse_graph_round_recovers_the_exact_sum_with_dropouts(rng):
     drops = {ids[3]: SHARE, ids[9]: MASK_SET, ids[17]: MASKED, ids[41]: MASKED, ids[44]: CONFIRM, ids[50]: UNMASK}
     vectors = protocol.exact_vectors(rng, 50)
     contributors = [cid for cid in ids if drops.get(cid) not in (SHARE, MASK_SET, MASKED)]
-    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
+    assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors, protocol.enrolment.server.result_dtype))
 
 
 def test_too_many_dropouts_abort_cleanly(rng):

@@ -211,7 +211,7 @@ def recorded_round(insecure: bool) -> bytes:
 
 def test_a_recorded_round_holds_no_plaintext_of_the_update_or_the_average():
     update_pattern = MARKER.astype("<f4").tobytes() * 8  # 8 consecutive values of the update
-    average_pattern = np.float64(MARKER).astype("<f8").tobytes() * 4  # of the published average
+    average_pattern = MARKER.astype("<f4").tobytes() * 4  # of the published average (float32 for plain)
     clear = recorded_round(insecure=True)
     assert update_pattern in clear and average_pattern in clear, "the search finds them when they are there"
     encrypted = recorded_round(insecure=False)

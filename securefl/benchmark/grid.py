@@ -7,17 +7,16 @@ compared with the plain scheme at the same model size and client count, in the s
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..schemes import BFV, CKKS, PLAIN, SECAGG
 from ..simulation import LocalFederation, SecAggSettings
-from .numbers import byte_size, compact_count, duration, ratio, significant
+from .numbers import MISSING, byte_size, compact_count, duration, ratio, significant
+from .process import DiskWrites, PeakMemory, ingest_mb_per_s
 from .tables import Table
 
 # Parameter counts of real architectures: the PyTorch tutorial CIFAR-10 CNN and torchvision's ResNet-18.
@@ -59,47 +58,15 @@ class Measurement:
     reveal_seconds: float
     bytes_per_client: float
     aggregator_peak_mb: float
+    ingest_mb_per_s: float = float("nan")  # the round's uploads over their time window, at the aggregator
+    disk_bytes: float = float("nan")  # the aggregator wrote to disk during the round
     ratios: dict[str, float] = field(default_factory=dict)
-
-
-class PeakMemory:
-    """Samples a process's resident memory in the background; `peak_mb` is the largest seen."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self._path = Path(f"/proc/{pid}/status")
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak_mb = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> float:
-        try:
-            for line in self._path.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._sample())
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._sample())
 
 
 def _round(federation: LocalFederation, pool: ThreadPoolExecutor, params: int, round_id: str) -> Measurement:
     rng = np.random.default_rng(len(round_id))
     updates = [rng.uniform(-1, 1, size=params).astype(np.float32) for _ in federation.clients]
-    with PeakMemory(federation.aggregator.pid) as memory:
+    with PeakMemory(federation.aggregator.pid) as memory, DiskWrites(federation.aggregator.pid) as disk:
         started = time.perf_counter()
         list(pool.map(lambda i: federation.clients[i].aggregate(updates[i], weight=1.0 + i, round_id=round_id),
                       range(len(updates))))
@@ -112,7 +79,7 @@ def _round(federation: LocalFederation, pool: ThreadPoolExecutor, params: int, r
         aggregator_seconds=info.aggregation_seconds / max(1, info.contributors),
         reveal_seconds=info.reveal_seconds,
         bytes_per_client=statistics.mean(s.bytes_sent for s in stats),
-        aggregator_peak_mb=memory.peak_mb,
+        aggregator_peak_mb=memory.peak_mb, ingest_mb_per_s=ingest_mb_per_s(stats), disk_bytes=disk.bytes,
     )
 
 
@@ -164,14 +131,16 @@ def tables(report: dict) -> list[Table]:
     scheme_order = {scheme: i for i, scheme in enumerate(grid["schemes"])}
     rows = report["results"]
     columns = ("scheme", "model", "clients", "client protect", "aggregator / submission", "reveal", "upload / client",
-               "bytes ×", "round", "round ×", "aggregator peak")
+               "bytes ×", "round", "round ×", "aggregator peak", "ingest", "disk / round")
 
     def row(m: dict) -> list[str]:
         ratios = m.get("ratios", {})
         model = m["size"] if m["size"] == compact_count(m["params"]) else f"{m['size']} ({compact_count(m['params'])})"
         return [m["scheme"], model, str(m["clients"]), duration(m["client_seconds"]), duration(m["aggregator_seconds"]),
                 duration(m["reveal_seconds"]), byte_size(m["bytes_per_client"]), ratio(ratios.get("bytes")),
-                duration(m["round_seconds"]), ratio(ratios.get("round")), f"{significant(m['aggregator_peak_mb'])} MiB"]
+                duration(m["round_seconds"]), ratio(ratios.get("round")), f"{significant(m['aggregator_peak_mb'])} MiB",
+                _measured(m.get("ingest_mb_per_s"), lambda v: f"{significant(v)} MB/s"),
+                _measured(m.get("disk_bytes"), byte_size)]
 
     def table(name: str, caption: str, selected: list[dict]) -> Table:
         ordered = sorted(selected, key=lambda m: (m["params"], m["clients"], scheme_order.get(m["scheme"], 99)))
@@ -182,3 +151,8 @@ def tables(report: dict) -> list[Table]:
         table("model-size", f"Across model sizes, {n} clients:", [m for m in rows if m["clients"] == n]),
         table("clients", f"Across client counts, model {model}:", [m for m in rows if m["size"] == model]),
     ]
+
+
+def _measured(value: float | None, show) -> str:
+    """Results recorded before a column existed show a dash."""
+    return MISSING if value is None or value != value else show(value)

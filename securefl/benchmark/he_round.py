@@ -83,7 +83,7 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
     """Times each component of one round of `setup` over these clients' updates, and the error
     of the released average against the exact weighted average."""
     length = vectors[0].size + 1
-    server_round = setup.server.new_round(ROUND, RoundConfig(len(vectors), len(vectors)), 0.0)
+    server_round = setup.server.new_round(ROUND, RoundConfig(len(vectors), len(vectors)), 0.0, time.time)
     stage = server_round.stage_for(setup.identities[0].client_id, False)  # registers the round: its key epoch
     clients = [client_scheme(setup.session, identity, ClientPins(setup.federation)) for identity in setup.identities]
 
@@ -105,7 +105,7 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
                              for i, chunk in enumerate(update.chunks)])
 
     _, add_seconds = timed(add_all)
-    decrypt_seconds, unmask_seconds = _keyholder_components(setup, accumulator.sums, receipts, length)
+    decrypt_seconds, unmask_seconds = _keyholder_components(setup, accumulator.snapshot(), receipts, length)
     released, release_seconds = timed(lambda: server_round.reveal(accumulator, length, SPEC_HASH, receipts))
 
     clipped = [np.clip(v.astype(np.float64), -setup.federation.security.value_bound,
@@ -127,13 +127,13 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
     }
 
 
-def _keyholder_components(setup: HeRoundSetup, sums: list, receipts: list[common_pb2.Receipt],
+def _keyholder_components(setup: HeRoundSetup, sums: list[bytes], receipts: list[common_pb2.Receipt],
                           length: int) -> tuple[float, float]:
     """The key-holder's decryption, and its unmasking and range checks, timed apart (on copies:
     the release that follows decrypts the round for real)."""
     epoch = setup.keystore.epoch_of_round(ROUND)
     codec = epoch.codec(setup.keystore.policy.rotate_every)
-    parsed = [codec.parse_chunk(epoch.secret.context, total.serialize()) for total in sums]
+    parsed = [codec.parse_chunk(epoch.secret.context, total) for total in sums]
     seeds = [open_seed(r.sealed_seed, epoch.sealing_key, ROUND, r.client_id, epoch.number) for r in receipts]
     decrypted, decrypt_seconds = timed(lambda: decrypt_chunks(epoch.secret.context, parsed))
     _, unmask_seconds = timed(lambda: codec.reveal(decrypted, seeds, length))

@@ -52,6 +52,7 @@ from .presets import BfvPreset
 
 class BfvCodec(WholeCiphertexts):
     scheme = "bfv"
+    result_dtype = np.dtype(np.float64)  # exact fixed point: up to 37 bits per value at k = 1
 
     def __init__(self, preset: BfvPreset, plan: PackingPlan) -> None:
         self.preset = preset
@@ -73,8 +74,10 @@ class BfvCodec(WholeCiphertexts):
         masked = packed + uniform_mod(seed, packed.size, self.preset.plain_modulus)  # < 2^39 + t: no overflow
         return np.where(masked >= self.preset.plain_modulus, masked - np.uint64(self.preset.plain_modulus), masked)
 
-    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray:
-        """Remove the receipted clients' masks and range-check; ReleaseCheckFailed if not honest."""
+    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int,
+               randomness: bytes = b"") -> np.ndarray:
+        """Remove the receipted clients' masks and range-check; ReleaseCheckFailed if not honest.
+        Exact, so the release draws no randomness."""
         t = self.preset.plain_modulus
         masks = np.zeros(decrypted.size, dtype=np.uint64)
         for seed in seeds:  # each < 2^40: the sum cannot overflow before 2^24 clients

@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from ..errors import InvalidInput
-from ..masking.prg import uniform_floats
+from ..masking.prg import uniform_floats, unit_floats
 from ..quantize import check_bounds, weighted_payload
 from .masked import WholeCiphertexts
 from .masks import uniform_reals
@@ -63,6 +63,7 @@ TOLERANCE_SIGMAS = 10  # honest sums never exceed τ = 10 σ_e(m): P < 1e-22 per
 
 class CkksCodec(WholeCiphertexts):
     scheme = "ckks"
+    result_dtype = np.dtype(np.float32)  # released values carry flooding noise far above float32's resolution
 
     def __init__(self, preset: CkksPreset, max_clients: int, value_bound: float, max_weight: float,
                  decryptions_per_key: int = 1) -> None:
@@ -109,8 +110,10 @@ class CkksCodec(WholeCiphertexts):
         masked[:payload.size] += payload
         return masked
 
-    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray:
-        """Unmask, range-check (ReleaseCheckFailed), flood."""
+    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int,
+               randomness: bytes = b"") -> np.ndarray:
+        """Unmask, range-check (ReleaseCheckFailed), flood with noise expanded from `randomness`
+        (32 bytes the key-holder derives from its key and the request; fresh if empty)."""
         m = len(seeds)
         unmasked = decrypted.copy()
         for seed in seeds:
@@ -125,11 +128,12 @@ class CkksCodec(WholeCiphertexts):
         if np.abs(unmasked[:vector_length - 1]).max(initial=0.0) > bound:
             raise ReleaseCheckFailed("a weighted value exceeds value_bound times the weight sum")
         released = unmasked[:vector_length]
-        return released + _gaussian(released.size, self.flooding_sigma(m, vector_length))
+        return released + _gaussian(released.size, self.flooding_sigma(m, vector_length), randomness)
 
 
-def _gaussian(count: int, sigma: float) -> np.ndarray:
-    """N(0, sigma²) samples by Box–Muller from AES-CTR uniforms under a fresh random key."""
-    uniforms = uniform_floats(2 * count)
+def _gaussian(count: int, sigma: float, seed: bytes = b"") -> np.ndarray:
+    """N(0, sigma²) samples by Box–Muller from AES-CTR uniforms under the key `seed` (a fresh
+    random key if empty)."""
+    uniforms = unit_floats(seed, 2 * count) if seed else uniform_floats(2 * count)
     radius = np.sqrt(-2.0 * np.log1p(-uniforms[:count]))  # 1 - u lies in (0, 1]
     return sigma * radius * np.cos(2.0 * np.pi * uniforms[count:])

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import DuplicateSubmission, InvalidInput, PolicyViolation, VerificationFailed
 from ..identity import Identity, check_identifier
@@ -50,6 +51,7 @@ from .presets import get_preset
 
 _MAGIC = b"SFLKEYSTORE2\n"
 OPEN, DECRYPTED = "open", "decrypted"
+_RELEASE_LABEL = b"securefl/he/v1/release-randomness"
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,17 @@ class KeyEpoch:
     rounds: dict[str, str] = field(default_factory=dict)
     replaced_at: float | None = None
     secret_bytes: bytes = field(default=b"", repr=False)
+    requests: dict[str, str] = field(default_factory=dict)  # decrypted round -> its request's digest (hex)
 
     def codec(self, decryptions_per_key: int) -> MaskedCodec:
         return EpochSettings.of(self.public).codec(decryptions_per_key)
+
+    def release_seed(self, request: bytes) -> bytes:
+        """Randomness for releasing `request` (CKKS flooding), derived from this epoch's sealing
+        key and the request: the identical request gets the identical release, so asking twice
+        teaches nothing, and no one without the key can predict it."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=_RELEASE_LABEL + request).derive(_raw_private(self.sealing_key))
 
     def __reduce__(self):
         raise TypeError("key material cannot be pickled")
@@ -233,12 +243,24 @@ class KeyStore:
                 raise PolicyViolation(f"round {round_id} is not registered with a live key epoch")
             return epoch
 
-    def mark_decrypted(self, epoch: KeyEpoch, round_id: str) -> None:
-        """Durably record the decryption before it happens: a crash never allows a second one."""
+    def decrypted_from(self, round_id: str) -> tuple[KeyEpoch, bytes] | None:
+        """For a round decrypted under a live epoch: that epoch and the digest of the request it
+        was decrypted from (an aggregator that lost the answer may repeat exactly that request)."""
+        with self._mutex:
+            self._purge()
+            epoch = self._epoch_serving(round_id)
+            if epoch is None or epoch.rounds[round_id] != DECRYPTED or round_id not in epoch.requests:
+                return None
+            return epoch, bytes.fromhex(epoch.requests[round_id])
+
+    def mark_decrypted(self, epoch: KeyEpoch, round_id: str, request: bytes) -> None:
+        """Durably record the decryption, and the request's digest, before it happens: a crash
+        never allows a second, different one."""
         with self._mutex:
             if self._epochs.get(epoch.number) is not epoch or epoch.rounds.get(round_id) != OPEN:
                 raise PolicyViolation(f"round {round_id} is no longer open under key epoch {epoch.number}")
             epoch.rounds[round_id] = DECRYPTED
+            epoch.requests[round_id] = request.hex()
             self._save()
 
     def retire(self, epoch: KeyEpoch) -> None:
@@ -297,7 +319,8 @@ class KeyStore:
             "epochs": [
                 {
                     "number": e.number, "secret": _b64(e.secret_bytes), "sealing_key": _b64(_raw_private(e.sealing_key)),
-                    "public": _b64(e.public.SerializeToString()), "rounds": e.rounds, "replaced_at": e.replaced_at,
+                    "public": _b64(e.public.SerializeToString()), "rounds": e.rounds, "requests": e.requests,
+                    "replaced_at": e.replaced_at,
                 }
                 for e in self._epochs.values()
             ],
@@ -312,7 +335,8 @@ class KeyStore:
             secret = SecretContext.from_bytes(secret_bytes, get_preset(public.preset), public.context)
             sealing_key = X25519PrivateKey.from_private_bytes(base64.b64decode(record["sealing_key"]))
             self._epochs[record["number"]] = KeyEpoch(record["number"], secret, sealing_key, public,
-                                                      dict(record["rounds"]), record["replaced_at"], secret_bytes)
+                                                      dict(record["rounds"]), record["replaced_at"], secret_bytes,
+                                                      dict(record["requests"]))
         self._current = state["current"]
         self._next_number = state["next_epoch"]
         self._spent = set(state["spent_rounds"])

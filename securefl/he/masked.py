@@ -18,6 +18,7 @@ class MaskedCodec(Protocol):
     scheme: str
     slots: int
     chunk_values: int  # update values per ciphertext
+    result_dtype: np.dtype  # what the published average needs to carry the scheme's precision
 
     def chunk_count(self, vector_length: int) -> int: ...
 
@@ -28,9 +29,10 @@ class MaskedCodec(Protocol):
 
     def parse_chunk(self, context: ts.Context, data: bytes) -> HEVector: ...
 
-    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int) -> np.ndarray:
+    def reveal(self, decrypted: np.ndarray, seeds: list[bytes], vector_length: int,
+               randomness: bytes = b"") -> np.ndarray:
         """Unmask the receipted clients' seeds, range-check (ReleaseCheckFailed), and return the
-        weighted sum, weight sum last."""
+        weighted sum, weight sum last; any noise the release adds is expanded from `randomness`."""
 
 
 class WholeCiphertexts:

@@ -44,6 +44,13 @@ class RingPreset:
     def data_prime_bits(self) -> int:
         return sum(self.coeff_mod_bit_sizes[:-1])
 
+    @property
+    def ciphertext_bytes(self) -> int:
+        """Bound on one fresh ciphertext, serialized or parsed: 2 polynomials of N 64-bit words
+        per data prime, plus a quarter for headers and TenSEAL's objects (measured: 131 kB on
+        the wire and 156 kB in memory for add-only-8192)."""
+        return 2 * self.poly_modulus_degree * 8 * self.data_primes * 5 // 4
+
     def check_security(self) -> None:
         bound = MAX_COEFF_BITS_128.get(self.poly_modulus_degree)
         if bound is None:

@@ -8,12 +8,16 @@ decryption, so it reveals nothing key-dependent):
 * receipts: each signed by an enrolled client (the roster is the key-holder's own), distinct
   clients, at least min_clients and at most the epoch's max_clients, all for this round, the
   epoch's scheme, this model spec and length, and the key epoch the round is registered to;
-* the round is registered to a live epoch and was never decrypted (`KeyStore`);
+* the round is registered to a live epoch and was never decrypted (`KeyStore`) — or was
+  decrypted from exactly this request: an aggregator that lost the answer (a crash before it
+  stored the result) repeats it and gets the same release again (`request_digest`; CKKS
+  flooding is expanded from the key and the request, never drawn afresh), so nothing new comes
+  out; any other request for a decrypted round is refused;
 * the aggregate is exactly the ciphertexts that length needs, each a fresh ciphertext of the
   epoch's parameters (one ciphertext, two polynomials, the data level);
 * every receipt's sealed seed opens for this round, client and epoch.
 
-Then the round is marked decrypted (durably), the aggregate decrypted, the receipted clients'
+Then the round is marked decrypted (durably, with the request's digest), the aggregate decrypted, the receipted clients'
 masks removed and every field range-checked (`bfv.py`, `ckks.py`: why a ciphertext other than
 the honest sum of those clients' ciphertexts fails these checks). If all pass, the sum is
 released (CKKS: flooded). Otherwise nothing is released, the refusal is audited with the
@@ -26,15 +30,19 @@ a refusal that retires it."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from ..errors import InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
-from ..identity import Roster, check_identifier, verify_receipt
+from ..errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
+from ..identity import Roster, check_identifier, length_prefixed, verify_receipt
+from ..rounds.chunks import ChunkDigest
+from ..rounds.scheme import MAX_VECTOR_LENGTH
 from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2
 from .codec import decrypt_chunks
@@ -44,11 +52,20 @@ from .packing import ReleaseCheckFailed
 
 log = logging.getLogger(__name__)
 
-MAX_VECTOR_LENGTH = 1 << 28  # 268M values: larger models are refused before any work
+_REQUEST_TAG = b"securefl/keyholder/request/v1"
 
 
 class AuditLog(Protocol):
     def audit(self, round_id: str | None, decision: str, detail: str, requester: str = "") -> None: ...
+
+
+def request_digest(round_id: str, vector_length: int, spec_hash: bytes, receipts: Sequence[common_pb2.Receipt],
+                   chunks: ChunkDigest) -> bytes:
+    """What makes two decryption requests the same: the round, length, model spec, every receipt
+    (in order, deterministically serialized) and every ciphertext byte."""
+    return hashlib.sha256(_REQUEST_TAG + length_prefixed(
+        round_id.encode(), struct.pack(">Q", vector_length), spec_hash,
+        *(r.SerializeToString(deterministic=True) for r in receipts), chunks.digest())).digest()
 
 
 def receipts_summary(receipts: Sequence[common_pb2.Receipt]) -> str:
@@ -90,19 +107,27 @@ class KeyHolderCore:
             raise
         with self._lock:
             try:
-                epoch = self.keystore.epoch_of_round(round_id)
+                earlier = self.keystore.decrypted_from(round_id)
+                epoch = earlier[0] if earlier is not None else self.keystore.epoch_of_round(round_id)
                 codec = epoch.codec(self.keystore.policy.rotate_every)
                 self._check_receipts(epoch, round_id, vector_length, spec_hash, receipts)
-                parsed = self._parse(epoch, codec, vector_length, chunks)
+                digest = ChunkDigest()
+                parsed = self._parse(epoch, codec, vector_length, chunks, digest)
                 seeds = [open_seed(r.sealed_seed, epoch.sealing_key, round_id, r.client_id, epoch.number)
                          for r in receipts]
-                self.keystore.mark_decrypted(epoch, round_id)
+                request = request_digest(round_id, vector_length, spec_hash, receipts, digest)
+                if earlier is None:
+                    self.keystore.mark_decrypted(epoch, round_id, request)
+                elif not hmac.compare_digest(earlier[1], request):
+                    raise DuplicateSubmission(f"round {round_id} was already decrypted from another aggregate or "
+                                              "receipts")
             except SecureFLError as refusal:
                 self._refused(round_id, refusal, requester)
                 log.warning("refused to decrypt round %s for %s: %s", round_id, requester or "a caller", refusal)
                 raise
             try:
-                total = codec.reveal(decrypt_chunks(epoch.secret.context, parsed), seeds, vector_length)
+                total = codec.reveal(decrypt_chunks(epoch.secret.context, parsed), seeds, vector_length,
+                                     epoch.release_seed(request))
             except ReleaseCheckFailed as failure:
                 self.keystore.retire(epoch)
                 self._audit.audit(round_id, "refused after decryption",
@@ -114,8 +139,8 @@ class KeyHolderCore:
                     f"round {round_id}: the aggregate is not the honest sum of the receipted clients' updates; "
                     f"nothing was released and key epoch {epoch.number} is retired"
                 ) from None
-            self._audit.audit(round_id, "released", f"key epoch {epoch.number}; receipts: {receipts_summary(receipts)}",
-                              requester)
+            self._audit.audit(round_id, "released" if earlier is None else "released again (the identical request)",
+                              f"key epoch {epoch.number}; receipts: {receipts_summary(receipts)}", requester)
             self._metrics.decryption(True)
             return total
 
@@ -148,7 +173,7 @@ class KeyHolderCore:
             )
 
     @staticmethod
-    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes]) -> list:
+    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes], digest: ChunkDigest) -> list:
         """Parse exactly the ciphertexts `vector_length` needs, reading no more than one extra."""
         expected = codec.chunk_count(vector_length)
         parsed = []
@@ -156,6 +181,7 @@ class KeyHolderCore:
             if len(parsed) == expected:
                 raise InvalidInput(f"more than the {expected} ciphertexts length {vector_length} needs")
             parsed.append(codec.parse_chunk(epoch.secret.context, data))
+            digest.update(len(parsed) - 1, data)
         if len(parsed) != expected:
             raise InvalidInput(f"{len(parsed)} ciphertexts; length {vector_length} needs {expected}")
         return parsed

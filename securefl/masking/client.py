@@ -59,6 +59,7 @@ from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation, SecurityParameters
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint, weighted_payload
+from ..rounds.chunks import split_array
 from ..rounds.scheme import SUBMIT, Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2
 from . import keys, shamir
@@ -335,10 +336,12 @@ class SecAggParticipant:
 class SecAggClientRound:
     """Answers the aggregator's stages for one round; the masked input is the SUBMIT stage."""
 
-    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float) -> None:
+    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float,
+                 chunk_values: int = MASKED_CHUNK_VALUES) -> None:
         self.participant = participant
         self._vector = vector
         self._weight = weight
+        self._chunk_values = chunk_values  # the aggregator's (Session.chunk_values)
 
     def answer(self, stage: Stage) -> bytes:
         participant = self.participant
@@ -361,9 +364,7 @@ class SecAggClientRound:
         if stage.name != SUBMIT:
             raise InvalidInput(f"the masked input is sent in stage {SUBMIT}, not {stage.name!r:.40}")
         masked = self.participant.masked_input(self._vector, self._weight)
-        little = masked.astype(masked.dtype.newbyteorder("<"))
-        chunks = [little[i:i + MASKED_CHUNK_VALUES].tobytes() for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
-        return Protected(chunks, masked.size)
+        return Protected(split_array(masked, self._chunk_values), masked.size)
 
 
 class SecAggClient:
@@ -375,6 +376,7 @@ class SecAggClient:
         federation file's."""
         check_config(federation.security, session.secagg, len(federation.roster))
         self._config = session.secagg
+        self._chunk_values = session.chunk_values or MASKED_CHUNK_VALUES
         self._security = federation.security
         self._identity = identity
         self._roster = federation.roster
@@ -384,4 +386,4 @@ class SecAggClient:
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         participant = SecAggParticipant(self._identity, self._roster, self._config, self._security, round_id)
-        return SecAggClientRound(participant, vector, weight)
+        return SecAggClientRound(participant, vector, weight, self._chunk_values)

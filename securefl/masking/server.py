@@ -23,8 +23,10 @@ mask key. The sum is then never released, so a malicious client cannot make it w
 Nothing here is trusted by the clients: what keeps their inputs private against this half
 lying is argued in `securefl.masking.client`. The round engine calls a `SecAggRound` under the
 round's lock and drives its deadlines; this module holds no lock, starts no thread, draws no
-randomness and reads time only through `SecAggServer.clock`, so replaying the same calls with
-the same clock readings reproduces the same state."""
+randomness and reads time only through the clock it is given (the engine's, per round), so
+replaying the same calls with the same clock readings reproduces the same state: after an
+aggregator restart the engine replays a round's log into a fresh `SecAggRound` and the round
+continues in its stage."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from ..errors import InvalidInput, MalformedCiphertext, ProtocolViolation, Round
 from ..federation import Federation
 from ..identity import Roster
 from ..quantize import FixedPoint
+from ..rounds.accumulate import ChunkedSum, array_ops
 from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
 from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
@@ -53,27 +56,14 @@ SECAGG = "secagg"
 ADVERTISE, SHARE, MASK_SET, CONFIRM, UNMASK = "advertise_keys", "share_keys", "mask_set", "confirm_survivors", "unmask"
 MASKED = SUBMIT  # the stage in which clients state their mask set and send their masked input
 STAGE_ORDER = (ADVERTISE, SHARE, MASKED, CONFIRM, UNMASK, DONE)
-MASKED_CHUNK_VALUES = 65536
+MASKED_CHUNK_VALUES = 262144  # 1 MiB of uint32 per message: fewer, larger messages cost gRPC less
 MAX_SHARE_BYTES = 256
 COMMITMENT_BYTES = 32
-
-
-class MaskedAccumulator:
-    def __init__(self) -> None:
-        self.total: np.ndarray | None = None
-
-    def add(self, chunks: list[np.ndarray]) -> None:
-        vector = np.concatenate(chunks)
-        if self.total is None:
-            self.total = vector.copy()
-        else:
-            self.total += vector  # wraps modulo 2^bits, as the protocol requires
 
 
 class SecAggServer:
     name = SECAGG
     chunk_values = MASKED_CHUNK_VALUES
-    survives_restart = False  # the stage state lives in memory: a restart aborts the round
 
     def __init__(self, config: secagg_pb2.SecAggConfig, roster: Roster, stage_timeout: float,
                  clock: Callable[[], float] = time.time) -> None:
@@ -85,6 +75,9 @@ class SecAggServer:
         self.min_clients = max(2, config.min_participants)
         self.stage_timeout = stage_timeout
         self.clock = clock
+        self.chunk_bytes = self.encoding.dtype.itemsize * MASKED_CHUNK_VALUES
+        # the average's resolution is 2^-frac_bits of a weighted value: float32 carries up to 24 bits
+        self.result_dtype = np.dtype(np.float32 if config.frac_bits <= 24 else np.float64)
 
     @classmethod
     def configured(cls, federation: Federation, min_clients: int, stage_timeout: float) -> SecAggServer:
@@ -97,11 +90,15 @@ class SecAggServer:
         session.secagg.CopyFrom(self.config)
         session.max_abs_sum = float(2 ** (self.config.bits - 1 - self.config.frac_bits))
 
-    def new_round(self, round_id: str, config: RoundConfig, opened_at: float) -> SecAggRound:
-        return SecAggRound(self, round_id, config.expected_clients, stage_opened=opened_at)
+    def new_round(self, round_id: str, config: RoundConfig, opened_at: float,
+                  clock: Callable[[], float] | None = None) -> SecAggRound:
+        """`clock`: where the round reads the time (the engine's, so that a replay after a
+        restart sees the same readings); the server's own by default."""
+        return SecAggRound(self, round_id, config.expected_clients, stage_opened=opened_at, clock=clock or self.clock)
 
-    def new_accumulator(self) -> MaskedAccumulator:
-        return MaskedAccumulator()
+    def new_accumulator(self) -> ChunkedSum:
+        """Sums of masked inputs wrap modulo 2^bits, as the protocol requires."""
+        return ChunkedSum(array_ops(self.encoding.dtype))
 
     def parse_chunk(self, index: int, data: bytes, expected_values: int) -> np.ndarray:
         size = self.encoding.dtype.itemsize
@@ -128,6 +125,7 @@ class SecAggRound:
     confirmations: dict[str, secagg_pb2.SurvivorConfirmation] = field(default_factory=dict)
     reveals: dict[str, secagg_pb2.UnmaskResponse] = field(default_factory=dict)
     failure: Exception | None = None
+    clock: Callable[[], float] = time.time
     _participants: bytes = b""
     _commitments: dict[tuple[str, str], tuple[bytes, bytes]] = field(default_factory=dict)  # (dealer, holder)
 
@@ -290,7 +288,7 @@ class SecAggRound:
     # -- stage transitions -----------------------------------------------------------------
 
     def _open_stage(self, stage: str) -> None:
-        self.stage, self.stage_opened = stage, self.scheme.clock()
+        self.stage, self.stage_opened = stage, self.clock()
 
     def _fail(self, message: str) -> None:
         self.failure = RoundFailed(f"round {self.round_id} aborted: {message}")
@@ -317,16 +315,18 @@ class SecAggRound:
                               f"survivor set; {self.view.quorum} are needed before anyone reveals a share")
         self._open_stage(UNMASK)
 
-    def tick(self, now: float) -> None:
-        """Close the advertise, share or confirm stage at its deadline: the silent count as dropped."""
-        if now < self.stage_opened + self.scheme.stage_timeout:
-            return
+    def tick(self, now: float) -> bool:
+        """Close the advertise, share or confirm stage at its deadline: the silent count as
+        dropped. True when a stage closed."""
+        if now < self.stage_opened + self.scheme.stage_timeout or self.stage not in (ADVERTISE, SHARE, CONFIRM):
+            return False
         if self.stage == ADVERTISE:
             self._close_advertising()
         elif self.stage == SHARE:
             self._close_sharing()
-        elif self.stage == CONFIRM:
+        else:
             self._close_confirming()
+        return True
 
     # -- submissions and revealing -----------------------------------------------------------
 
@@ -360,14 +360,13 @@ class SecAggRound:
             return False
         return len(self.reveals) == len(self.confirmations) or now >= self.stage_opened + self.scheme.stage_timeout
 
-    def reveal(self, accumulator: MaskedAccumulator, vector_length: int, spec_hash: bytes,
+    def reveal(self, accumulator: ChunkedSum, vector_length: int, spec_hash: bytes,
                receipts: list[common_pb2.Receipt]) -> np.ndarray:
         """Close the unmask stage (later reveals are refused) and remove the masks: the exact
         sum of the survivors' encoded inputs, decoded."""
         self.stage = DONE
         reveals = dict(self.reveals)
-        assert accumulator.total is not None
-        total = accumulator.total.copy()
+        total = accumulator.concatenated()
         self._remove_masks(total, reveals)
         return self.scheme.encoding.decode(total)
 

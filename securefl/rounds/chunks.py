@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 
-RESULT_CHUNK_VALUES = 131072  # 1 MiB of float64 per message
+RESULT_CHUNK_BYTES = 1 << 20  # per message of a plaintext result
 
 
 def chunk_count(vector_length: int, chunk_values: int) -> int:
@@ -43,14 +43,33 @@ class ChunkDigest:
         return digest.digest()
 
 
-def float64_chunks(vector: np.ndarray) -> list[bytes]:
-    """Plaintext results on the wire (decrypted sums, published averages)."""
-    data = vector.astype("<f8")
-    return [data[i:i + RESULT_CHUNK_VALUES].tobytes() for i in range(0, data.size, RESULT_CHUNK_VALUES)] or [b""]
+RESULT_DTYPES = ("<f4", "<f8")
 
 
-def join_float64(chunks: list[bytes], expected_length: int) -> np.ndarray:
-    vector = np.frombuffer(b"".join(chunks), dtype="<f8")
+def split_array(vector: np.ndarray, chunk_values: int) -> list[bytes]:
+    """A numpy vector as little-endian chunks of `chunk_values` values (the last may be shorter)."""
+    data = vector.astype(vector.dtype.newbyteorder("<"), copy=False)
+    return [data[i:i + chunk_values].tobytes() for i in range(0, data.size, chunk_values)]
+
+
+def array_chunks(vector: np.ndarray) -> list[bytes]:
+    """Plaintext results on the wire, little-endian in the vector's own float dtype."""
+    return split_array(vector, RESULT_CHUNK_BYTES // vector.dtype.itemsize) or [b""]
+
+
+def join_array(chunks: list[bytes], dtype: str, expected_length: int) -> np.ndarray:
+    if dtype not in RESULT_DTYPES:
+        raise InvalidInput(f"result values of type {dtype!r:.20} are not one of {RESULT_DTYPES}")
+    vector = np.frombuffer(b"".join(chunks), dtype=dtype)
     if vector.size != expected_length:
         raise InvalidInput(f"result has {vector.size} values, expected {expected_length}")
     return vector.copy()
+
+
+def float64_chunks(vector: np.ndarray) -> list[bytes]:
+    """Decrypted sums from the key-holder travel as float64."""
+    return array_chunks(vector.astype("<f8"))
+
+
+def join_float64(chunks: list[bytes], expected_length: int) -> np.ndarray:
+    return join_array(chunks, "<f8", expected_length)

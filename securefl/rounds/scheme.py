@@ -14,7 +14,7 @@ once, without asking for a stage, is not `interactive` (plain)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -29,6 +29,7 @@ M = TypeVar("M")
 
 SUBMIT = "submit"
 DONE = "done"  # the stage a client gets once its round has ended
+MAX_VECTOR_LENGTH = 1 << 28  # larger models are refused before any work
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RoundConfig:
     min_clients: int
     expected_clients: int = 0  # 0: close only on the deadline
     timeout_seconds: float = 0.0  # 0: no deadline
+    vector_length: int = 0  # 0: fixed by the round's first counted submission
 
     def validate(self) -> RoundConfig:
         if self.min_clients < 1:
@@ -46,6 +48,8 @@ class RoundConfig:
             raise InvalidInput("timeout_seconds must not be negative")
         if not self.expected_clients and not self.timeout_seconds:
             raise InvalidInput("a round needs expected_clients or a timeout, or it can never close")
+        if self.vector_length and not 2 <= self.vector_length <= MAX_VECTOR_LENGTH:
+            raise InvalidInput(f"vector_length must be 0 or in [2, {MAX_VECTOR_LENGTH}]")
         return self
 
 
@@ -100,10 +104,18 @@ class ClientScheme(Protocol):
 
 
 class Accumulator(Protocol):
-    """One round's running sum. Memory is O(model), whatever the number of clients."""
+    """One round's running sum. Memory is O(model), whatever the number of clients
+    (`accumulate.ChunkedSum` is the implementation every scheme uses)."""
 
-    def add(self, chunks: list[Any]) -> None:
-        """Add one whole, validated submission into the sum, in place."""
+    def add(self, submission: Sequence[Any]) -> None:
+        """Add one whole, validated submission into the sum, in place. Safe to call from several
+        threads at once."""
+
+    def snapshot(self) -> list[bytes]:
+        """The sum as chunks of bytes, for a checkpoint (no add runs meanwhile)."""
+
+    def restore(self, chunks: Sequence[bytes]) -> None:
+        """Become the sum a `snapshot` wrote."""
 
 
 class ServerRound(Protocol):
@@ -132,8 +144,9 @@ class ServerRound(Protocol):
     def submission_deadline(self, opened_at: float, timeout_seconds: float) -> float | None:
         """When the round stops taking submissions."""
 
-    def tick(self, now: float) -> None:
-        """Close the scheme's own stages whose deadlines have passed."""
+    def tick(self, now: float) -> bool:
+        """Close the scheme's own stages whose deadlines have passed; True if anything changed
+        (the engine logs it, so a replay after a restart makes the same change)."""
 
     def begin_reveal(self, contributors: Sequence[str]) -> None:
         """The round closed with these contributors; start whatever revealing the sum needs."""
@@ -148,14 +161,21 @@ class ServerRound(Protocol):
 
 
 class ServerScheme(Protocol):
+    """A scheme's server half. A round's state must follow only from the calls the engine
+    makes and the readings of the `clock` it passes to `new_round`: after a restart the engine
+    replays the round's log into a fresh round and expects the same state."""
+
     name: str
     chunk_values: int
-    survives_restart: bool  # whether a round interrupted by a restart can continue from the store
+    chunk_bytes: int  # the most bytes one chunk may have on the wire, and in memory once parsed
+    result_dtype: np.dtype  # what the published average is sent as: enough for the scheme's precision
 
     def describe(self, session: aggregator_pb2.Session) -> None:
         """Fill in the public parameters clients need (and check against their pins)."""
 
-    def new_round(self, round_id: str, config: RoundConfig, opened_at: float) -> ServerRound: ...
+    def new_round(self, round_id: str, config: RoundConfig, opened_at: float,
+                  clock: Callable[[], float]) -> ServerRound:
+        """A round's state; it reads the time only through `clock`."""
 
     def new_accumulator(self) -> Accumulator: ...
 
@@ -184,8 +204,8 @@ class SingleStageRound:
     def submission_deadline(self, opened_at: float, timeout_seconds: float) -> float | None:
         return opened_at + timeout_seconds if timeout_seconds else None
 
-    def tick(self, now: float) -> None:
-        return None
+    def tick(self, now: float) -> bool:
+        return False
 
     def begin_reveal(self, contributors: Sequence[str]) -> None:
         return None

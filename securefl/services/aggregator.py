@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import grpc
@@ -28,16 +30,17 @@ from ..errors import InvalidInput, SecureFLError, ServiceUnavailable
 from ..federation import Federation
 from ..identity import Identity, ack_message
 from ..pki import OPERATOR, SITE
-from ..rounds.chunks import float64_chunks
+from ..rounds.chunks import array_chunks
 from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
-from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+from ..v1 import aggregator_pb2, aggregator_pb2_grpc
 from .caps import CallCaps
-from .rpc import authorize, translate_errors
+from .rpc import authorize, chunk_message, translate_errors
 
 log = logging.getLogger(__name__)
 
 STAGE_POLL_SECONDS = 10.0  # a stage long-poll returns "nothing yet" after this, and the client asks again
+RECENT_RESULTS = 2  # results kept as ready-made messages
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
@@ -50,6 +53,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         self._federation = federation
         self._session = session
         self._signer = signer
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, list[aggregator_pb2.ResultMessage]] = OrderedDict()
         self._waits = CallCaps(max_waits, "long-poll calls (stage or result waits)")
         self._streams = CallCaps(max_streams, "submission streams")
 
@@ -92,7 +97,7 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         config = None
         if request.HasField("config"):
             c = request.config
-            config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds)
+            config = RoundConfig(c.min_clients, c.expected_clients, c.timeout_seconds, c.vector_length)
         return _round_info(self._engine.open_round(request.round_id or None, config))
 
     @translate_errors
@@ -120,7 +125,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
                 receipt = first.header.receipt
                 # The TLS peer and the signed receipt must name the same site.
                 self._site(context, receipt.client_id or "-", f"submit for {receipt.client_id!r:.70}")
-            round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
+            round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator),
+                                                       active=context.is_active)
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
             aggregator_key=self._signer.public_bytes, aggregator_signature=self._signer.sign(ack_message(receipt)),
@@ -154,14 +160,25 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
                     return
                 if self._engine.draining:
                     raise ServiceUnavailable("the aggregator is shutting down; ask again once it is back")
-        result = self._engine.result(round_)
-        chunks = float64_chunks(result.average)
-        yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
-            round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
-            contributors=result.contributors, chunk_count=len(chunks),
-        ))
-        for index, data in enumerate(chunks):
-            yield aggregator_pb2.ResultMessage(chunk=common_pb2.Chunk(index=index, data=data))
+        yield from self._published(round_)
+
+    def _published(self, round_: Round) -> list[aggregator_pb2.ResultMessage]:
+        """A round's result as messages, built once and sent to every participant."""
+        with self._lock:
+            messages = self._recent.get(round_.round_id)
+        if messages is None:
+            result = self._engine.result(round_)
+            chunks = array_chunks(result.average)
+            messages = [aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(
+                round_id=round_.round_id, vector_length=result.average.size, total_weight=result.total_weight,
+                contributors=result.contributors, chunk_count=len(chunks), dtype=result.average.dtype.str,
+                contributor_ids=result.contributor_ids,
+            ))] + [chunk_message(aggregator_pb2.ResultMessage, index, data) for index, data in enumerate(chunks)]
+            with self._lock:
+                self._recent[round_.round_id] = messages
+                while len(self._recent) > RECENT_RESULTS:
+                    self._recent.popitem(last=False)
+        return messages
 
 
 def _chunks(request_iterator) -> Iterator[tuple[int, bytes]]:

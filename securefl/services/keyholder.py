@@ -15,12 +15,11 @@ from collections.abc import Iterator
 
 import grpc
 
-from ..errors import InvalidInput, PayloadTooLarge, SecureFLError
+from ..errors import InvalidInput, SecureFLError
 from ..federation import Federation
 from ..he.release import AuditLog, KeyHolderCore
 from ..pki import AGGREGATOR, ROLES
 from ..rounds.chunks import float64_chunks
-from ..rounds.engine import MAX_CHUNK_BYTES
 from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import authorize, caller, translate_errors
@@ -74,14 +73,12 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
 
 def _chunks(header: keyholder_pb2.DecryptHeader, request_iterator) -> Iterator[bytes]:
     """The ciphertexts of a decryption stream, in order, as the core reads them: a stream that
-    skips or repeats an index, sends more than it announced or an oversized chunk raises inside
-    the core's checks (audited, nothing decrypted)."""
+    skips or repeats an index or sends more than it announced raises inside the core's checks
+    (audited, nothing decrypted). gRPC bounds each message; the core, how many it reads."""
     count = 0
     for message in request_iterator:
         if not message.HasField("chunk") or message.chunk.index != count or count >= header.chunk_count:
             raise InvalidInput(f"expected ciphertext chunk {count} of {header.chunk_count}")
-        if len(message.chunk.data) > MAX_CHUNK_BYTES:
-            raise PayloadTooLarge(f"ciphertext chunk {count} has {len(message.chunk.data)} bytes")
         count += 1
         yield message.chunk.data
     if count != header.chunk_count:

@@ -9,9 +9,10 @@ import numpy as np
 
 from ..pki import PartyName
 from ..rounds.chunks import join_float64
+from ..rounds.pause import pause_point
 from ..tls import TlsConfig
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import channel, from_rpc_error, invoke
+from .rpc import channel, chunk_message, from_rpc_error, invoke
 
 CALL_SECONDS = 30.0  # epochs and registrations are small; a key-holder that takes longer is in trouble
 
@@ -43,10 +44,13 @@ class KeyHolderClient:
         def messages() -> Iterator[keyholder_pb2.DecryptMessage]:
             yield keyholder_pb2.DecryptMessage(header=header)
             for index, data in enumerate(chunks):
-                yield keyholder_pb2.DecryptMessage(chunk=common_pb2.Chunk(index=index, data=data))
+                yield chunk_message(keyholder_pb2.DecryptMessage, index, data)
 
+        parts = []
         try:
-            parts = [chunk.data for chunk in self._stub.Decrypt(messages())]
+            for chunk in self._stub.Decrypt(messages()):
+                parts.append(chunk.data)
+                pause_point("keyholder.answering")  # crash tests stop the aggregator mid-call here
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return join_float64(parts, vector_length)

@@ -22,17 +22,20 @@ from ..he.epochs import EpochSettings
 from ..he.keystore import KeyStore, RotationPolicy
 from ..he.release import KeyHolderCore
 from ..identity import Identity
-from ..pki import KEYHOLDER
+from ..pki import AGGREGATOR, KEYHOLDER
 from ..psi import GroupPool, PsiOutcome, ServerParty, read_ids
+from ..rounds.admission import MIB, MemoryBudget
 from ..rounds.engine import RoundEngine
 from ..rounds.limits import RoundLimits
 from ..rounds.scheme import RoundConfig
+from ..rounds.sharding import Coordinator, ShardRole
 from ..rounds.store import RoundStore
 from ..schemes import ServerOptions, needs_keyholder, server_scheme
 from ..telemetry import NO_METRICS, NO_RELEASE_METRICS
 from ..tls import TlsConfig
 from ..v1 import aggregator_pb2, keyholder_pb2, psi_pb2
 from .aggregator import AggregatorService
+from .coordinator import CoordinatorClient, CoordinatorService
 from .health import Health, service_name
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
@@ -42,6 +45,11 @@ from .rpc import start_server
 from .settings import KEY_PASSPHRASE_ENV, AggregatorSettings, KeyHolderSettings, PsiSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# A stream buffers at most this much ahead of its handler (no BDP probing, which grows windows
+# to whole submissions): a submission waiting for memory (rounds/admission.py) then holds
+# 256 KiB inside gRPC, not megabytes, and a thousand waiting clients stay cheap.
+FLOW_CONTROL_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 256 * 1024)]
 
 
 @dataclass
@@ -150,7 +158,10 @@ def serve_keyholder(settings: KeyHolderSettings) -> Running:
 def serve_aggregator(settings: AggregatorSettings) -> Running:
     """Start the aggregator. Its identity signs acknowledgements: it must be the key
     federation.json pins for the aggregator, or clients would refuse every acknowledgement.
-    The scheme's security parameters come from the federation file."""
+    The scheme's security parameters come from the federation file. With `settings.shard`
+    (INDEX/COUNT) it sums one chunk range of rounds split across COUNT aggregators
+    (docs/scaling.md); shard 0 also hosts their coordinator, the others reach it at
+    `settings.coordinator`."""
     federation = Federation.load(settings.federation)
     tls = transport_tls(settings, federation.ca_certificate)
     identity = Identity.load(settings.identity, settings.passphrase())
@@ -165,29 +176,37 @@ def serve_aggregator(settings: AggregatorSettings) -> Running:
                                                                     settings.stage_timeout))
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
     protection.describe(session)
-    defaults = RoundConfig(settings.min_clients, settings.expected_clients or len(roster), settings.round_timeout)
+    defaults = RoundConfig(settings.min_clients, settings.expected_clients or len(roster), settings.round_timeout,
+                           settings.vector_length)
     limits = RoundLimits(settings.max_open_rounds, settings.max_open_rounds_per_site, settings.round_retention)
     metrics = AggregatorMetrics() if settings.metrics_port is not None else None
+    budget = MemoryBudget(settings.max_inflight_mb * MIB if settings.max_inflight_mb else None,
+                          on_idle=tune_allocator())
+    services, role = _ShardLink(federation, tls, settings.insecure).role(settings.shard, settings.coordinator, defaults)
     store = RoundStore(settings.db)
     engine = RoundEngine(protection, store, roster, defaults, implicit_rounds=settings.implicit_rounds, limits=limits,
-                         metrics=metrics or NO_METRICS)
+                         metrics=metrics or NO_METRICS, budget=budget, checkpoint_seconds=settings.checkpoint_seconds,
+                         shard=role)
 
     def close(seconds_left: float) -> None:
         if not engine.stop(seconds_left):
             log.warning("a round was still being revealed at exit; it is revealed again at the next start")
         store.close()
 
-    service = AggregatorService(engine, federation, session, identity, settings.max_waits_per_site,
-                                settings.max_streams_per_site)
-    # Every party at its caps (long polls and streams) still leaves threads for short calls.
+    services.append(AggregatorService(engine, federation, session, identity, settings.max_waits_per_site,
+                                      settings.max_streams_per_site))
+    # Every party at its caps (long polls and streams) still leaves threads for short calls; a
+    # coordinator also holds one call per client and shard.
     parties = len(roster) + len(federation.operators)
-    workers = parties * (settings.max_waits_per_site + settings.max_streams_per_site) + 16
+    shards = settings.shard[1] if settings.shard else 1
+    workers = parties * (settings.max_waits_per_site + settings.max_streams_per_site + shards - 1) + 16
     health = Health(service_name(aggregator_pb2, "Aggregator"))
     try:
         endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
         try:
-            server, bound = start_server(service.register, settings.host, settings.port, workers=workers, tls=tls,
-                                         insecure=settings.insecure, health=health)
+            server, bound = start_server(lambda server: [service.register(server) for service in services],
+                                         settings.host, settings.port, workers=workers, tls=tls,
+                                         insecure=settings.insecure, health=health, options=FLOW_CONTROL_OPTIONS)
         except BaseException:
             if endpoint is not None:
                 endpoint.close()
@@ -217,3 +236,46 @@ def serve_psi(settings: PsiSettings, on_finish: Callable[[PsiOutcome], None]) ->
         raise
     log.info("PSI party A: %d IDs for %s", len(own), settings.peer)
     return Running("PSI party A", server, bound, health, close_hooks=[lambda _: pool.shutdown()])
+
+
+@dataclass
+class _ShardLink:
+    """How shards reach their coordinator: over the aggregator's own mutual TLS, each shard
+    presenting the aggregator's certificate (they are one operator's processes)."""
+
+    federation: Federation
+    tls: TlsConfig | None
+    insecure: bool
+
+    def role(self, shard: tuple[int, int] | None, coordinator_address: str | None,
+             defaults: RoundConfig) -> tuple[list, ShardRole | None]:
+        """The extra services and the engine's role of a shard: shard 0 runs the coordinator in
+        process and serves it to the other shards."""
+        if shard is None:
+            return [], None
+        index, count = shard
+        if index == 0:
+            coordinator = Coordinator(count, defaults)
+            return [CoordinatorService(coordinator, self.federation)], ShardRole(0, count, coordinator)
+        if coordinator_address is None:
+            raise InvalidInput("shards other than 0 need the coordinator's address (shard 0's)")
+        client = CoordinatorClient(coordinator_address, self.tls, server=self.federation.party(AGGREGATOR),
+                                   insecure=self.insecure)
+        return [], ShardRole(index, count, client)
+
+
+def tune_allocator() -> Callable[[], None] | None:
+    """Make glibc's allocator suit a server that receives megabytes per stream on many threads
+    (Linux/glibc; elsewhere nothing). Two arenas instead of 8 per core: with one arena per
+    gRPC thread, freed chunk buffers stay cached in every arena and the process keeps several
+    times its working set. Returns `malloc_trim`, which hands freed memory back to the
+    operating system; the engine calls it whenever no submission is held. (Forcing every buffer
+    through mmap returns memory at once too, but doubled the aggregator's CPU per byte.)"""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return None
+    return lambda: libc.malloc_trim(0)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from cryptography import x509
@@ -31,6 +31,7 @@ from ..tls import TlsConfig
 from .health import Health
 
 log = logging.getLogger(__name__)
+M = TypeVar("M")
 
 ERROR_METADATA_KEY = "securefl-error"  # the error's class name, so the caller re-raises the same type
 
@@ -85,13 +86,14 @@ _PLAINTEXT_REFUSED = ("refusing plaintext gRPC: give TLS material (--tls-cert, -
 
 def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32, *,
                  tls: TlsConfig | None = None, insecure: bool = False,
-                 health: Health | None = None) -> tuple[grpc.Server, int]:
-    """Start a server with modest limits; returns it and the bound port (port 0 picks one).
-    Mutual TLS with `tls`; plaintext only with `insecure=True`. `health` (NOT_SERVING until its
-    owner says otherwise) is served beside the service."""
+                 health: Health | None = None, options: list[tuple[str, Any]] | None = None) -> tuple[grpc.Server, int]:
+    """Start a server with modest limits (and any further channel `options`); returns it and
+    the bound port (port 0 picks one). Mutual TLS with `tls`; plaintext only with
+    `insecure=True`. `health` (NOT_SERVING until its owner says otherwise) is served beside the
+    service."""
     if tls is None and not insecure:
         raise InvalidInput(_PLAINTEXT_REFUSED)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS + (options or []))
     register(server)
     if health is not None:
         health.register(server)
@@ -111,6 +113,13 @@ def start_server(register: Callable[[grpc.Server], None], host: str, port: int, 
                     "forge this traffic", host, bound)
     server.start()
     return server, bound
+
+
+def chunk_message(message_type: type[M], index: int, data: bytes) -> M:
+    """A streamed message carrying one chunk. Built from a dict: with upb, passing a `Chunk`
+    object copies its bytes through a slow path (2-5 ms per MiB against 0.05 ms), which made
+    building messages the largest cost of streaming."""
+    return message_type(chunk={"index": index, "data": data})
 
 
 def channel(address: str, tls: TlsConfig | None = None, *, server: PartyName | None = None,

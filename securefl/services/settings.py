@@ -26,6 +26,7 @@ from ..errors import InvalidInput
 from ..he.keystore import RotationPolicy
 from ..he.presets import DEFAULT_PRESETS, PRESETS
 from ..keyfiles import IDENTITY_PASSPHRASE_ENV, KEY_PASSPHRASE_ENV
+from ..rounds.scheme import MAX_VECTOR_LENGTH
 from ..schemes import DEFAULT_SCHEME, HE_SCHEMES, SCHEMES
 
 SchemeName = Enum("SchemeName", {name: name for name in SCHEMES}, type=str)
@@ -152,12 +153,36 @@ class AggregatorSettings(InsecureOption, MetricsOptions, ServiceSettings):
     max_waits_per_site: int = Field(4, ge=1, description=(
         "Concurrent long-poll calls (stage and result waits) of one site, at most."))
     max_streams_per_site: int = Field(2, ge=1, description="Concurrent submission streams of one site, at most.")
+    vector_length: int = Field(0, ge=0, le=MAX_VECTOR_LENGTH, description=(
+        "Length of every round's update, weight included (0: fixed by each round's first submission)."))
+    max_inflight_mb: Optional[int] = Field(None, ge=1, description=(
+        "Memory for submissions being received; others wait under flow control (default: 8 submissions of the "
+        "model, 64 MiB to a quarter of free memory)."))
+    checkpoint_seconds: float = Field(60.0, ge=0, description=(
+        "Checkpoint an open round's sum this often (0: after every submission); clients resend what a restart "
+        "lost since."))
+    shard: Optional[tuple[int, int]] = Field(None, description=(
+        "INDEX/COUNT: sum one chunk range of rounds split across COUNT aggregators; shard 0 coordinates them."))
+    coordinator: Optional[str] = Field(None, description="host:port of shard 0, for the other shards.")
 
-    @field_validator("keyholder")
+    @field_validator("keyholder", "coordinator")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None:
             check_address(value)
+        return value
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            index, _, count = value.partition("/")
+            try:
+                value = (int(index), int(count))
+            except ValueError:
+                raise ValueError(f"shard takes INDEX/COUNT, e.g. 0/3, not {value!r:.40}") from None
+        if value is not None and not 0 <= value[0] < value[1]:
+            raise ValueError(f"shard {value[0]} of {value[1]} does not exist")
         return value
 
     @model_validator(mode="after")

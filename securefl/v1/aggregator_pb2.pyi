@@ -1,8 +1,9 @@
 from securefl.v1 import common_pb2 as _common_pb2
 from securefl.v1 import secagg_pb2 as _secagg_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -27,14 +28,16 @@ class Session(_message.Message):
     def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
-    __slots__ = ("min_clients", "expected_clients", "timeout_seconds")
+    __slots__ = ("min_clients", "expected_clients", "timeout_seconds", "vector_length")
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
     min_clients: int
     expected_clients: int
     timeout_seconds: float
-    def __init__(self, min_clients: _Optional[int] = ..., expected_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    vector_length: int
+    def __init__(self, min_clients: _Optional[int] = ..., expected_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., vector_length: _Optional[int] = ...) -> None: ...
 
 class OpenRoundRequest(_message.Message):
     __slots__ = ("round_id", "config")
@@ -111,18 +114,22 @@ class SubmitAck(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., contributors: _Optional[int] = ..., aggregator_key: _Optional[bytes] = ..., aggregator_signature: _Optional[bytes] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("round_id", "vector_length", "total_weight", "contributors", "chunk_count")
+    __slots__ = ("round_id", "vector_length", "total_weight", "contributors", "chunk_count", "dtype", "contributor_ids")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
     TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTOR_IDS_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     vector_length: int
     total_weight: float
     contributors: int
     chunk_count: int
-    def __init__(self, round_id: _Optional[str] = ..., vector_length: _Optional[int] = ..., total_weight: _Optional[float] = ..., contributors: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    dtype: str
+    contributor_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round_id: _Optional[str] = ..., vector_length: _Optional[int] = ..., total_weight: _Optional[float] = ..., contributors: _Optional[int] = ..., chunk_count: _Optional[int] = ..., dtype: _Optional[str] = ..., contributor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResultMessage(_message.Message):
     __slots__ = ("header", "chunk")

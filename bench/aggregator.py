@@ -1,0 +1,205 @@
+"""The aggregator under load, before and after issue 11, in the same run.
+
+"Before" is the aggregator of a baseline commit (default: main just before issue 11), unpacked
+with `git archive` into a temporary directory whose `securefl` the service processes import;
+"after" is this checkout. The clients are this checkout's in both cases (the wire protocol is
+the same), so the two columns differ only by the aggregator. Every service is a real process
+on localhost (LocalFederation), with its store on disk.
+
+* ingest: every client protects its update first, then all upload at once; MB/s is the bytes
+  of all uploads over the time from the first upload's start to the last acknowledgement
+  (median of three rounds);
+* whole rounds, as a training loop sees them from its second round on: 50 clients × 1M
+  parameters, plain and SecAgg+ (median of three, after a round of the same size);
+* the aggregator's peak resident memory in the first round of many clients sending at once;
+* bytes the aggregator wrote to disk per round, over the size of one submission.
+
+All clients share this machine's cores with the services, so round times include the
+clients' own protection work.
+
+Run: python bench/aggregator.py [--baseline REV] [--quick] [--out PATH] [--markdown PATH]"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from securefl.benchmark.harness import benchmark_parser, envelope, publish
+from securefl.benchmark.numbers import MISSING, duration, ratio, significant
+from securefl.benchmark.process import DiskWrites, PeakMemory, ingest_mb_per_s
+from securefl.benchmark.tables import Table
+from securefl.simulation import LocalFederation, SecAggSettings
+
+HERE = Path(__file__).resolve().parent
+BASELINE = "3caacce"  # main when issue 11 was merged into it (mutual TLS, federation file)
+REPEAT = 3  # measured rounds per configuration; the round with the median value is kept
+FULL = {"ingest_clients": 8, "ingest_params": {"plain": 4_000_000, "secagg": 4_000_000, "ckks": 1_000_000},
+        "round_clients": 50, "round_params": 1_000_000, "memory_clients": {"plain": 100, "ckks": 30},
+        "memory_params": 1_000_000}
+QUICK = {"ingest_clients": 4, "ingest_params": {"plain": 1_000_000, "secagg": 1_000_000, "ckks": 200_000},
+         "round_clients": 10, "round_params": 200_000, "memory_clients": {"plain": 20, "ckks": 6},
+         "memory_params": 200_000}
+TARGETS = {  # issue 11, on this 2-core machine
+    "ingest_plain": ("≥ 500 MB/s", lambda v: v >= 500), "ingest_secagg": ("≥ 500 MB/s", lambda v: v >= 500),
+    "ingest_ckks": ("≥ 300 MB/s", lambda v: v >= 300),
+    "round_plain": ("≤ 1.5 s", lambda v: v <= 1.5), "round_secagg": ("≤ 2.5 s", lambda v: v <= 2.5),
+    "peak_plain": ("≤ 400 MiB", lambda v: v <= 400), "peak_ckks": ("≤ 600 MiB", lambda v: v <= 600),
+    "disk_plain": ("≤ 3×", lambda v: v <= 3), "disk_secagg": ("≤ 3×", lambda v: v <= 3), "disk_ckks": ("≤ 3×", lambda v: v <= 3),
+}
+
+
+@contextmanager
+def aggregator_code(revision: str | None) -> Iterator[str]:
+    """Service processes started meanwhile run the securefl of `revision` (None: this checkout).
+    Yields the commit."""
+    repository = HERE.parent
+    commit = subprocess.run(["git", "-C", str(repository), "rev-parse", revision or "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    if revision is None:
+        yield commit
+        return
+    archive = subprocess.run(["git", "-C", str(repository), "archive", commit, "securefl"], capture_output=True,
+                             check=True).stdout
+    # PYTHONSAFEPATH: `python -m securefl` must not import this checkout from the working directory
+    settings = {"PYTHONPATH": "", "PYTHONSAFEPATH": "1"}
+    previous = {name: os.environ.get(name) for name in settings}
+    with tempfile.TemporaryDirectory(prefix="securefl-baseline-") as unpacked:
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(unpacked, filter="data")
+        os.environ.update(settings, PYTHONPATH=unpacked)
+        try:
+            yield commit
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name)
+                else:
+                    os.environ[name] = value
+
+
+def federation(scheme: str, n: int) -> LocalFederation:
+    settings = SecAggSettings(stage_timeout=300.0, value_bound=10.0, max_weight=float(n + 1))
+    return LocalFederation(n, scheme=scheme, secagg=settings)
+
+
+def one_round(fed: LocalFederation, pool: ThreadPoolExecutor, params: int, round_id: str, together: bool = False) -> dict:
+    """All clients aggregate at once; with `together`, their uploads start at once, after every
+    client protected its update."""
+    n = len(fed.clients)
+    rng = np.random.default_rng(len(round_id))
+    updates = [rng.uniform(-1, 1, size=params).astype(np.float32) for _ in range(n)]
+    barrier = threading.Barrier(n) if together else None
+    with PeakMemory(fed.aggregator.pid) as memory, DiskWrites(fed.aggregator.pid) as disk:
+        started = time.perf_counter()
+        list(pool.map(lambda i: fed.clients[i].aggregate(updates[i], weight=1.0 + i % 4, round_id=round_id,
+                                                        before_upload=barrier.wait if barrier else None),
+                      range(n)))
+        wall = time.perf_counter() - started
+        time.sleep(0.2)  # writes the round caused after the clients had their result (e.g. purging)
+    stats = [client.last_stats for client in fed.clients]
+    submission = stats[0].bytes_sent
+    return {"round_seconds": wall, "ingest_mb_per_s": ingest_mb_per_s(stats), "peak_mib": memory.peak_mb,
+            "disk_bytes": disk.bytes, "submission_bytes": submission, "disk_per_submission": disk.bytes / submission}
+
+
+def measure(config: dict, pool_size: int) -> dict:
+    """Every measurement, against whichever aggregator code is active."""
+    results: dict = {}
+    with ThreadPoolExecutor(pool_size) as pool:
+        for scheme in ("plain", "secagg", "ckks"):
+            with federation(scheme, config["ingest_clients"]) as fed:
+                one_round(fed, pool, 1000, "warm-up")
+                rounds = [one_round(fed, pool, config["ingest_params"][scheme], f"ingest-{i}", together=True)
+                          for i in range(REPEAT)]
+                results[f"ingest_{scheme}"] = median(rounds, "ingest_mb_per_s")
+        for scheme in ("plain", "secagg"):
+            with federation(scheme, config["round_clients"]) as fed:
+                one_round(fed, pool, config["round_params"], "warm-up")  # a training loop's steady state
+                rounds = [one_round(fed, pool, config["round_params"], f"round-{i}") for i in range(REPEAT)]
+                results[f"round_{scheme}"] = median(rounds, "round_seconds")
+        for scheme, n in config["memory_clients"].items():
+            with federation(scheme, n) as fed:
+                one_round(fed, pool, 1000, "warm-up")
+                results[f"memory_{scheme}"] = one_round(fed, pool, config["memory_params"], "memory", together=True)
+    return results
+
+
+def median(rounds: list[dict], key: str) -> dict:
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
+
+
+def headline(results: dict) -> dict[str, float]:
+    """The numbers the targets are about."""
+    return {
+        "ingest_plain": results["ingest_plain"]["ingest_mb_per_s"],
+        "ingest_secagg": results["ingest_secagg"]["ingest_mb_per_s"],
+        "ingest_ckks": results["ingest_ckks"]["ingest_mb_per_s"],
+        "round_plain": results["round_plain"]["round_seconds"],
+        "round_secagg": results["round_secagg"]["round_seconds"],
+        "peak_plain": results["memory_plain"]["peak_mib"],
+        "peak_ckks": results["memory_ckks"]["peak_mib"],
+        "disk_plain": results["round_plain"]["disk_per_submission"],
+        "disk_secagg": results["round_secagg"]["disk_per_submission"],
+        "disk_ckks": results["memory_ckks"]["disk_per_submission"],
+    }
+
+
+def tables(report: dict) -> list[Table]:
+    """One table: each headline number before and after, their ratio, and the issue's target."""
+    config = report["config"]
+    before, after = headline(report["before"]["results"]), headline(report["after"]["results"])
+    ingest = config["ingest_params"]
+    labels = {
+        "ingest_plain": f"ingest, plain ({config['ingest_clients']} clients × {ingest['plain']:,} values at once)",
+        "ingest_secagg": f"ingest, SecAgg+ ({config['ingest_clients']} clients × {ingest['secagg']:,} values)",
+        "ingest_ckks": f"ingest, CKKS ({config['ingest_clients']} clients × {ingest['ckks']:,} values)",
+        "round_plain": f"plaintext round, {config['round_clients']} clients × {config['round_params']:,}",
+        "round_secagg": f"SecAgg+ round, {config['round_clients']} clients × {config['round_params']:,}",
+        "peak_plain": f"aggregator peak memory, {config['memory_clients']['plain']} plain clients at once",
+        "peak_ckks": f"aggregator peak memory, {config['memory_clients']['ckks']} CKKS clients at once",
+        "disk_plain": "disk written per plaintext round / one submission",
+        "disk_secagg": "disk written per SecAgg+ round / one submission",
+        "disk_ckks": "disk written per CKKS round / one submission",
+    }
+    shown = {"ingest": lambda v: f"{significant(v)} MB/s", "round": duration,
+             "peak": lambda v: f"{significant(v)} MiB", "disk": ratio}
+    full_size = config == FULL  # the targets are for the full sizes
+    rows = []
+    for key, label in labels.items():
+        show = shown[key.split("_")[0]]
+        target, met = TARGETS[key]
+        verdict = f"{target} {'✓' if met(after[key]) else '✗'}" if full_size else MISSING
+        rows.append([label, show(before[key]), show(after[key]), ratio(after[key] / before[key]), verdict])
+    caption = (f"Aggregator before (`{report['before']['commit'][:10]}`) and after (`{report['after']['commit'][:10]}`), "
+               f"same clients, same run. Load average at the start: {report['machine'].get('load_average_1min', '?')}.")
+    return [Table("aggregator", ("measure", "before", "after", "after / before", "target"), rows, caption)]
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, HERE / "results" / "aggregator.json")
+    parser.add_argument("--baseline", default=BASELINE, help="Commit of the 'before' aggregator (default: %(default)s).")
+    parser.add_argument("--quick", action="store_true", help="Small sizes: a smoke run of a few minutes.")
+    args = parser.parse_args()
+    config = QUICK if args.quick else FULL
+    report = envelope("aggregator")
+    report["config"] = config
+    pool_size = max(config["memory_clients"].values())
+    for label, revision in (("before", args.baseline), ("after", None)):
+        with aggregator_code(revision) as commit:
+            print(f"measuring the aggregator {label} ({commit[:10]}) ...", flush=True)
+            report[label] = {"commit": commit, "results": measure(config, pool_size)}
+    publish(report, tables, args)
+
+
+if __name__ == "__main__":
+    main()
