@@ -15,7 +15,10 @@ on localhost (LocalFederation), with its store on disk.
 * bytes the aggregator wrote to disk per round, over the size of one submission.
 
 All clients share this machine's cores with the services, so round times include the
-clients' own protection work.
+clients' own protection work. The key-holder's protocol changed after the baseline (issue 8:
+signed key epochs, rounds registered to them), so today's clients cannot run CKKS against a
+baseline key-holder and aggregator: CKKS is measured after only, unless the baseline speaks the
+same protocol (`--baseline` at or after issue 8).
 
 Run: python bench/aggregator.py [--baseline REV] [--quick] [--out PATH] [--markdown PATH]"""
 
@@ -87,6 +90,13 @@ def aggregator_code(revision: str | None) -> Iterator[str]:
                     os.environ[name] = value
 
 
+def speaks_epochs(revision: str) -> bool:
+    """Whether the key-holder of `revision` has today's protocol (signed key epochs, issue 8)."""
+    found = subprocess.run(["git", "-C", str(HERE.parent), "cat-file", "-e", f"{revision}:securefl/he/scheme.py"],
+                           capture_output=True)
+    return found.returncode == 0
+
+
 def federation(scheme: str, n: int) -> LocalFederation:
     settings = SecAggSettings(stage_timeout=300.0, value_bound=10.0, max_weight=float(n + 1))
     return LocalFederation(n, scheme=scheme, secagg=settings)
@@ -112,11 +122,11 @@ def one_round(fed: LocalFederation, pool: ThreadPoolExecutor, params: int, round
             "disk_bytes": disk.bytes, "submission_bytes": submission, "disk_per_submission": disk.bytes / submission}
 
 
-def measure(config: dict, pool_size: int) -> dict:
-    """Every measurement, against whichever aggregator code is active."""
+def measure(config: dict, pool_size: int, he: bool) -> dict:
+    """Every measurement, against whichever aggregator code is active; CKKS only with `he`."""
     results: dict = {}
     with ThreadPoolExecutor(pool_size) as pool:
-        for scheme in ("plain", "secagg", "ckks"):
+        for scheme in ("plain", "secagg", "ckks") if he else ("plain", "secagg"):
             with federation(scheme, config["ingest_clients"]) as fed:
                 one_round(fed, pool, 1000, "warm-up")
                 rounds = [one_round(fed, pool, config["ingest_params"][scheme], f"ingest-{i}", together=True)
@@ -128,6 +138,8 @@ def measure(config: dict, pool_size: int) -> dict:
                 rounds = [one_round(fed, pool, config["round_params"], f"round-{i}") for i in range(REPEAT)]
                 results[f"round_{scheme}"] = median(rounds, "round_seconds")
         for scheme, n in config["memory_clients"].items():
+            if scheme == "ckks" and not he:
+                continue
             with federation(scheme, n) as fed:
                 one_round(fed, pool, 1000, "warm-up")
                 results[f"memory_{scheme}"] = one_round(fed, pool, config["memory_params"], "memory", together=True)
@@ -138,20 +150,16 @@ def median(rounds: list[dict], key: str) -> dict:
     return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
 
 
-def headline(results: dict) -> dict[str, float]:
-    """The numbers the targets are about."""
-    return {
-        "ingest_plain": results["ingest_plain"]["ingest_mb_per_s"],
-        "ingest_secagg": results["ingest_secagg"]["ingest_mb_per_s"],
-        "ingest_ckks": results["ingest_ckks"]["ingest_mb_per_s"],
-        "round_plain": results["round_plain"]["round_seconds"],
-        "round_secagg": results["round_secagg"]["round_seconds"],
-        "peak_plain": results["memory_plain"]["peak_mib"],
-        "peak_ckks": results["memory_ckks"]["peak_mib"],
-        "disk_plain": results["round_plain"]["disk_per_submission"],
-        "disk_secagg": results["round_secagg"]["disk_per_submission"],
-        "disk_ckks": results["memory_ckks"]["disk_per_submission"],
+def headline(results: dict) -> dict[str, float | None]:
+    """The numbers the targets are about (None: not measured in that run)."""
+    sources = {
+        "ingest_plain": ("ingest_plain", "ingest_mb_per_s"), "ingest_secagg": ("ingest_secagg", "ingest_mb_per_s"),
+        "ingest_ckks": ("ingest_ckks", "ingest_mb_per_s"), "round_plain": ("round_plain", "round_seconds"),
+        "round_secagg": ("round_secagg", "round_seconds"), "peak_plain": ("memory_plain", "peak_mib"),
+        "peak_ckks": ("memory_ckks", "peak_mib"), "disk_plain": ("round_plain", "disk_per_submission"),
+        "disk_secagg": ("round_secagg", "disk_per_submission"), "disk_ckks": ("memory_ckks", "disk_per_submission"),
     }
+    return {key: results[run][value] if run in results else None for key, (run, value) in sources.items()}
 
 
 def tables(report: dict) -> list[Table]:
@@ -179,7 +187,9 @@ def tables(report: dict) -> list[Table]:
         show = shown[key.split("_")[0]]
         target, met = TARGETS[key]
         verdict = f"{target} {'✓' if met(after[key]) else '✗'}" if full_size else MISSING
-        rows.append([label, show(before[key]), show(after[key]), ratio(after[key] / before[key]), verdict])
+        measured_before = before[key] is not None
+        rows.append([label, show(before[key]) if measured_before else MISSING, show(after[key]),
+                     ratio(after[key] / before[key]) if measured_before else MISSING, verdict])
     caption = (f"Aggregator before (`{report['before']['commit'][:10]}`) and after (`{report['after']['commit'][:10]}`), "
                f"same clients, same run. Load average at the start: {report['machine'].get('load_average_1min', '?')}.")
     return [Table("aggregator", ("measure", "before", "after", "after / before", "target"), rows, caption)]
@@ -197,7 +207,8 @@ def main() -> None:
     for label, revision in (("before", args.baseline), ("after", None)):
         with aggregator_code(revision) as commit:
             print(f"measuring the aggregator {label} ({commit[:10]}) ...", flush=True)
-            report[label] = {"commit": commit, "results": measure(config, pool_size)}
+            he = revision is None or speaks_epochs(revision)
+            report[label] = {"commit": commit, "results": measure(config, pool_size, he)}
     publish(report, tables, args)
 
 

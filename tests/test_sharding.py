@@ -22,12 +22,14 @@ from securefl.simulation import LocalFederation, SecAggSettings
 from securefl.v1 import shard_pb2, shard_pb2_grpc
 from tests.conftest import run_round, weighted_average
 
-TOLERANCE = {"plain": 1e-6, "ckks": 1e-4, "secagg": 2e-3}
-OPTIONS = {"plain": {}, "ckks": {"preset": "add-only-4096"},
-           "secagg": {"secagg": SecAggSettings(stage_timeout=30.0, value_bound=10.0, max_weight=10.0)}}
+# ckks: the key-holder floods every release (he/ckks.py), σ ≈ 2e-4 on these averages
+TOLERANCE = {"plain": 1e-6, "bfv": 1e-3, "ckks": 2e-3, "secagg": 2e-3}
+TIGHT = SecAggSettings(stage_timeout=30.0, value_bound=10.0, max_weight=10.0)
+OPTIONS = {"plain": {}, "bfv": {"secagg": TIGHT}, "ckks": {"preset": "add-only-4096", "secagg": TIGHT},
+           "secagg": {"secagg": TIGHT}}
 
 
-@pytest.mark.parametrize("scheme", ["plain", "ckks", "secagg"])
+@pytest.mark.parametrize("scheme", ["plain", "bfv", "ckks", "secagg"])
 def test_a_round_split_across_three_aggregators_gives_the_exact_average(scheme, rng):
     length = 600_000  # three chunks of the plain and masked schemes, many ciphertexts
     with LocalFederation(3, scheme=scheme, shards=3, **OPTIONS[scheme]) as federation:
