@@ -13,9 +13,10 @@ Epoch policy.
   then its keys are deleted.
 * A refused release retires its epoch at once (`retire`): keys deleted, a new current epoch.
   So one key decrypts at most `rotate_every` rounds and meets at most one refusal.
-* "Never decrypt the same round twice" is part of the key: a round is marked decrypted, durably,
-  before its decryption, in the same encrypted file as the key, and rounds of deleted epochs stay
-  in a spent list. Copying the key file to a second key-holder with another database no longer
+* "Never decrypt the same round twice" is part of the key: a round is marked decrypted, durably
+  and with the digest of the request it was decrypted from (only that identical request is
+  answered again: `release.py`), before its decryption, in the same encrypted file as the key,
+  and rounds of deleted epochs stay in a spent list. Copying the key file to a second key-holder with another database no longer
   helps: the record travels with the key, and an exclusive lock (`<file>.lock`) stops a second
   process from using the same file while the first runs. (Restoring an old copy of the file is
   outside what software alone can prevent; the key-holder is trusted to keep its files.)
