@@ -15,7 +15,6 @@ any Python multiprocessing, a script that calls `aggregate` must guard its entry
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +24,13 @@ import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .errors import InvalidInput, SecureFLError, VerificationFailed
+from .errors import SecureFLError, VerificationFailed
 from .identity import Identity, Roster
 from .rounds.chunks import join_float64
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, from_rpc_error, invoke
-from .tensors import flatten, unflatten
+from .tensors import check_weight, flatten, unflatten
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 
@@ -92,14 +91,13 @@ class Client:
         `simulate_dropout` (simulations and tests) makes this client vanish just before the
         named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
         unmask), raising SimulatedDropout."""
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
-            raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
+        weight = check_weight(weight)
         scheme = self.scheme
         vector, spec = flatten(update)
         if scheme.interactive or round_id is None:
             round_id = invoke(self._stub.JoinRound, aggregator_pb2.JoinRoundRequest(
                 client_id=self.identity.client_id, round_id=round_id or "")).round_id
-        job = scheme.start(round_id, vector, float(weight))
+        job = scheme.start(round_id, vector, weight)
         run = _Run(self, round_id, spec.hash, job)
         started = time.perf_counter()
         if scheme.interactive:

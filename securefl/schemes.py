@@ -69,3 +69,11 @@ def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: Cli
 def server_scheme(name: str, options: ServerOptions) -> ServerScheme:
     _known(name)
     return _SERVERS[name](options)
+
+
+def session_of(protection: ServerScheme, roster: Roster) -> aggregator_pb2.Session:
+    """The public parameters clients of `protection` need, for a federation of `roster`."""
+    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values,
+                                     max_clients=len(roster))
+    protection.describe(session)
+    return session

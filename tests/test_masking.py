@@ -143,7 +143,7 @@ class Protocol:
     def round_at_unmask(self) -> tuple[SecAggRound, dict[str, SecAggClientRound]]:
         """A round whose five clients all shared keys, driven by hand up to the masked input."""
         round_ = self.server.new_round("r1", RoundConfig(2, len(self.ids)), self.clock())
-        jobs = {cid: SecAggClientRound(SecAggParticipant(i, self.roster, self.config, "r1"), np.zeros(3), 1.0)
+        jobs = {cid: _client_round(i, self.roster, self.config, "r1")
                 for cid, i in zip(self.ids, self.identities)}
         for stage in (ADVERTISE, SHARE):
             for cid in self.ids:
@@ -152,6 +152,11 @@ class Protocol:
             jobs[cid].participant.accept_shares(
                 secagg_pb2.IncomingShares.FromString(round_.stage_for(cid, False).body))
         return round_, jobs
+
+
+def _client_round(identity: Identity, roster: Roster, config, round_id: str) -> SecAggClientRound:
+    participant = SecAggParticipant(identity, roster, config, round_id)
+    return SecAggClientRound(participant, participant.encoding.encode(np.zeros(3), 1.0))
 
 
 def expected_average(vectors: dict[str, np.ndarray], contributors: list[str]) -> np.ndarray:
@@ -232,7 +237,7 @@ def test_shares_from_another_round_are_refused_by_the_recipient():
     first, _ = protocol.round_at_unmask()
     replayed = secagg_pb2.IncomingShares.FromString(first.stage_for(protocol.ids[0], False).body)
     second = protocol.server.new_round("r2", RoundConfig(2, 3), protocol.clock())
-    jobs = {cid: SecAggClientRound(SecAggParticipant(i, protocol.roster, protocol.config, "r2"), np.zeros(3), 1.0)
+    jobs = {cid: _client_round(i, protocol.roster, protocol.config, "r2")
             for cid, i in zip(protocol.ids, protocol.identities)}
     for stage in (ADVERTISE, SHARE):
         for cid in protocol.ids:
@@ -244,7 +249,7 @@ def test_shares_from_another_round_are_refused_by_the_recipient():
 def test_late_key_messages_are_refused_after_the_stage_closed():
     protocol = Protocol(4)
     round_ = protocol.server.new_round("r1", RoundConfig(2, 4), protocol.clock())
-    jobs = {cid: SecAggClientRound(SecAggParticipant(i, protocol.roster, protocol.config, "r1"), np.zeros(3), 1.0)
+    jobs = {cid: _client_round(i, protocol.roster, protocol.config, "r1")
             for cid, i in zip(protocol.ids, protocol.identities)}
     for cid in protocol.ids[:3]:
         round_.answer(cid, ADVERTISE, jobs[cid].answer(round_.stage_for(cid, False)))

@@ -5,7 +5,14 @@ identity signatures of enrolled clients (the roster is pinned, not taken from th
 aggregator), the graph parameters are the ones it computes itself, shares decrypt under keys
 bound to this round and these two clients, and an unmask request is refused when its
 survivor and dropped sets overlap, contain strangers, or leave fewer survivors than the
-threshold. It reveals, for each neighbour, at most one of its two secrets."""
+threshold. It reveals, for each neighbour, at most one of its two secrets, and answers each
+stage of a round at most once (a second unmask request with other sets could otherwise make it
+reveal both secrets of one neighbour; a second masked input under other masks could reveal
+the difference).
+
+Between stages, a client round can be exported and resumed (`SecAggClientState`), for
+transports that keep no client process alive between messages; the state holds the round's
+secrets, so such a transport seals it (`securefl.rounds.sealed`)."""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from ..errors import InvalidInput, VerificationFailed
 from ..identity import Identity, Roster
 from ..quantize import FixedPoint
 from ..rounds.scheme import Protected, Stage, decode
-from ..v1 import aggregator_pb2, secagg_pb2
+from ..v1 import aggregator_pb2, secagg_pb2, suspended_pb2
 from . import keys, shamir
 from .graph import choose_params, graph_seed, neighbours
 from .prg import SEED_BYTES, expand
@@ -67,12 +74,17 @@ class SecAggParticipant:
             self.adverts[advert.client_id] = advert
         if self.adverts.get(self.client_id) is None or self.adverts[self.client_id].mask_public_key != keys.public_bytes(self.mask_key):
             raise VerificationFailed("the aggregator did not relay this client's own keys faithfully")
-        ids = sorted(self.adverts)
-        degree, threshold = choose_params(len(ids), self.config.dropout_fraction, self.config.corrupt_fraction)
-        if (participants.degree, participants.threshold) != (degree, threshold):
+        degree = self._build_graph()
+        if (participants.degree, participants.threshold) != (degree, self.threshold):
             raise VerificationFailed("the aggregator's graph parameters differ from the ones this client computes")
+
+    def _build_graph(self) -> int:
+        """The neighbour graph and threshold this client computes itself from the participants;
+        returns the degree."""
+        ids = sorted(self.adverts)
+        degree, self.threshold = choose_params(len(ids), self.config.dropout_fraction, self.config.corrupt_fraction)
         self.graph = neighbours(ids, degree, graph_seed(self.round_id, ids))
-        self.threshold = threshold
+        return degree
 
     def _position(self, client_id: str) -> int:
         return sorted(self.adverts).index(client_id) + 1
@@ -105,11 +117,8 @@ class SecAggParticipant:
             plain = keys.open_share(channel_key, share.ciphertext, self.round_id, share.sender, self.client_id)
             self.held[share.sender] = (plain[:shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES:])
 
-    def masked_input(self, vector: np.ndarray, weight: float) -> np.ndarray:
-        """encode(w·x, w) + PRG(self seed) + Σ ± PRG(pairwise seed) over neighbours that shared keys."""
-        return self.mask(self.encoding.encode(vector, weight))
-
     def mask(self, encoded: np.ndarray) -> np.ndarray:
+        """encoded + PRG(self seed) + Σ ± PRG(pairwise seed) over neighbours that shared keys."""
         masked = encoded.copy()
         count, dtype = masked.size, masked.dtype
         masked += expand(self.self_seed, count, dtype)
@@ -142,16 +151,48 @@ class SecAggParticipant:
         sign_stage_message(response, self.identity.sign)
         return response
 
+    def export(self) -> suspended_pb2.SecAggClientState:
+        state = suspended_pb2.SecAggClientState(
+            round_id=self.round_id, cipher_private_key=keys.private_bytes(self.cipher_key),
+            mask_private_key=keys.private_bytes(self.mask_key), self_seed=self.self_seed,
+            adverts=[self.adverts[cid] for cid in sorted(self.adverts)], shared=sorted(self.shared))
+        for owner, (seed_share, key_share) in sorted(self.held.items()):
+            state.held.add(owner=owner, seed_share=seed_share, key_share=key_share)
+        return state
+
+    @classmethod
+    def restore(cls, identity: Identity, roster: Roster, config: secagg_pb2.SecAggConfig,
+                state: suspended_pb2.SecAggClientState) -> SecAggParticipant:
+        """The participant `export` described. The state comes from this client's own sealed
+        store, so it is trusted; the adverts in it were verified when they arrived."""
+        participant = cls(identity, roster, config, state.round_id,
+                          cipher_key=keys.load_private_key(state.cipher_private_key),
+                          mask_key=keys.load_private_key(state.mask_private_key), self_seed=state.self_seed,
+                          adverts={a.client_id: a for a in state.adverts}, shared=set(state.shared),
+                          held={h.owner: (h.seed_share, h.key_share) for h in state.held})
+        if participant.adverts:
+            participant._build_graph()
+        return participant
+
 
 class SecAggClientRound:
-    """Answers the aggregator's stages for one round; the masked input is the SUBMIT stage."""
+    """Answers the aggregator's stages for one round, each at most once; the masked input is
+    the SUBMIT stage. The update is encoded at once and dropped as soon as it is masked."""
 
-    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float) -> None:
+    def __init__(self, participant: SecAggParticipant, encoded: np.ndarray | None,
+                 answered: set[str] | None = None) -> None:
+        """`encoded`: the fixed-point update (`FixedPoint.encode`), None once it was sent."""
         self.participant = participant
-        self._vector = vector
-        self._weight = weight
+        self._encoded = encoded
+        self._answered = answered or set()
+
+    def _once(self, stage: str) -> None:
+        if stage in self._answered:
+            raise InvalidInput(f"refusing to answer stage {stage!r:.40} a second time in round {self.participant.round_id}")
+        self._answered.add(stage)
 
     def answer(self, stage: Stage) -> bytes:
+        self._once(stage.name)
         if stage.name == ADVERTISE:
             reply = self.participant.advertisement()
         elif stage.name == SHARE:
@@ -164,11 +205,23 @@ class SecAggClientRound:
         return reply.SerializeToString()
 
     def protect(self, stage: Stage) -> Protected:
+        self._once(stage.name)
+        if self._encoded is None:
+            raise InvalidInput(f"round {self.participant.round_id} has no update left to mask")
         self.participant.accept_shares(decode(secagg_pb2.IncomingShares, stage.body, "the incoming shares"))
-        masked = self.participant.masked_input(self._vector, self._weight)
+        masked = self.participant.mask(self._encoded)
+        self._encoded = None
         little = masked.astype(masked.dtype.newbyteorder("<"))
         chunks = [little[i:i + MASKED_CHUNK_VALUES].tobytes() for i in range(0, masked.size, MASKED_CHUNK_VALUES)]
         return Protected(chunks, masked.size)
+
+    def export(self) -> bytes:
+        """This round's state (secret), for `SecAggClient.resume`."""
+        state = self.participant.export()
+        state.answered.extend(sorted(self._answered))
+        if self._encoded is not None:
+            state.encoded_input = self._encoded.astype(self._encoded.dtype.newbyteorder("<")).tobytes()
+        return state.SerializeToString()
 
 
 class SecAggClient:
@@ -184,4 +237,16 @@ class SecAggClient:
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         participant = SecAggParticipant(self._identity, self._roster, self._config, round_id)
-        return SecAggClientRound(participant, vector, weight)
+        return SecAggClientRound(participant, participant.encoding.encode(vector, weight))
+
+    def resume(self, round_id: str, exported: bytes) -> SecAggClientRound:
+        """The client round `SecAggClientRound.export` wrote, for round `round_id`."""
+        state = suspended_pb2.SecAggClientState.FromString(exported)
+        if state.round_id != round_id:
+            raise InvalidInput(f"the kept state belongs to round {state.round_id!r:.70}, not {round_id!r:.70}")
+        participant = SecAggParticipant.restore(self._identity, self._roster, self._config, state)
+        encoded = None
+        if state.encoded_input:
+            encoded = np.frombuffer(state.encoded_input, participant.encoding.dtype.newbyteorder("<")).astype(
+                participant.encoding.dtype)
+        return SecAggClientRound(participant, encoded, set(state.answered))

@@ -39,6 +39,10 @@ def private_bytes(key: X25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
+def load_private_key(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
 def _shared(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
     if isinstance(private, bytes):
         private = X25519PrivateKey.from_private_bytes(private)

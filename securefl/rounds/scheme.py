@@ -92,6 +92,23 @@ class ClientScheme(Protocol):
         """Begin a round with the flat update `vector` and its `weight`."""
 
 
+class ExportableRound(ClientRound, Protocol):
+    def export(self) -> bytes:
+        """Everything this round needs for its next stages (secret: the caller seals it)."""
+
+
+class ResumableScheme(ClientScheme, Protocol):
+    """What an interactive scheme's client half adds for transports that keep no client process
+    alive between stages (Flower runs a ClientApp per message): after each stage the transport
+    exports the round, keeps it sealed (`securefl.rounds.sealed`) and resumes it when the next
+    stage arrives. A non-interactive round ends with its one `protect` and needs neither."""
+
+    def start(self, round_id: str, vector: np.ndarray, weight: float) -> ExportableRound: ...
+
+    def resume(self, round_id: str, exported: bytes) -> ExportableRound:
+        """The round `export` described; refuses a state of another round."""
+
+
 class Accumulator(Protocol):
     """One round's running sum. Memory is O(model), whatever the number of clients."""
 

@@ -159,6 +159,25 @@ class RoundStore:
         self._db.close()
 
 
+class VolatileRoundStore(RoundStore):
+    """A round store for a driver whose rounds cannot outlive its process (the Flower strategy:
+    a ServerApp that stops ends its run). It keeps round records but no submission chunks nor
+    results, so a round costs O(model) memory (the running sum), whatever the number of
+    clients; there is nothing to replay after a restart."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+
+    def add_submission(self, round_id: str, client_id: str, receipt: bytes, chunks: list[bytes],
+                       vector_length: int, spec_hash: bytes) -> None:
+        super().add_submission(round_id, client_id, receipt, [], vector_length, spec_hash)
+
+    def finish_round(self, round_id: str, *, result_chunks: list[bytes] | None = None,
+                     total_weight: float | None = None, contributors: int,
+                     error: tuple[str, str] | None = None) -> None:
+        super().finish_round(round_id, total_weight=total_weight, contributors=contributors, error=error)
+
+
 _KEYHOLDER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (

@@ -17,8 +17,7 @@ from ..masking.server import SecAggSettings
 from ..rounds.engine import RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..rounds.store import KeyHolderStore, RoundStore
-from ..schemes import ServerOptions, server_scheme
-from ..v1 import aggregator_pb2
+from ..schemes import ServerOptions, server_scheme, session_of
 from .aggregator import AggregatorService
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
@@ -62,8 +61,7 @@ def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyh
                      port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
     keyholder = KeyHolderClient(keyholder_address) if keyholder_address else None
     protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
-    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
-    protection.describe(session)
+    session = session_of(protection, roster)
     engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
     service = AggregatorService(engine, session)
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:

@@ -1,0 +1,126 @@
+"""`securefl_mod`: the node half of securefl in a Flower ClientApp.
+
+    app = ClientApp(mods=[securefl_mod])            # Message API
+    app = ClientApp(client_fn=client_fn, mods=[securefl_mod])   # legacy API
+
+It answers the securefl messages of `SecureFedAvg` / `SecureAggregationWorkflow` and runs the
+user's train function only when a stage asks for it; the update (arrays, weight and numeric
+metrics) is protected by the scheme's client half before anything leaves the node, and the
+reply carries nothing else. A train message without securefl's record is refused: a node that
+installed the mod never sends a plaintext update, whatever the ServerApp asks. Evaluate and
+query messages pass through untouched.
+
+The scheme's session (public parameters) is checked against this node's pins (`node.py`) at the
+hello and kept, public, in `Context.state`. Between stages of a round, the client round is
+exported and kept in `Context.state` only sealed under a key derived from this site's identity
+key (`securefl.rounds.sealed`): Flower holds and, in simulation, pickles that state; it never
+holds a secret in the clear. The identity key itself is read from its file at each message and
+never enters the context."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+
+from ...errors import InvalidInput, VerificationFailed
+from ...identity import Identity
+from ...rounds.scheme import SUBMIT, ClientRound, ClientScheme, Stage, signed_receipt
+from ...rounds.sealed import seal, unseal
+from ...schemes import client_scheme
+from ...tensors import ModelSpec, flatten
+from ...v1 import aggregator_pb2
+from . import node, wire
+from .updates import named_update
+
+log = logging.getLogger("flwr")
+STATE = "securefl-node"  # this node's record in Context.state
+
+
+class PlainTrainingRefused(InvalidInput):
+    """The ServerApp asked this securefl node to train and reply in plaintext."""
+
+
+def securefl_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
+        return call_next(msg, context)
+    request = wire.read_request(msg.content)
+    if request is None:
+        raise PlainTrainingRefused(
+            "this node runs securefl_mod and sends updates only through secure aggregation, but the ServerApp "
+            "sent a plain train message: use securefl's SecureFedAvg (Message API) or SecureAggregationWorkflow "
+            "(legacy API) on the server")
+    identity = node.identity(context)
+    if isinstance(request, wire.Hello):
+        reply = _hello(request, msg, context, identity)
+    else:
+        reply = _stage(request, msg, context, identity, call_next)
+    return Message(wire.carrying(reply), reply_to=msg)
+
+
+def _scheme(session: bytes, identity: Identity, context: Context) -> ClientScheme:
+    pinned = node.pins(context)
+    try:
+        return client_scheme(aggregator_pb2.Session.FromString(session), identity, pinned)
+    except VerificationFailed as exc:
+        raise VerificationFailed(f"{exc}{node.missing_pin_hint(pinned)}") from None
+
+
+def _hello(request: wire.Hello, msg: Message, context: Context, identity: Identity) -> wire.HelloReply:
+    """Accept the session if it matches this node's pins, keep it, and prove this identity."""
+    _scheme(request.session, identity, context)
+    context.state[STATE] = ConfigRecord({"session": request.session})
+    digest = wire.session_digest(request.session)
+    signed = wire.hello_message(context.run_id, context.node_id, request.nonce, digest)
+    log.info("securefl: node %s joins as %s", context.node_id, identity.client_id)
+    return wire.HelloReply(identity.client_id, identity.sign(signed))
+
+
+def _stage(request: wire.StageRequest, msg: Message, context: Context, identity: Identity,
+           call_next: ClientAppCallable) -> wire.Answer | wire.Submission:
+    kept = context.state.config_records.get(STATE)
+    session = kept.get("session") if kept is not None else None
+    if not isinstance(session, bytes) or wire.session_digest(session) != request.session_digest:
+        raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
+    scheme = _scheme(session, identity, context)
+    binding = (str(context.run_id), str(context.node_id), request.round_id)
+    if request.train:
+        job, spec = _train(request, msg, context, scheme, call_next)
+    else:
+        job, spec = _resume(kept, scheme, identity, binding, request.round_id)
+    stage = Stage(request.stage, request.body)
+    if stage.name == SUBMIT:
+        protected = job.protect(stage)
+        receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected)
+        reply: wire.Answer | wire.Submission = wire.Submission(request.round_id, receipt, protected.chunks,
+                                                               spec.to_json())
+    else:
+        reply = wire.Answer(request.round_id, stage.name, job.answer(stage))
+    state = ConfigRecord({"session": session})
+    if scheme.interactive:
+        state.update({"round": request.round_id, "spec": spec.to_json(),
+                      "sealed": seal(identity, binding, job.export())})
+    context.state[STATE] = state
+    return reply
+
+
+def _train(request: wire.StageRequest, msg: Message, context: Context, scheme: ClientScheme,
+           call_next: ClientAppCallable) -> tuple[ClientRound, ModelSpec]:
+    """Run the user's train function on the message without securefl's record, and start the
+    round with what it returns."""
+    msg.content = RecordDict({key: record for key, record in msg.content.items() if key != wire.RECORD})
+    trained = call_next(msg, context)
+    if trained.has_error():
+        raise InvalidInput(f"the train function failed: {trained.error.reason:.300}")
+    named, weight = named_update(trained.content, request.layout, request.weight_key)
+    vector, spec = flatten(named)
+    return scheme.start(request.round_id, vector, weight), spec
+
+
+def _resume(kept: ConfigRecord, scheme: ClientScheme, identity: Identity, binding: tuple[str, ...],
+            round_id: str) -> tuple[ClientRound, ModelSpec]:
+    if not scheme.interactive or kept.get("round") != round_id:
+        raise InvalidInput(f"this node holds no state of round {round_id!r:.70} to continue")
+    exported = unseal(identity, binding, kept["sealed"])
+    return scheme.resume(round_id, exported), ModelSpec.from_json(kept["spec"])

@@ -1,0 +1,281 @@
+"""securefl in Flower, through `flwr.simulation.run_simulation` (Ray, CPU, four nodes on
+scikit-learn's digits), for each scheme and both of Flower's APIs:
+
+* three secure rounds give the model of Flower's plain FedAvg on the same data and seeds, to
+  within the scheme's quantization (secagg) or noise (ckks);
+* a node dropping in a middle stage (SecAgg+ after key sharing, HE at submission) leaves a
+  round whose model is FedAvg's over the other nodes;
+* no message at the ServerApp's grid carries a node's plaintext update: each node marks its
+  update with 16 bytes of its own, which the search finds in plain FedAvg's traffic and in
+  securefl's own `plain` scheme, and never in a protected round;
+* a node without the mod, or without a pin, is left out with an error naming the fix;
+* the legacy app with Flower's `SecAggPlusWorkflow` + `secaggplus_mod` swapped back in runs.
+
+Ray starts slowly, so each API's phases share one simulation (`flower_apps.scenario_mod` plays
+the per-node configuration of each phase)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, ConfigRecord, Context  # noqa: E402
+from flwr.client.mod import secaggplus_mod  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
+from flwr.compat.common import recorddict_compat as compat  # noqa: E402
+from flwr.server import ServerConfig  # noqa: E402
+from flwr.server.compat.legacy_context import LegacyContext  # noqa: E402
+from flwr.server.strategy import FedAvg as LegacyFedAvg  # noqa: E402
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow  # noqa: E402
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD  # noqa: E402
+from flwr.serverapp import Grid, ServerApp  # noqa: E402
+from flwr.serverapp.strategy import FedAvg  # noqa: E402
+from flwr.simulation import run_simulation  # noqa: E402
+
+import flower_apps  # noqa: E402
+from flower_apps import (  # noqa: E402
+    NODES, client_fn, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
+)
+from securefl.identity import Identity, Roster  # noqa: E402
+from securefl.integrations.flower import SecureAggregationWorkflow, SecureFedAvg  # noqa: E402
+from securefl.integrations.flower.metering import MeteredGrid  # noqa: E402
+from securefl.services.keyholder_client import KeyHolderClient  # noqa: E402
+from securefl.simulation import ServiceProcess  # noqa: E402
+
+ROUNDS = 3
+SCHEMES = ("secagg", "ckks")
+TOLERANCE = {"secagg": 1e-4, "ckks": 1e-4}  # after three rounds; each reveal is exact to ~1e-7
+DROP = {"secagg": "share_keys", "ckks": "submit"}  # a middle stage of each scheme
+DROP_TIMEOUT = 6.0  # seconds before a silent node counts as dropped, in the dropout phases
+BACKEND = {"client_resources": {"num_cpus": 1}}
+
+
+@dataclass
+class Phase:
+    arrays: list[np.ndarray]
+    traffic: list[bytes]
+    logs: list[str]
+    train_metrics: dict = field(default_factory=dict)
+
+    def carries_a_marker(self) -> bool:
+        """Whether any message holds a node's marker, as float32 or float64, as it is or
+        multiplied by the node's weight (what a weighted-sum scheme sends)."""
+        needles = []
+        for pid, examples in enumerate(partition_sizes()):
+            for values in (marker(pid).astype(np.float64), marker(pid).astype(np.float64) * examples):
+                needles += [values.astype(np.float32).tobytes(), values.tobytes()]
+        return any(needle in message for message in self.traffic for needle in needles)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Four enrolled sites and a key-holder service (a separate process, real gRPC)."""
+    workdir = tmp_path_factory.mktemp("flower")
+    identities = [Identity.generate(f"site-{i}") for i in range(NODES)]
+    for identity in identities:
+        identity.save(workdir / f"{identity.client_id}.identity.json")
+    Roster.of(identities).save(workdir / "roster.json")
+    keyholder = ServiceProcess("keyholder", ["keyholder", "serve", "--port", "0", "--roster", str(workdir / "roster.json"),
+                                             "--min-clients", "2", "--db", str(workdir / "keyholder.db")], workdir)
+    port = keyholder.start()
+    client = KeyHolderClient(f"127.0.0.1:{port}")
+    fingerprint = client.public_context().fingerprint.hex()
+    client.close()
+    yield {"dir": workdir, "roster": workdir / "roster.json", "keyholder": f"127.0.0.1:{port}",
+           "fingerprint": fingerprint}
+    keyholder.stop()
+
+
+@pytest.fixture(scope="module")
+def scenario_file(federation: dict, monkeypatch_module: pytest.MonkeyPatch) -> Path:
+    path = federation["dir"] / "scenario.json"
+    monkeypatch_module.setenv(flower_apps.SCENARIO, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def run_phases(phases: dict[str, Callable[[Grid, Context], tuple[list[np.ndarray], dict]]],
+               client_app: ClientApp) -> dict[str, Phase]:
+    """Run each phase in turn in one simulation; each gets a metered grid that keeps its traffic."""
+    results: dict[str, Phase] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        for name, phase in phases.items():
+            metered, logs = MeteredGrid(grid, keep=True), _Collect()
+            logging.getLogger("flwr").addHandler(logs)
+            try:
+                arrays, metrics = phase(metered, context)
+            finally:
+                logging.getLogger("flwr").removeHandler(logs)
+            results[name] = Phase(arrays, metered.traffic, logs.lines, metrics)
+
+    run_simulation(server, client_app, num_supernodes=NODES, backend_config=BACKEND)
+    assert set(results) == set(phases), "a phase did not finish"
+    return results
+
+
+def scenario(federation: dict, **settings) -> None:
+    write_scenario(enrolment=str(federation["dir"]), fingerprint=federation["fingerprint"], **settings)
+
+
+def _drop(scheme_or_train: str) -> dict:
+    return {"partition": 1, "round": 2, "stage": scheme_or_train}
+
+
+# -- Message API -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def message_api(federation: dict, scenario_file: Path) -> dict[str, Phase]:
+    common = {"fraction_evaluate": 0.0, "min_train_nodes": NODES, "min_available_nodes": NODES}
+
+    def fedavg(drop: dict | None = None):
+        def phase(grid: Grid, context: Context):
+            scenario(federation, securefl=False, drop=drop)
+            result = FedAvg(**common).start(grid=grid, initial_arrays=initial_record(), num_rounds=ROUNDS)
+            return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
+        return phase
+
+    def secure(scheme: str, drop: dict | None = None, rounds: int = ROUNDS, **nodes):
+        def phase(grid: Grid, context: Context):
+            scenario(federation, drop=drop, **nodes)
+            strategy = SecureFedAvg(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
+                                    min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0, **common)
+            result = strategy.start(grid=grid, initial_arrays=initial_record(), num_rounds=rounds,
+                                    train_config=ConfigRecord({"lr": 0.1}))
+            return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
+        return phase
+
+    phases = {"fedavg": fedavg(), "fedavg-drop": fedavg(_drop("train")), "plain": secure("plain")}
+    for scheme in SCHEMES:
+        phases[scheme] = secure(scheme)
+        phases[f"{scheme}-drop"] = secure(scheme, _drop(DROP[scheme]))
+    phases["misconfigured"] = secure("secagg", rounds=1, no_mod=[3], no_roster=[2])
+    return run_phases(phases, flower_apps.message_app)
+
+
+def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_message_api_three_rounds_give_fedavgs_model(message_api: dict[str, Phase], scheme: str):
+    fedavg, secure = message_api["fedavg"], message_api[scheme]
+    assert max_difference(fedavg.arrays, [a for a in initial_arrays()]) > 0.01  # training moved the model
+    assert max_difference(secure.arrays, fedavg.arrays) < TOLERANCE[scheme]
+    for server_round in range(1, ROUNDS + 1):  # train metrics are averaged securely too
+        assert secure.train_metrics[server_round]["train_loss"] == pytest.approx(
+            fedavg.train_metrics[server_round]["train_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_message_api_node_dropping_mid_round_leaves_fedavg_of_the_others(message_api: dict[str, Phase], scheme: str):
+    dropped = message_api[f"{scheme}-drop"]
+    assert any(f"average of {NODES - 1} contributions" in line for line in dropped.logs)
+    assert max_difference(dropped.arrays, message_api["fedavg-drop"].arrays) < TOLERANCE[scheme]
+    assert max_difference(dropped.arrays, message_api["fedavg"].arrays) > 10 * TOLERANCE[scheme]
+
+
+def test_message_api_grid_traffic_carries_no_plaintext_update(message_api: dict[str, Phase]):
+    assert message_api["fedavg"].carries_a_marker()  # the search finds a plaintext update...
+    assert message_api["plain"].carries_a_marker()  # ...also on securefl's own path, unprotected
+    for name in (*SCHEMES, *(f"{s}-drop" for s in SCHEMES), "misconfigured"):
+        assert message_api[name].traffic and not message_api[name].carries_a_marker(), name
+
+
+def test_nodes_without_the_mod_or_a_pin_are_left_out_with_the_fix_named(message_api: dict[str, Phase]):
+    logs = "\n".join(message_api["misconfigured"].logs)
+    assert "does it run securefl_mod" in logs
+    assert "securefl-roster" in logs  # the missing pin's setting is named
+    assert f"average of {NODES - 2} contributions" in logs
+
+
+# -- legacy API --------------------------------------------------------------------------------
+
+def _legacy_strategy() -> LegacyFedAvg:
+    return LegacyFedAvg(fraction_evaluate=0.0, min_fit_clients=NODES, min_available_clients=NODES,
+                        on_fit_config_fn=lambda server_round: {"server-round": server_round},
+                        initial_parameters=ndarrays_to_parameters(initial_arrays()))
+
+
+def _legacy_run(grid: Grid, context: Context, fit_workflow=None) -> tuple[list[np.ndarray], dict]:
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=ROUNDS), strategy=_legacy_strategy())
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    record = legacy.state.array_records[MAIN_PARAMS_RECORD]
+    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True)), {}
+
+
+@pytest.fixture(scope="module")
+def legacy_api(federation: dict, scenario_file: Path) -> dict[str, Phase]:
+    def fedavg(drop: dict | None = None):
+        def phase(grid: Grid, context: Context):
+            scenario(federation, securefl=False, drop=drop)
+            return _legacy_run(grid, context)
+        return phase
+
+    def secure(scheme: str, drop: dict | None = None):
+        def phase(grid: Grid, context: Context):
+            scenario(federation, drop=drop)
+            workflow = SecureAggregationWorkflow(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
+                                                 timeout=DROP_TIMEOUT if drop else 60.0)
+            return _legacy_run(grid, context, workflow)
+        return phase
+
+    phases = {"fedavg": fedavg(), "fedavg-drop": fedavg(_drop("train"))}
+    for scheme in SCHEMES:
+        phases[scheme] = secure(scheme)
+        phases[f"{scheme}-drop"] = secure(scheme, _drop(DROP[scheme]))
+    return run_phases(phases, flower_apps.legacy_app)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_legacy_api_three_rounds_give_fedavgs_model(legacy_api: dict[str, Phase], scheme: str):
+    assert max_difference(legacy_api["fedavg"].arrays, initial_arrays()) > 0.01
+    assert max_difference(legacy_api[scheme].arrays, legacy_api["fedavg"].arrays) < TOLERANCE[scheme]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_legacy_api_node_dropping_mid_round_leaves_fedavg_of_the_others(legacy_api: dict[str, Phase], scheme: str):
+    dropped = legacy_api[f"{scheme}-drop"]
+    assert any(f"average of {NODES - 1} contributions" in line for line in dropped.logs)
+    assert max_difference(dropped.arrays, legacy_api["fedavg-drop"].arrays) < TOLERANCE[scheme]
+
+
+def test_legacy_api_grid_traffic_carries_no_plaintext_update(legacy_api: dict[str, Phase]):
+    assert legacy_api["fedavg"].carries_a_marker()
+    for name in (*SCHEMES, *(f"{s}-drop" for s in SCHEMES)):
+        assert legacy_api[name].traffic and not legacy_api[name].carries_a_marker(), name
+
+
+def test_legacy_app_runs_with_flowers_secaggplus_swapped_back_in(legacy_api: dict[str, Phase]):
+    """The same legacy app with Flower's own secure aggregation: the swap is the mod and the
+    fit workflow, nothing else."""
+    secaggplus_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    results = run_phases({"secaggplus": lambda grid, context: _legacy_run(
+        grid, context, SecAggPlusWorkflow(num_shares=NODES - 1, reconstruction_threshold=2))}, secaggplus_app)
+    # SecAgg+ quantizes to 2^22 levels over [-8, 8]: a coarser grid than securefl's
+    assert max_difference(results["secaggplus"].arrays, legacy_api["fedavg"].arrays) < 1e-3
