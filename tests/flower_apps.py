@@ -6,10 +6,11 @@ Each node's model carries a `marker` buffer of four float32 values of its own: a
 update carries that node's 16 marker bytes, a protected one must not.
 
 What varies between the phases of one simulation (which node drops where, which node lacks
-the mod or a pin, whether nodes run securefl at all) is each node's own configuration in a
-deployment. A simulation has one config for all nodes and Ray starts slowly, so the phases
-share one simulation and `scenario_mod` plays that per-node configuration from a JSON file the
-test's ServerApp writes before each phase (`SECUREFL_FLOWER_SCENARIO`)."""
+the mod or a pin, which secure-aggregation mod nodes run) is each node's own configuration in a
+deployment. A simulation has one config for all nodes, and Ray starts slowly (and starting it
+several times in one process is fragile), so all phases share one simulation and
+`scenario_mod` plays that per-node configuration from a JSON file the test's ServerApp writes
+before each phase (`SECUREFL_FLOWER_SCENARIO`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from sklearn.datasets import load_digits
@@ -109,7 +111,8 @@ def _round_of(msg: Message) -> int:
 
 def scenario_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Stands in for each node's own configuration: its identity and pins (as `flwr run` would
-    put them in the run config of a simulation), whether it runs securefl, where it drops."""
+    put them in the run config of a simulation), which secure-aggregation mod it runs
+    (securefl's, Flower's SecAgg+ or none), where it drops out."""
     s, pid = _scenario(), int(context.node_config["partition-id"])
     settings = {IDENTITY: str(Path(s["enrolment"]) / f"site-{pid}.identity.json"),
                 KEYHOLDER_FINGERPRINT: s.get("fingerprint", "")}
@@ -122,27 +125,14 @@ def scenario_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         request = read_request(msg.content)
         if drop["stage"] == (request.stage if isinstance(request, StageRequest) else "train"):
             raise SimulatedDropout(f"node {pid} drops at {drop['stage']}")
-    if s.get("securefl", True) and pid not in s.get("no_mod", []):
-        return securefl_mod(msg, node_context, call_next)
-    return call_next(msg, node_context)
+    mod = None if pid in s.get("no_mod", []) else MODS[s.get("mod", "securefl")]
+    return mod(msg, node_context, call_next) if mod else call_next(msg, node_context)
 
 
-# -- Message API ClientApp -----------------------------------------------------------------------
-
-message_app = ClientApp(mods=[scenario_mod])
+MODS = {"securefl": securefl_mod, "secaggplus": secaggplus_mod, "none": None}
 
 
-@message_app.train()
-def train(msg: Message, context: Context) -> Message:
-    arrays, n, loss = train_arrays(msg.content["arrays"].to_numpy_ndarrays(), int(context.node_config["partition-id"]),
-                                   int(msg.content["config"]["server-round"]))
-    names = msg.content["arrays"].keys()
-    reply = RecordDict({"arrays": ArrayRecord({name: Array(a) for name, a in zip(names, arrays)}),
-                        "metrics": MetricRecord({"num-examples": n, "train_loss": loss})})
-    return Message(reply, reply_to=msg)
-
-
-# -- legacy ClientApps ---------------------------------------------------------------------------
+# -- the legacy app: a NumPyClient ----------------------------------------------------------------
 
 class LegacyClient(NumPyClient):
     def __init__(self, pid: int) -> None:
@@ -157,4 +147,23 @@ def client_fn(context: Context):  # noqa: ANN201
     return LegacyClient(int(context.node_config["partition-id"])).to_client()
 
 
-legacy_app = ClientApp(client_fn=client_fn, mods=[scenario_mod])
+legacy_app = ClientApp(client_fn=client_fn)
+
+
+# -- the Message API app, which also hands legacy messages to the legacy app ----------------------
+
+app = ClientApp(mods=[scenario_mod])
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """FedAvg's train messages carry "arrays" and "config"; the legacy workflows' carry FitIns,
+    which the legacy app handles (both APIs share one simulation: Ray starts slowly)."""
+    if "arrays" not in msg.content:
+        return legacy_app(msg, context)
+    arrays, n, loss = train_arrays(msg.content["arrays"].to_numpy_ndarrays(), int(context.node_config["partition-id"]),
+                                   int(msg.content["config"]["server-round"]))
+    names = msg.content["arrays"].keys()
+    reply = RecordDict({"arrays": ArrayRecord({name: Array(a) for name, a in zip(names, arrays)}),
+                        "metrics": MetricRecord({"num-examples": n, "train_loss": loss})})
+    return Message(reply, reply_to=msg)

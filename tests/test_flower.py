@@ -11,8 +11,8 @@ scikit-learn's digits), for each scheme and both of Flower's APIs:
 * a node without the mod, or without a pin, is left out with an error naming the fix;
 * the legacy app with Flower's `SecAggPlusWorkflow` + `secaggplus_mod` swapped back in runs.
 
-Ray starts slowly, so each API's phases share one simulation (`flower_apps.scenario_mod` plays
-the per-node configuration of each phase)."""
+Ray starts slowly, so every phase shares one simulation (`flower_apps.scenario_mod` plays the
+per-node configuration of each phase)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ import pytest
 pytest.importorskip("flwr")
 
 from flwr.app import ArrayRecord, ConfigRecord, Context  # noqa: E402
-from flwr.client.mod import secaggplus_mod  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
 from flwr.compat.common import recorddict_compat as compat  # noqa: E402
 from flwr.server import ServerConfig  # noqa: E402
@@ -42,7 +40,7 @@ from flwr.simulation import run_simulation  # noqa: E402
 
 import flower_apps  # noqa: E402
 from flower_apps import (  # noqa: E402
-    NODES, client_fn, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
+    NODES, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
 )
 from securefl.identity import Identity, Roster  # noqa: E402
 from securefl.integrations.flower import SecureAggregationWorkflow, SecureFedAvg  # noqa: E402
@@ -146,35 +144,59 @@ def _drop(scheme_or_train: str) -> dict:
     return {"partition": 1, "round": 2, "stage": scheme_or_train}
 
 
-# -- Message API -------------------------------------------------------------------------------
+# -- one simulation, every phase -----------------------------------------------------------------
+
+COMMON = {"fraction_evaluate": 0.0, "min_train_nodes": NODES, "min_available_nodes": NODES}
+
+
+def _fedavg(federation: dict, drop: dict | None = None, mod: str = "none", rounds: int = ROUNDS):
+    def phase(grid: Grid, context: Context):
+        scenario(federation, mod=mod, drop=drop)
+        result = FedAvg(**COMMON).start(grid=grid, initial_arrays=initial_record(), num_rounds=rounds)
+        return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
+    return phase
+
+
+def _secure_fedavg(federation: dict, scheme: str, drop: dict | None = None, rounds: int = ROUNDS, **nodes):
+    def phase(grid: Grid, context: Context):
+        scenario(federation, drop=drop, **nodes)
+        strategy = SecureFedAvg(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
+                                min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0, **COMMON)
+        result = strategy.start(grid=grid, initial_arrays=initial_record(), num_rounds=rounds,
+                                train_config=ConfigRecord({"lr": 0.1}))
+        return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
+    return phase
+
+
+def _legacy(federation: dict, fit_workflow=None, mod: str = "securefl", drop: dict | None = None):
+    def phase(grid: Grid, context: Context):
+        scenario(federation, mod=mod, drop=drop)
+        return _legacy_run(grid, context, fit_workflow)
+    return phase
+
+
+def _secure_workflow(federation: dict, scheme: str, drop: dict | None = None) -> SecureAggregationWorkflow:
+    return SecureAggregationWorkflow(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
+                                     timeout=DROP_TIMEOUT if drop else 60.0)
+
 
 @pytest.fixture(scope="module")
-def message_api(federation: dict, scenario_file: Path) -> dict[str, Phase]:
-    common = {"fraction_evaluate": 0.0, "min_train_nodes": NODES, "min_available_nodes": NODES}
-
-    def fedavg(drop: dict | None = None):
-        def phase(grid: Grid, context: Context):
-            scenario(federation, securefl=False, drop=drop)
-            result = FedAvg(**common).start(grid=grid, initial_arrays=initial_record(), num_rounds=ROUNDS)
-            return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
-        return phase
-
-    def secure(scheme: str, drop: dict | None = None, rounds: int = ROUNDS, **nodes):
-        def phase(grid: Grid, context: Context):
-            scenario(federation, drop=drop, **nodes)
-            strategy = SecureFedAvg(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
-                                    min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0, **common)
-            result = strategy.start(grid=grid, initial_arrays=initial_record(), num_rounds=rounds,
-                                    train_config=ConfigRecord({"lr": 0.1}))
-            return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
-        return phase
-
-    phases = {"fedavg": fedavg(), "fedavg-drop": fedavg(_drop("train")), "plain": secure("plain")}
+def phases(federation: dict, scenario_file: Path) -> dict[str, Phase]:
+    plan = {"message/fedavg": _fedavg(federation), "message/fedavg-drop": _fedavg(federation, _drop("train")),
+            "message/plain": _secure_fedavg(federation, "plain", rounds=1),
+            "message/fedavg-to-securefl-nodes": _fedavg(federation, mod="securefl", rounds=1),
+            "message/misconfigured": _secure_fedavg(federation, "secagg", rounds=1, no_mod=[3], no_roster=[2]),
+            "legacy/fedavg": _legacy(federation, mod="none"),
+            "legacy/fedavg-drop": _legacy(federation, mod="none", drop=_drop("train")),
+            "legacy/secaggplus": _legacy(federation, SecAggPlusWorkflow(num_shares=NODES - 1, reconstruction_threshold=2),
+                                         mod="secaggplus")}
     for scheme in SCHEMES:
-        phases[scheme] = secure(scheme)
-        phases[f"{scheme}-drop"] = secure(scheme, _drop(DROP[scheme]))
-    phases["misconfigured"] = secure("secagg", rounds=1, no_mod=[3], no_roster=[2])
-    return run_phases(phases, flower_apps.message_app)
+        drop = _drop(DROP[scheme])
+        plan[f"message/{scheme}"] = _secure_fedavg(federation, scheme)
+        plan[f"message/{scheme}-drop"] = _secure_fedavg(federation, scheme, drop)
+        plan[f"legacy/{scheme}"] = _legacy(federation, _secure_workflow(federation, scheme))
+        plan[f"legacy/{scheme}-drop"] = _legacy(federation, _secure_workflow(federation, scheme, drop), drop=drop)
+    return run_phases(plan, flower_apps.app)
 
 
 def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -183,9 +205,9 @@ def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_message_api_three_rounds_give_fedavgs_model(message_api: dict[str, Phase], scheme: str):
-    fedavg, secure = message_api["fedavg"], message_api[scheme]
-    assert max_difference(fedavg.arrays, [a for a in initial_arrays()]) > 0.01  # training moved the model
+def test_message_api_three_rounds_give_fedavgs_model(phases: dict[str, Phase], scheme: str):
+    fedavg, secure = phases["message/fedavg"], phases[f"message/{scheme}"]
+    assert max_difference(fedavg.arrays, initial_arrays()) > 0.01  # training moved the model
     assert max_difference(secure.arrays, fedavg.arrays) < TOLERANCE[scheme]
     for server_round in range(1, ROUNDS + 1):  # train metrics are averaged securely too
         assert secure.train_metrics[server_round]["train_loss"] == pytest.approx(
@@ -193,25 +215,35 @@ def test_message_api_three_rounds_give_fedavgs_model(message_api: dict[str, Phas
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_message_api_node_dropping_mid_round_leaves_fedavg_of_the_others(message_api: dict[str, Phase], scheme: str):
-    dropped = message_api[f"{scheme}-drop"]
+def test_message_api_node_dropping_mid_round_leaves_fedavg_of_the_others(phases: dict[str, Phase], scheme: str):
+    dropped = phases[f"message/{scheme}-drop"]
     assert any(f"average of {NODES - 1} contributions" in line for line in dropped.logs)
-    assert max_difference(dropped.arrays, message_api["fedavg-drop"].arrays) < TOLERANCE[scheme]
-    assert max_difference(dropped.arrays, message_api["fedavg"].arrays) > 10 * TOLERANCE[scheme]
+    assert max_difference(dropped.arrays, phases["message/fedavg-drop"].arrays) < TOLERANCE[scheme]
+    assert max_difference(dropped.arrays, phases["message/fedavg"].arrays) > 10 * TOLERANCE[scheme]
 
 
-def test_message_api_grid_traffic_carries_no_plaintext_update(message_api: dict[str, Phase]):
-    assert message_api["fedavg"].carries_a_marker()  # the search finds a plaintext update...
-    assert message_api["plain"].carries_a_marker()  # ...also on securefl's own path, unprotected
+def test_message_api_grid_traffic_carries_no_plaintext_update(phases: dict[str, Phase]):
+    assert phases["message/fedavg"].carries_a_marker()  # the search finds a plaintext update...
+    assert phases["message/plain"].carries_a_marker()  # ...also on securefl's own path, unprotected
     for name in (*SCHEMES, *(f"{s}-drop" for s in SCHEMES), "misconfigured"):
-        assert message_api[name].traffic and not message_api[name].carries_a_marker(), name
+        assert phases[f"message/{name}"].traffic and not phases[f"message/{name}"].carries_a_marker(), name
 
 
-def test_nodes_without_the_mod_or_a_pin_are_left_out_with_the_fix_named(message_api: dict[str, Phase]):
-    logs = "\n".join(message_api["misconfigured"].logs)
+def test_nodes_without_the_mod_or_a_pin_are_left_out_with_the_fix_named(phases: dict[str, Phase]):
+    logs = "\n".join(phases["message/misconfigured"].logs)
     assert "does it run securefl_mod" in logs
     assert "securefl-roster" in logs  # the missing pin's setting is named
     assert f"average of {NODES - 2} contributions" in logs
+
+
+def test_securefl_nodes_refuse_a_plain_train_message(phases: dict[str, Phase]):
+    """A ServerApp (or a malicious aggregator) asking securefl nodes for a plaintext update gets
+    nothing: every node refuses, no update leaves it, nothing is aggregated."""
+    refused = phases["message/fedavg-to-securefl-nodes"]
+    assert any(f"Received 0 results and {NODES} failures" in line for line in refused.logs)
+    assert any("sent a plain train message" in line for line in refused.logs)
+    assert not refused.carries_a_marker()
+    assert refused.arrays == []
 
 
 # -- legacy API --------------------------------------------------------------------------------
@@ -229,53 +261,27 @@ def _legacy_run(grid: Grid, context: Context, fit_workflow=None) -> tuple[list[n
     return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True)), {}
 
 
-@pytest.fixture(scope="module")
-def legacy_api(federation: dict, scenario_file: Path) -> dict[str, Phase]:
-    def fedavg(drop: dict | None = None):
-        def phase(grid: Grid, context: Context):
-            scenario(federation, securefl=False, drop=drop)
-            return _legacy_run(grid, context)
-        return phase
-
-    def secure(scheme: str, drop: dict | None = None):
-        def phase(grid: Grid, context: Context):
-            scenario(federation, drop=drop)
-            workflow = SecureAggregationWorkflow(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
-                                                 timeout=DROP_TIMEOUT if drop else 60.0)
-            return _legacy_run(grid, context, workflow)
-        return phase
-
-    phases = {"fedavg": fedavg(), "fedavg-drop": fedavg(_drop("train"))}
-    for scheme in SCHEMES:
-        phases[scheme] = secure(scheme)
-        phases[f"{scheme}-drop"] = secure(scheme, _drop(DROP[scheme]))
-    return run_phases(phases, flower_apps.legacy_app)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_legacy_api_three_rounds_give_fedavgs_model(phases: dict[str, Phase], scheme: str):
+    assert max_difference(phases["legacy/fedavg"].arrays, initial_arrays()) > 0.01
+    assert max_difference(phases[f"legacy/{scheme}"].arrays, phases["legacy/fedavg"].arrays) < TOLERANCE[scheme]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_legacy_api_three_rounds_give_fedavgs_model(legacy_api: dict[str, Phase], scheme: str):
-    assert max_difference(legacy_api["fedavg"].arrays, initial_arrays()) > 0.01
-    assert max_difference(legacy_api[scheme].arrays, legacy_api["fedavg"].arrays) < TOLERANCE[scheme]
-
-
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_legacy_api_node_dropping_mid_round_leaves_fedavg_of_the_others(legacy_api: dict[str, Phase], scheme: str):
-    dropped = legacy_api[f"{scheme}-drop"]
+def test_legacy_api_node_dropping_mid_round_leaves_fedavg_of_the_others(phases: dict[str, Phase], scheme: str):
+    dropped = phases[f"legacy/{scheme}-drop"]
     assert any(f"average of {NODES - 1} contributions" in line for line in dropped.logs)
-    assert max_difference(dropped.arrays, legacy_api["fedavg-drop"].arrays) < TOLERANCE[scheme]
+    assert max_difference(dropped.arrays, phases["legacy/fedavg-drop"].arrays) < TOLERANCE[scheme]
 
 
-def test_legacy_api_grid_traffic_carries_no_plaintext_update(legacy_api: dict[str, Phase]):
-    assert legacy_api["fedavg"].carries_a_marker()
+def test_legacy_api_grid_traffic_carries_no_plaintext_update(phases: dict[str, Phase]):
+    assert phases["legacy/fedavg"].carries_a_marker()
     for name in (*SCHEMES, *(f"{s}-drop" for s in SCHEMES)):
-        assert legacy_api[name].traffic and not legacy_api[name].carries_a_marker(), name
+        assert phases[f"legacy/{name}"].traffic and not phases[f"legacy/{name}"].carries_a_marker(), name
 
 
-def test_legacy_app_runs_with_flowers_secaggplus_swapped_back_in(legacy_api: dict[str, Phase]):
-    """The same legacy app with Flower's own secure aggregation: the swap is the mod and the
-    fit workflow, nothing else."""
-    secaggplus_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
-    results = run_phases({"secaggplus": lambda grid, context: _legacy_run(
-        grid, context, SecAggPlusWorkflow(num_shares=NODES - 1, reconstruction_threshold=2))}, secaggplus_app)
+def test_legacy_app_runs_with_flowers_secaggplus_swapped_back_in(phases: dict[str, Phase]):
+    """The same legacy app with Flower's own secure aggregation: `SecAggPlusWorkflow` as the fit
+    workflow and `secaggplus_mod` on the nodes, nothing else changed."""
     # SecAgg+ quantizes to 2^22 levels over [-8, 8]: a coarser grid than securefl's
-    assert max_difference(results["secaggplus"].arrays, legacy_api["fedavg"].arrays) < 1e-3
+    assert max_difference(phases["legacy/secaggplus"].arrays, phases["legacy/fedavg"].arrays) < 1e-3
