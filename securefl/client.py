@@ -53,10 +53,10 @@ class RoundStats:
 
 class Client:
     def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None) -> None:
+                 roster: Roster | None = None, allow_plain: bool = False) -> None:
         self.identity = identity
         pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster)
+        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster, allow_plain=allow_plain)
         self._channel = channel(address)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
@@ -207,8 +207,9 @@ def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> No
 
 
 def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None) -> Client:
+            roster: Roster | None = None, allow_plain: bool = False) -> Client:
     """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
     `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
-    the secagg scheme, the `roster` of enrolled clients' public keys."""
-    return Client(address, identity, keyholder_fingerprint, roster)
+    the secagg scheme, the `roster` of enrolled clients' public keys. `allow_plain` lets the
+    aggregator run the unprotected plain scheme (measurements only)."""
+    return Client(address, identity, keyholder_fingerprint, roster, allow_plain)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import InvalidInput
+from .errors import InvalidInput, VerificationFailed
 from .he.aggregation import CKKS, CkksClient, CkksServer, Decryptor
 from .identity import Identity, Roster
 from .masking.client import SecAggClient
@@ -25,6 +25,7 @@ class ClientPins:
 
     keyholder_fingerprint: bytes | None = None
     roster: Roster | None = None
+    allow_plain: bool = False  # the plain scheme protects nothing: a site opts in to it explicitly
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,12 @@ def _known(name: str) -> None:
 
 
 def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: ClientPins) -> ClientScheme:
-    """The client half for the scheme the aggregator runs, checked against the site's pins."""
+    """The client half for the scheme the aggregator runs, checked against the site's pins. A
+    malicious aggregator cannot downgrade a site to the plain scheme unless the site allows it."""
     _known(session.scheme)
+    if session.scheme == PLAIN and not pins.allow_plain:
+        raise VerificationFailed("the aggregator asks for the plain scheme, which sends updates unprotected; this "
+                                 "site does not allow it (allow_plain)")
     return _CLIENTS[session.scheme](session, identity, pins)
 
 

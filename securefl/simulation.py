@@ -17,7 +17,7 @@ from pathlib import Path
 from .client import Client, SimulatedDropout, connect
 from .errors import ServiceUnavailable
 from .identity import Identity, Roster
-from .schemes import CKKS, SCHEMES, SECAGG
+from .schemes import CKKS, PLAIN, SCHEMES, SECAGG
 from .masking.server import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
 
@@ -170,7 +170,7 @@ class LocalFederation:
     def connect(self, identity: Identity) -> Client:
         """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
         return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
-                       roster=self.roster)
+                       roster=self.roster, allow_plain=self.scheme == PLAIN)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""

@@ -29,7 +29,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from sklearn.datasets import load_digits
 
 from securefl.integrations.flower import securefl_mod
-from securefl.integrations.flower.node import IDENTITY, KEYHOLDER_FINGERPRINT, ROSTER
+from securefl.integrations.flower.node import ALLOW_PLAIN, IDENTITY, KEYHOLDER_FINGERPRINT, ROSTER
 from securefl.integrations.flower.wire import StageRequest, read_request
 
 NODES = 4
@@ -115,7 +115,7 @@ def scenario_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     (securefl's, Flower's SecAgg+ or none), where it drops out."""
     s, pid = _scenario(), int(context.node_config["partition-id"])
     settings = {IDENTITY: str(Path(s["enrolment"]) / f"site-{pid}.identity.json"),
-                KEYHOLDER_FINGERPRINT: s.get("fingerprint", "")}
+                KEYHOLDER_FINGERPRINT: s.get("fingerprint", ""), ALLOW_PLAIN: s.get("allow_plain", False)}
     if pid not in s.get("no_roster", []):
         settings[ROSTER] = str(Path(s["enrolment"]) / "roster.json")
     node_context = Context(context.run_id, context.node_id, context.node_config, context.state,

@@ -183,7 +183,8 @@ def _secure_workflow(federation: dict, scheme: str, drop: dict | None = None) ->
 @pytest.fixture(scope="module")
 def phases(federation: dict, scenario_file: Path) -> dict[str, Phase]:
     plan = {"message/fedavg": _fedavg(federation), "message/fedavg-drop": _fedavg(federation, _drop("train")),
-            "message/plain": _secure_fedavg(federation, "plain", rounds=1),
+            "message/plain": _secure_fedavg(federation, "plain", rounds=1, allow_plain=True),
+            "message/downgrade": _secure_fedavg(federation, "plain", rounds=1),
             "message/fedavg-to-securefl-nodes": _fedavg(federation, mod="securefl", rounds=1),
             "message/misconfigured": _secure_fedavg(federation, "secagg", rounds=1, no_mod=[3], no_roster=[2]),
             "legacy/fedavg": _legacy(federation, mod="none"),
@@ -244,6 +245,14 @@ def test_securefl_nodes_refuse_a_plain_train_message(phases: dict[str, Phase]):
     assert any("sent a plain train message" in line for line in refused.logs)
     assert not refused.carries_a_marker()
     assert refused.arrays == []
+
+
+def test_securefl_nodes_refuse_a_downgrade_to_the_plain_scheme(phases: dict[str, Phase]):
+    """A ServerApp that runs securefl's unprotected plain scheme gets no node that has not
+    allowed it (`securefl-allow-plain`): the session is refused at the hello."""
+    downgraded = phases["message/downgrade"]
+    assert any("does not allow it" in line for line in downgraded.logs)
+    assert downgraded.arrays == [] and not downgraded.carries_a_marker()
 
 
 # -- legacy API --------------------------------------------------------------------------------

@@ -19,17 +19,22 @@ from ...schemes import ClientPins
 IDENTITY = "securefl-identity"
 ROSTER = "securefl-roster"
 KEYHOLDER_FINGERPRINT = "securefl-keyholder-fingerprint"
+ALLOW_PLAIN = "securefl-allow-plain"  # true: accept the unprotected plain scheme (measurements only)
 _NODE_CONFIG_HINT = "flower-supernode --node-config \"{key}='…'\" (or the run config of a local simulation)"
 
 
-def _setting(context: Context, key: str) -> str | None:
+def _raw(context: Context, key: str) -> object:
     for config in (context.node_config, context.run_config):
-        value = config.get(key)
-        if value not in (None, ""):
-            if not isinstance(value, str):
-                raise InvalidInput(f"{key} must be a string, got {type(value).__name__}")
-            return value.replace("{partition-id}", str(context.node_config.get("partition-id", "")))
+        if config.get(key) not in (None, ""):
+            return config[key]
     return None
+
+
+def _setting(context: Context, key: str) -> str | None:
+    value = _raw(context, key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string, got {type(value).__name__}")
+    return value.replace("{partition-id}", str(context.node_config.get("partition-id", ""))) if value else None
 
 
 def _path(context: Context, key: str, what: str) -> Path | None:
@@ -59,7 +64,8 @@ def pins(context: Context) -> ClientPins:
         pin = bytes.fromhex(fingerprint) if fingerprint is not None else None
     except ValueError:
         raise InvalidInput(f"{KEYHOLDER_FINGERPRINT} must be hex (printed by `securefl keyholder serve`)") from None
-    return ClientPins(keyholder_fingerprint=pin, roster=Roster.load(roster) if roster else None)
+    return ClientPins(keyholder_fingerprint=pin, roster=Roster.load(roster) if roster else None,
+                      allow_plain=_raw(context, ALLOW_PLAIN) in (True, "true"))
 
 
 def missing_pin_hint(pinned: ClientPins) -> str:

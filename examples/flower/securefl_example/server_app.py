@@ -1,0 +1,34 @@
+"""securefl-example: the ServerApp. Flower's quickstart with SecureFedAvg in place of FedAvg."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from securefl.integrations.flower import SecureFedAvg
+from securefl_example.enrolment import enrol_simulated_sites
+from securefl_example.task import Net
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = context.run_config
+    roster = Path(config["securefl-roster"]).expanduser()
+    enrol_simulated_sites(roster.parent, len(list(grid.get_node_ids())))  # local simulation only, see enrolment.py
+
+    strategy = SecureFedAvg(
+        config["scheme"],  # securefl: "secagg" (no key-holder) or "ckks" (key-holder below)
+        roster=roster,
+        keyholder=config["securefl-keyholder"] or None,
+        fraction_train=config["fraction-train"],
+        fraction_evaluate=config["fraction-evaluate"],
+    )
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(Net().state_dict()),
+                            train_config=ConfigRecord({"lr": config["lr"]}), num_rounds=config["num-server-rounds"])
+    torch_state = result.arrays.to_torch_state_dict()
+    print(f"final model: {sum(t.numel() for t in torch_state.values()):,} parameters; "
+          f"evaluation per round: {dict(result.evaluate_metrics_clientapp)}")
