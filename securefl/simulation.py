@@ -22,7 +22,7 @@ from .masking.server import SecAggSettings
 from .services.keyholder_client import KeyHolderClient
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout", "enrol", "start_keyholder"]
 
 
 def _die_with_parent() -> None:
@@ -79,6 +79,33 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def enrol(directory: Path, client_ids: list[str]) -> list[Identity]:
+    """An enrolment on one machine (simulations, tests, benchmarks): an identity per client id,
+    saved in `directory` as `ID.identity.json`, and their `roster.json`."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identities = [Identity.generate(client_id) for client_id in client_ids]
+    for identity in identities:
+        identity.save(directory / f"{identity.client_id}.identity.json")
+    Roster.of(identities).save(directory / "roster.json")
+    return identities
+
+
+def start_keyholder(workdir: Path, roster: Path, min_clients: int,
+                    preset: str | None = None) -> tuple[ServiceProcess, str, bytes]:
+    """A key-holder service in a child process: the process, its address and the fingerprint a
+    client pins (read here, standing in for the out-of-band channel)."""
+    preset_args = ["--preset", preset] if preset else []
+    process = ServiceProcess("keyholder", ["keyholder", "serve", "--port", "0", "--roster", str(roster),
+                                           "--min-clients", str(min_clients), "--db", str(workdir / "keyholder.db"),
+                                           *preset_args], workdir)
+    address = f"127.0.0.1:{process.start()}"
+    keyholder = KeyHolderClient(address)
+    try:
+        return process, address, keyholder.public_context().fingerprint
+    finally:
+        keyholder.close()
 
 
 class LocalFederation:
@@ -139,16 +166,9 @@ class LocalFederation:
         self.roster.save(roster_path)
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
-            preset_args = ["--preset", self.preset] if self.preset else []
-            self.keyholder = ServiceProcess("keyholder", [
-                "keyholder", "serve", "--port", "0", "--roster", str(roster_path),
-                "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
-            ], self.workdir)
-            port = self.keyholder.start()
-            keyholder = KeyHolderClient(f"127.0.0.1:{port}")
-            self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
-            keyholder.close()
-            keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
+            self.keyholder, address, self.keyholder_fingerprint = start_keyholder(
+                self.workdir, roster_path, self.min_clients, self.preset)
+            keyholder_args = ["--keyholder", address]
         self.aggregator = ServiceProcess("aggregator", [
             "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),

@@ -26,7 +26,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ArrayRecord, ConfigRecord, Context  # noqa: E402
+from flwr.app import ConfigRecord, Context  # noqa: E402
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
 from flwr.compat.common import recorddict_compat as compat  # noqa: E402
 from flwr.server import ServerConfig  # noqa: E402
@@ -36,17 +36,15 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow  # noqa: E4
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
 
 import flower_apps  # noqa: E402
 from flower_apps import (  # noqa: E402
     NODES, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
 )
-from securefl.identity import Identity, Roster  # noqa: E402
 from securefl.integrations.flower import SecureAggregationWorkflow, SecureFedAvg  # noqa: E402
 from securefl.integrations.flower.metering import MeteredGrid  # noqa: E402
-from securefl.services.keyholder_client import KeyHolderClient  # noqa: E402
-from securefl.simulation import ServiceProcess  # noqa: E402
+from securefl.integrations.flower.ray_start import run_simulation  # noqa: E402
+from securefl.simulation import enrol, start_keyholder  # noqa: E402
 
 ROUNDS = 3
 SCHEMES = ("secagg", "ckks")
@@ -77,18 +75,9 @@ class Phase:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Four enrolled sites and a key-holder service (a separate process, real gRPC)."""
     workdir = tmp_path_factory.mktemp("flower")
-    identities = [Identity.generate(f"site-{i}") for i in range(NODES)]
-    for identity in identities:
-        identity.save(workdir / f"{identity.client_id}.identity.json")
-    Roster.of(identities).save(workdir / "roster.json")
-    keyholder = ServiceProcess("keyholder", ["keyholder", "serve", "--port", "0", "--roster", str(workdir / "roster.json"),
-                                             "--min-clients", "2", "--db", str(workdir / "keyholder.db")], workdir)
-    port = keyholder.start()
-    client = KeyHolderClient(f"127.0.0.1:{port}")
-    fingerprint = client.public_context().fingerprint.hex()
-    client.close()
-    yield {"dir": workdir, "roster": workdir / "roster.json", "keyholder": f"127.0.0.1:{port}",
-           "fingerprint": fingerprint}
+    enrol(workdir, [f"site-{i}" for i in range(NODES)])
+    keyholder, address, fingerprint = start_keyholder(workdir, workdir / "roster.json", min_clients=2)
+    yield {"dir": workdir, "roster": workdir / "roster.json", "keyholder": address, "fingerprint": fingerprint.hex()}
     keyholder.stop()
 
 
@@ -122,6 +111,7 @@ def run_phases(phases: dict[str, Callable[[Grid, Context], tuple[list[np.ndarray
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
+        results.clear()  # a simulation started again (Ray did not start) begins afresh
         for name, phase in phases.items():
             metered, logs = MeteredGrid(grid, keep=True), _Collect()
             logging.getLogger("flwr").addHandler(logs)

@@ -28,6 +28,7 @@ from securefl.integrations.flower.mod import STATE  # noqa: E402
 from securefl.integrations.flower.node import ALLOW_PLAIN, IDENTITY, ROSTER  # noqa: E402
 from securefl.integrations.flower.server import SecureRounds  # noqa: E402
 from securefl.masking.server import ADVERTISE, SHARE, UNMASK  # noqa: E402
+from securefl.rounds.scheme import SUBMIT  # noqa: E402
 from securefl.rounds.sealed import unseal  # noqa: E402
 from securefl.v1 import aggregator_pb2, secagg_pb2, suspended_pb2  # noqa: E402
 
@@ -152,9 +153,8 @@ def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(e
     rounds = SecureRounds("secagg", roster=enrolment / "roster.json", timeout=5)
     rounds.identify(grid, NODES)
     digest = wire.session_digest(rounds.session)
-    train = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(5, np.float32))}), "config": ConfigRecord()})
     for node in NODES[:2]:
-        message = Message(wire.carrying(wire.StageRequest("r-1", ADVERTISE, b"", digest, True), train),
+        message = Message(wire.carrying(wire.StageRequest("r-1", ADVERTISE, b"", digest)),
                           dst_node_id=node, message_type=MessageType.TRAIN)
         message.metadata.__dict__["_message_id"] = f"m{node}"
         assert not grid.deliver(message).has_error()
@@ -166,6 +166,7 @@ def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(e
     pickled = grid.contexts[NODES[0]]
     for secret in (state.cipher_private_key, state.mask_private_key, state.self_seed):
         assert len(secret) == 32 and secret not in pickled
+    assert not state.encoded_input  # the node trains at the submit stage: no update is kept before it
 
     def share(node: int) -> Message:
         message = Message(wire.carrying(wire.StageRequest("r-1", SHARE, b"", digest)), dst_node_id=node,
@@ -204,7 +205,7 @@ def test_a_substituted_or_downgraded_session_is_refused_at_the_hello(enrolment: 
 
 def test_a_stage_for_a_session_the_node_never_accepted_is_refused(enrolment: Path):
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
-    stage = Message(wire.carrying(wire.StageRequest("r-1", ADVERTISE, b"", b"x" * 32, True),
+    stage = Message(wire.carrying(wire.StageRequest("r-1", SUBMIT, b"", b"x" * 32, True),
                                   RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(5, np.float32))})})),
                     dst_node_id=NODES[0], message_type=MessageType.TRAIN)
     stage.metadata.__dict__["_message_id"] = "stage"

@@ -29,7 +29,7 @@ from ..v1 import aggregator_pb2, secagg_pb2, suspended_pb2
 from . import keys, shamir
 from .graph import choose_params, graph_seed, neighbours
 from .prg import SEED_BYTES, expand
-from .server import ADVERTISE, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK, sign_stage_message
+from .server import ADVERTISE, MASKED, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK, sign_stage_message
 
 
 @dataclass
@@ -204,10 +204,15 @@ class SecAggClientRound:
             raise InvalidInput(f"secure aggregation has no stage {stage.name!r:.40}")
         return reply.SerializeToString()
 
+    def provide(self, vector: np.ndarray, weight: float) -> None:
+        if self._encoded is not None or MASKED in self._answered:
+            raise InvalidInput(f"round {self.participant.round_id} already has its update")
+        self._encoded = self.participant.encoding.encode(vector, weight)
+
     def protect(self, stage: Stage) -> Protected:
+        if self._encoded is None and stage.name not in self._answered:
+            raise InvalidInput(f"round {self.participant.round_id} has no update to mask")
         self._once(stage.name)
-        if self._encoded is None:
-            raise InvalidInput(f"round {self.participant.round_id} has no update left to mask")
         self.participant.accept_shares(decode(secagg_pb2.IncomingShares, stage.body, "the incoming shares"))
         masked = self.participant.mask(self._encoded)
         self._encoded = None
@@ -238,6 +243,10 @@ class SecAggClient:
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         participant = SecAggParticipant(self._identity, self._roster, self._config, round_id)
         return SecAggClientRound(participant, participant.encoding.encode(vector, weight))
+
+    def begin(self, round_id: str) -> SecAggClientRound:
+        """A round whose update comes at the masked-input stage (`SecAggClientRound.provide`)."""
+        return SecAggClientRound(SecAggParticipant(self._identity, self._roster, self._config, round_id), None)
 
     def resume(self, round_id: str, exported: bytes) -> SecAggClientRound:
         """The client round `SecAggClientRound.export` wrote, for round `round_id`."""

@@ -18,7 +18,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
     roster = Path(config["securefl-roster"]).expanduser()
-    enrol_simulated_sites(roster.parent, len(list(grid.get_node_ids())))  # local simulation only, see enrolment.py
+    enrol_simulated_sites(roster.parent, config["securefl-simulated-sites"])  # local simulation only, see enrolment.py
 
     strategy = SecureFedAvg(
         config["scheme"],  # securefl: "secagg" (no key-holder) or "ckks" (key-holder below)
@@ -29,6 +29,5 @@ def main(grid: Grid, context: Context) -> None:
     )
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(Net().state_dict()),
                             train_config=ConfigRecord({"lr": config["lr"]}), num_rounds=config["num-server-rounds"])
-    torch_state = result.arrays.to_torch_state_dict()
-    print(f"final model: {sum(t.numel() for t in torch_state.values()):,} parameters; "
-          f"evaluation per round: {dict(result.evaluate_metrics_clientapp)}")
+    for server_round, metrics in result.evaluate_metrics_clientapp.items():
+        print(f"round {server_round}: test accuracy {metrics['eval_acc']:.3f}")

@@ -11,16 +11,19 @@ installed the mod never sends a plaintext update, whatever the ServerApp asks. E
 query messages pass through untouched.
 
 The scheme's session (public parameters) is checked against this node's pins (`node.py`) at the
-hello and kept, public, in `Context.state`. Between stages of a round, the client round is
-exported and kept in `Context.state` only sealed under a key derived from this site's identity
-key (`securefl.rounds.sealed`): Flower holds and, in simulation, pickles that state; it never
-holds a secret in the clear. The identity key itself is read from its file at each message and
-never enters the context."""
+hello and kept, public, in `Context.state`. The user's training runs at the submit stage, so
+the stages before it (SecAgg+'s key exchange) carry no update. Between stages of a round, the
+client round (keys, self-mask seed, the shares held for neighbours) is exported and kept in
+`Context.state` only sealed under a key derived from this site's identity key
+(`securefl.rounds.sealed`): Flower holds and, in simulation, pickles that state; it never holds
+a secret in the clear. The identity key itself is read from its file at each message and never
+enters the context."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
@@ -83,14 +86,18 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
     session = kept.get("session") if kept is not None else None
     if not isinstance(session, bytes) or wire.session_digest(session) != request.session_digest:
         raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
+    if request.train != (request.stage == SUBMIT):
+        raise InvalidInput("a node trains in the submit stage, and only there")
     scheme = _scheme(session, identity, context)
     binding = (str(context.run_id), str(context.node_id), request.round_id)
-    if request.train:
-        job, spec = _train(request, msg, context, scheme, call_next)
-    else:
-        job, spec = _resume(kept, scheme, identity, binding, request.round_id)
+    job = _kept_round(kept, scheme, identity, binding, request)
     stage = Stage(request.stage, request.body)
     if stage.name == SUBMIT:
+        vector, weight, spec = _train(request, msg, context, call_next)
+        if job is None:
+            job = scheme.start(request.round_id, vector, weight)
+        else:
+            job.provide(vector, weight)
         protected = job.protect(stage)
         receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected)
         reply: wire.Answer | wire.Submission = wire.Submission(request.round_id, receipt, protected.chunks,
@@ -99,28 +106,32 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
         reply = wire.Answer(request.round_id, stage.name, job.answer(stage))
     state = ConfigRecord({"session": session})
     if scheme.interactive:
-        state.update({"round": request.round_id, "spec": spec.to_json(),
-                      "sealed": seal(identity, binding, job.export())})
+        state.update({"round": request.round_id, "sealed": seal(identity, binding, job.export())})
     context.state[STATE] = state
     return reply
 
 
-def _train(request: wire.StageRequest, msg: Message, context: Context, scheme: ClientScheme,
-           call_next: ClientAppCallable) -> tuple[ClientRound, ModelSpec]:
-    """Run the user's train function on the message without securefl's record, and start the
-    round with what it returns."""
+def _kept_round(kept: ConfigRecord, scheme: ClientScheme, identity: Identity, binding: tuple[str, ...],
+                request: wire.StageRequest) -> ClientRound | None:
+    """This node's round, resumed from its sealed state; for the first stage of an interactive
+    round, a new round whose update comes at the submit stage; None for a single-stage round."""
+    if kept.get("round") == request.round_id:
+        return scheme.resume(request.round_id, unseal(identity, binding, kept["sealed"]))
+    if request.stage == SUBMIT:
+        return None
+    if not scheme.interactive:
+        raise InvalidInput(f"the {scheme.name} scheme has no stage {request.stage!r:.40}")
+    return scheme.begin(request.round_id)
+
+
+def _train(request: wire.StageRequest, msg: Message, context: Context,
+           call_next: ClientAppCallable) -> tuple[np.ndarray, float, ModelSpec]:
+    """Run the user's train function on the message without securefl's record; the flat update,
+    its weight and its structure."""
     msg.content = RecordDict({key: record for key, record in msg.content.items() if key != wire.RECORD})
     trained = call_next(msg, context)
     if trained.has_error():
         raise InvalidInput(f"the train function failed: {trained.error.reason:.300}")
     named, weight = named_update(trained.content, request.layout, request.weight_key)
     vector, spec = flatten(named)
-    return scheme.start(request.round_id, vector, weight), spec
-
-
-def _resume(kept: ConfigRecord, scheme: ClientScheme, identity: Identity, binding: tuple[str, ...],
-            round_id: str) -> tuple[ClientRound, ModelSpec]:
-    if not scheme.interactive or kept.get("round") != round_id:
-        raise InvalidInput(f"this node holds no state of round {round_id!r:.70} to continue")
-    exported = unseal(identity, binding, kept["sealed"])
-    return scheme.resume(round_id, exported), ModelSpec.from_json(kept["spec"])
+    return vector, weight, spec

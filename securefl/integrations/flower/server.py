@@ -32,7 +32,7 @@ from ...he.aggregation import Decryptor
 from ...identity import Roster
 from ...masking.server import SecAggSettings
 from ...rounds.engine import RoundEngine
-from ...rounds.scheme import DONE, RoundConfig, Stage
+from ...rounds.scheme import DONE, SUBMIT, RoundConfig, Stage
 from ...rounds.store import VolatileRoundStore
 from ...schemes import ServerOptions, server_scheme, session_of
 from ...tensors import ModelSpec, unflatten
@@ -149,7 +149,6 @@ class _GridRound:
         self.nodes, self.train, self.layout, self.weight_key = nodes, train, layout, weight_key
         self.idle = set(nodes)               # nodes without a message in flight that still take part
         self.in_flight: dict[str, int] = {}  # message id -> node
-        self.trained: set[int] = set()
         self.spec: ModelSpec | None = None
         self.stages_seen: set[str] = set()
 
@@ -193,8 +192,7 @@ class _GridRound:
         if stage.name == DONE:
             return None
         self._log_stage(stage)
-        train = node not in self.trained
-        self.trained.add(node)
+        train = stage.name == SUBMIT  # nodes train when their update is due: earlier stages carry none
         request = wire.StageRequest(self.round_id, stage.name, stage.body, wire.session_digest(self.rounds.session),
                                     train, self.layout, self.weight_key)
         content = wire.carrying(request, self.train[node] if train else None)
