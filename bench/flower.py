@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -118,15 +119,21 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
     from securefl.integrations.flower import SecureFedAvg
     from securefl.integrations.flower.metering import MeteredGrid
     from securefl.integrations.flower.ray_start import run_simulation
-    from securefl.integrations.flower.node import IDENTITY, KEYHOLDER_FINGERPRINT, ROSTER
+    from securefl.enrolment import FEDERATION_FILE, create_federation, write_federation
+    from securefl.integrations.flower.node import FEDERATION, IDENTITY, KEYHOLDER_FINGERPRINT
+    from securefl.keyfiles import IDENTITY_PASSPHRASE_ENV
+    from securefl.pki import AGGREGATOR
     from securefl.masking.graph import choose_params
-    from securefl.simulation import enrol, start_keyholder
+    from securefl.simulation import start_keyholder
 
     workdir = Path(tempfile.mkdtemp(prefix="securefl-flower-bench-"))
-    enrol(workdir, [f"site-{i}" for i in range(nodes)])
-    keyholder, address, fingerprint = start_keyholder(workdir, workdir / "roster.json", min_clients=2)
+    passphrase = secrets.token_urlsafe(16)
+    os.environ[IDENTITY_PASSPHRASE_ENV] = passphrase  # every party's, Ray's workers included
+    enrolment = create_federation([f"site-{i}" for i in range(nodes)], name="flower-bench")
+    write_federation(workdir, enrolment, passphrase)
+    keyholder, address, fingerprint = start_keyholder(workdir, enrolment, 2, {IDENTITY_PASSPHRASE_ENV: passphrase})
     os.environ[SCENARIO], os.environ[CPU_LOG] = str(workdir / "scenario.json"), str(workdir / "cpu.log")
-    settings = {IDENTITY: str(workdir / "site-{partition-id}.identity.json"), ROSTER: str(workdir / "roster.json"),
+    settings = {IDENTITY: str(workdir / "site-{partition-id}.identity.json"), FEDERATION: str(workdir / FEDERATION_FILE),
                 KEYHOLDER_FINGERPRINT: fingerprint.hex()}
     model = [np.random.default_rng(0).normal(0, 0.1, size=params).astype(np.float32)]
     common = {"fraction_evaluate": 0.0, "min_train_nodes": nodes, "min_available_nodes": nodes}
@@ -180,8 +187,9 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         results.clear()  # a simulation started again (Ray did not start) begins afresh
-        secure = {scheme: SecureFedAvg(scheme, roster=workdir / "roster.json", keyholder=address, **common)
-                  for scheme in ("secagg", "ckks")}
+        tls = enrolment.party(AGGREGATOR, "aggregator").tls(enrolment.ca)  # the ServerApp is the aggregator
+        secure = {scheme: SecureFedAvg(scheme, federation=workdir / FEDERATION_FILE, keyholder=address, tls=tls,
+                                       **common) for scheme in ("secagg", "ckks")}
         for name, strategy, mod in (("fedavg", None, "none"), ("securefl-secagg", secure["secagg"], "securefl"),
                                     ("securefl-ckks", secure["ckks"], "securefl")):
             results[name] = measured(name, mod, grid, lambda g, s=strategy: message_round(s or FedAvg(**common), g),

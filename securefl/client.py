@@ -1,13 +1,16 @@
 """The client library a site's training loop calls, over gRPC.
 
-    client = securefl.connect("aggregator:7000", identity=identity, keyholder_fingerprint=pin)
+    client = securefl.connect("aggregator:7000", identity=identity, federation=federation, tls=tls,
+                              keyholder_fingerprint=pin)
     averaged = client.aggregate(model.state_dict(), weight=n_samples)
 
 Security: the update is scaled by its weight and protected by the aggregator's scheme (its
 client half, `securefl.schemes.client_scheme`) before it leaves this process; only the weighted
-average of a round comes back. What the site trusts comes from its pins (the key-holder's
-fingerprint, the roster), never from the aggregator: a scheme whose session does not match the
-pins is refused.
+average of a round comes back. What the site trusts comes from its pins, never from the
+aggregator: the federation file (the roster, the aggregator's key — every acknowledgement is
+checked against it — and the security parameters) and, for ckks, the key-holder's fingerprint;
+a scheme whose session does not match the pins is refused. The channel is mutual TLS, and the
+server must hold the aggregator's certificate.
 
 Large CKKS updates are encrypted on a pool of worker processes started with `spawn`; as with
 any Python multiprocessing, a script that calls `aggregate` must guard its entry point with
@@ -22,15 +25,17 @@ from typing import Any
 
 import grpc
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .errors import SecureFLError, VerificationFailed
-from .identity import Identity, Roster
+from .errors import InvalidInput, SecureFLError, ServiceUnavailable, VerificationFailed
+from .federation import Federation
+from .identity import Identity, ack_message
+from .pki import AGGREGATOR, SITE, PartyName
 from .rounds.chunks import join_float64
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, from_rpc_error, invoke
 from .tensors import check_weight, flatten, unflatten
+from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 
@@ -52,12 +57,17 @@ class RoundStats:
 
 
 class Client:
-    def __init__(self, address: str, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-                 roster: Roster | None = None, allow_plain: bool = False) -> None:
+    def __init__(self, address: str, identity: Identity, federation: Federation,
+                 keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
+                 insecure: bool = False, allow_plain: bool = False) -> None:
+        if tls is not None and tls.party != PartyName(SITE, identity.client_id):
+            raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
         self.identity = identity
+        self.federation = federation
         pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(keyholder_fingerprint=pin, roster=roster, allow_plain=allow_plain)
-        self._channel = channel(address)
+        self._pins = ClientPins(federation=federation, keyholder_fingerprint=pin, allow_plain=allow_plain)
+        self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
+                                insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
         self._session: aggregator_pb2.Session | None = None
         self._scheme: ClientScheme | None = None
@@ -69,7 +79,14 @@ class Client:
     def session(self) -> aggregator_pb2.Session:
         """The aggregator's scheme and public parameters."""
         if self._session is None:
-            self._session = invoke(self._stub.GetSession, aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            try:
+                self._session = self._stub.GetSession(aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise ServiceUnavailable(
+                        "no aggregator answered within 30 s: check its address, and that both sides use TLS with "
+                        "certificates of the federation's CA (or both --insecure)") from None
+                raise from_rpc_error(exc) from None
         return self._session
 
     @property
@@ -116,8 +133,13 @@ class Client:
         returns the bytes sent."""
         receipt = signed_receipt(self.identity, round_id, self.session.scheme, spec_hash, protected)
         ack = invoke(self._stub.Submit, _submission(receipt, protected.chunks))
-        _check_ack(ack, receipt)
+        self._check_ack(ack, receipt)
         return sum(len(c) for c in protected.chunks)
+
+    def _check_ack(self, ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
+        """Against the aggregator key pinned in the federation file, whatever key the ack names."""
+        if not self.federation.aggregator.verify(ack.aggregator_signature, ack_message(receipt)):
+            raise VerificationFailed("the aggregator's acknowledgement is not signed by the pinned aggregator key")
 
     def _await_result(self, round_id: str, expected_length: int, timeout: float | None) -> np.ndarray:
         """Wait for the round's average. An acknowledged submission survives an aggregator
@@ -199,17 +221,12 @@ def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[ag
         yield aggregator_pb2.SubmitMessage(chunk=common_pb2.Chunk(index=index, data=data))
 
 
-def _check_ack(ack: aggregator_pb2.SubmitAck, receipt: common_pb2.Receipt) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(ack.aggregator_key).verify(ack.aggregator_signature, receipt.signature)
-    except Exception:
-        raise VerificationFailed("the aggregator's acknowledgement does not verify") from None
-
-
-def connect(address: str, *, identity: Identity, keyholder_fingerprint: bytes | str | None = None,
-            roster: Roster | None = None, allow_plain: bool = False) -> Client:
-    """A client of the aggregator at `address`, signing with `identity`. For the ckks scheme,
-    `keyholder_fingerprint` (hex or bytes, from the key-holder's operator) must be pinned; for
-    the secagg scheme, the `roster` of enrolled clients' public keys. `allow_plain` lets the
-    aggregator run the unprotected plain scheme (measurements only)."""
-    return Client(address, identity, keyholder_fingerprint, roster, allow_plain)
+def connect(address: str, *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
+            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None,
+            allow_plain: bool = False) -> Client:
+    """A client of the aggregator at `address`, signing with `identity`, pinning what
+    `federation` (the federation file) says. `tls` is the site's TLS material; plaintext only
+    with `insecure=True`. For the ckks scheme, `keyholder_fingerprint` (hex or bytes, from the
+    key-holder's operator) must be pinned too. `allow_plain` lets the aggregator run the
+    unprotected plain scheme (measurements only)."""
+    return Client(address, identity, federation, keyholder_fingerprint, tls, insecure, allow_plain)

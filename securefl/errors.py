@@ -44,6 +44,19 @@ class VerificationFailed(SecureFLError):
     status = "UNAUTHENTICATED"
 
 
+class Unauthenticated(SecureFLError):
+    """The caller presented no credential this service accepts (no client certificate, or one
+    that names no securefl party)."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SecureFLError):
+    """An authenticated caller is not allowed to do this (wrong role, another party, revoked)."""
+
+    status = "PERMISSION_DENIED"
+
+
 class PolicyViolation(SecureFLError):
     """The key-holder refused to decrypt: its policy does not hold."""
 
@@ -57,9 +70,27 @@ class UnknownRound(SecureFLError):
 
 
 class UnknownSession(SecureFLError):
-    """No PSI session with this id is under way."""
+    """No PSI session with this id is under way (never started, finished or expired)."""
 
     status = "NOT_FOUND"
+
+
+class PeerRefused(SecureFLError):
+    """The caller is not the authenticated peer this service was told to expect."""
+
+    status = "PERMISSION_DENIED"
+
+
+class SessionBusy(SecureFLError):
+    """A PSI session is already under way; the service runs one at a time."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class StepOutOfOrder(SecureFLError):
+    """A PSI session step was called before the steps it needs completed, or twice."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class RoundClosed(SecureFLError):
@@ -92,6 +123,11 @@ class RoundFailed(SecureFLError):
     status = "ABORTED"
 
 
+class ProtocolViolation(RoundFailed):
+    """The round was aborted because a client's own signed message proves it deviated from the
+    protocol (for SecAgg+: a share that does not match its commitment); the message names it."""
+
+
 class ServiceUnavailable(SecureFLError):
     """A service could not be reached."""
 
@@ -109,8 +145,8 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
     for cls in (
         SecureFLError, InvalidInput, MalformedCiphertext, LengthMismatch, PayloadTooLarge,
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
-        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ServiceUnavailable, RoundExists,
-        UnknownSession,
+        SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
+        RoundExists, UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
     )
 }
 

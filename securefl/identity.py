@@ -1,8 +1,10 @@
 """Ed25519 site identities, the enrolment roster, and signed receipts.
 
 A receipt binds (round, client, scheme, model-spec hash, vector length, digest of the
-protected bytes) under the client's identity key. The key-holder counts only distinct,
-correctly signed receipts of enrolled clients towards its quorum."""
+protected bytes, and for HE schemes the key epoch and the sealed mask seed) under the client's
+identity key. The key-holder counts only distinct, correctly signed receipts of enrolled
+clients towards its quorum, and the aggregator that relays them can neither read nor swap the
+sealed seed."""
 
 from __future__ import annotations
 
@@ -17,10 +19,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import InvalidInput, UnknownClient, VerificationFailed
+from .keyfiles import passphrase as ask_passphrase
+from .keyfiles import read_private, write_private
 from .v1 import common_pb2
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_RECEIPT_TAG = b"securefl/receipt/v1"
+_RECEIPT_TAG = b"securefl/receipt/v2"
+_ACK_TAG = b"securefl/ack/v1"
+
+
+def length_prefixed(*fields: bytes) -> bytes:
+    """Canonical encoding of a tuple of byte strings for signatures and KDF labels: each field
+    prefixed by its 4-byte big-endian length, so no two tuples encode alike."""
+    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -43,27 +54,40 @@ class Identity:
 
     @property
     def public_bytes(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        return raw_public_key(self.private_key.public_key())
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, passphrase: str) -> None:
+        """Write the key encrypted under `passphrase`, in a file created 0600 (never overwritten)."""
+        if not passphrase:
+            raise InvalidInput("an identity file needs a passphrase")
         pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase.encode()),
         )
-        path.write_text(json.dumps({"client_id": self.client_id, "key": pem.decode()}))
-        path.chmod(0o600)
+        write_private(path, json.dumps({"client_id": self.client_id, "key": pem.decode()}).encode())
 
     @classmethod
-    def load(cls, path: Path) -> Identity:
-        data = json.loads(path.read_text())
-        key = serialization.load_pem_private_key(data["key"].encode(), password=None)
+    def load(cls, path: Path, passphrase: str | None = None) -> Identity:
+        """Load an encrypted identity; the passphrase comes from SECUREFL_IDENTITY_PASSPHRASE or
+        a prompt when not given. Refuses a file group or others can read."""
+        try:
+            data = json.loads(read_private(path))
+            client_id, pem = data["client_id"], data["key"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidInput(f"{path} is not a securefl identity file") from None
+        if b"ENCRYPTED" not in pem:
+            raise InvalidInput(f"{path} holds an unencrypted key; identities must be encrypted (securefl enrol)")
+        secret = passphrase or ask_passphrase(f"identity {path}")
+        try:
+            key = serialization.load_pem_private_key(pem, password=secret.encode())
+        except (ValueError, TypeError):
+            raise VerificationFailed(f"cannot open {path}: wrong passphrase or corrupted file") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(f"{path} does not hold an Ed25519 key")
-        return cls(check_identifier(data["client_id"], "client id"), key)
+        return cls(check_identifier(client_id, "client id"), key)
 
     def __reduce__(self):
         raise TypeError("identity keys cannot be pickled")
@@ -82,13 +106,11 @@ class Roster:
     def of(cls, identities: list[Identity]) -> Roster:
         return cls({i.client_id: i.public_bytes for i in identities})
 
-    @classmethod
-    def load(cls, path: Path) -> Roster:
-        return cls({cid: bytes.fromhex(hexkey) for cid, hexkey in json.loads(path.read_text()).items()})
+    def public_keys(self) -> dict[str, bytes]:
+        return {cid: raw_public_key(key) for cid, key in self._keys.items()}
 
-    def save(self, path: Path) -> None:
-        raw = {cid: k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex() for cid, k in self._keys.items()}
-        path.write_text(json.dumps(raw, indent=2))
+    def ids(self) -> list[str]:
+        return list(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -106,14 +128,18 @@ class Roster:
             raise VerificationFailed("signature does not verify") from None
 
 
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def receipt_message(receipt: common_pb2.Receipt) -> bytes:
     """Canonical, length-prefixed encoding of the signed receipt fields (not protobuf bytes,
     which are not canonical)."""
-    fields = [
+    return _RECEIPT_TAG + length_prefixed(
         receipt.round_id.encode(), receipt.client_id.encode(), receipt.scheme.encode(),
         receipt.spec_hash, struct.pack(">Q", receipt.vector_length), receipt.digest,
-    ]
-    return _RECEIPT_TAG + b"".join(struct.pack(">I", len(f)) + f for f in fields)
+        struct.pack(">Q", receipt.key_epoch), receipt.sealed_seed,
+    )
 
 
 def sign_receipt(identity: Identity, receipt: common_pb2.Receipt) -> None:
@@ -129,3 +155,9 @@ def verify_receipt(roster: Roster, receipt: common_pb2.Receipt) -> None:
     if len(receipt.spec_hash) != 32 or len(receipt.digest) != 32:
         raise InvalidInput("receipt spec_hash and digest must be 32-byte SHA-256 values")
     roster.verify(receipt.client_id, receipt_message(receipt), receipt.signature)
+
+
+def ack_message(receipt: common_pb2.Receipt) -> bytes:
+    """What the aggregator signs to acknowledge a submission: the whole signed receipt, under
+    its own tag, so an acknowledgement can never be taken for another signed message."""
+    return _ACK_TAG + receipt_message(receipt) + struct.pack(">I", len(receipt.signature)) + receipt.signature

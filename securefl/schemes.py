@@ -5,13 +5,14 @@ functions and never branches on a scheme's name."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import InvalidInput, VerificationFailed
 from .he.aggregation import CKKS, CkksClient, CkksServer, Decryptor
+from .federation import Federation
 from .identity import Identity, Roster
 from .masking.client import SecAggClient
-from .masking.server import SECAGG, SecAggServer, SecAggSettings
+from .masking.server import SECAGG, SecAggServer
 from .rounds.plain import PLAIN, PlainClient, PlainServer
 from .rounds.scheme import ClientScheme, ServerScheme
 from .v1 import aggregator_pb2
@@ -23,8 +24,8 @@ SCHEMES = (CKKS, SECAGG, PLAIN)
 class ClientPins:
     """What a site pins out of band and never takes from the aggregator."""
 
+    federation: Federation  # the roster, the aggregator's key, the security parameters
     keyholder_fingerprint: bytes | None = None
-    roster: Roster | None = None
     allow_plain: bool = False  # the plain scheme protects nothing: a site opts in to it explicitly
 
 
@@ -32,10 +33,10 @@ class ClientPins:
 class ServerOptions:
     """What the aggregator's operator configures, for whichever scheme it runs."""
 
-    roster: Roster
+    federation: Federation  # the enrolment: roster and the security parameters sites pin
     min_clients: int
     keyholder: Decryptor | None = None
-    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    stage_timeout: float = 30.0  # interactive schemes: how long a stage waits for the silent
 
 
 def _ckks_server(options: ServerOptions) -> ServerScheme:
@@ -47,12 +48,12 @@ def _ckks_server(options: ServerOptions) -> ServerScheme:
 _CLIENTS: dict[str, Callable[[aggregator_pb2.Session, Identity, ClientPins], ClientScheme]] = {
     PLAIN: lambda session, identity, pins: PlainClient(),
     CKKS: lambda session, identity, pins: CkksClient(session, pins.keyholder_fingerprint),
-    SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.roster),
+    SECAGG: lambda session, identity, pins: SecAggClient(session, identity, pins.federation),
 }
 _SERVERS: dict[str, Callable[[ServerOptions], ServerScheme]] = {
     PLAIN: lambda options: PlainServer(),
     CKKS: _ckks_server,
-    SECAGG: lambda options: SecAggServer.configured(options.secagg, options.roster, options.min_clients),
+    SECAGG: lambda options: SecAggServer.configured(options.federation, options.min_clients, options.stage_timeout),
 }
 
 

@@ -1,48 +1,68 @@
-"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost.
+"""LocalFederation: a key-holder, an aggregator and n enrolled clients on localhost; and
+`local_psi`: both parties of a private set intersection in this process.
 
 Each service runs in its own process (`python -m securefl ... serve`) and talks real gRPC over
-real sockets, as in a deployment; the clients live in this process and may be used from
-threads. Used by the demo, the integration tests and the benchmarks, and for prototyping."""
+real sockets, as in a deployment: enrolled in a federation of its own (a CA, certificates and
+federation.json in the work directory) and over mutual TLS unless `insecure=True`. The clients
+live in this process and may be used from threads. Used by the demo, the integration tests and
+the benchmarks, and for prototyping."""
 
 from __future__ import annotations
 
 import os
-import signal
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client, SimulatedDropout, connect
+from .enrolment import FEDERATION_FILE, NewFederation, create_federation, ephemeral_credentials, issue_credentials, write_party
 from .errors import ServiceUnavailable
-from .identity import Identity, Roster
-from .schemes import CKKS, PLAIN, SCHEMES, SECAGG
-from .masking.server import SecAggSettings
+from .federation import SecurityParameters
+from .identity import Identity
+from .keyfiles import IDENTITY_PASSPHRASE_ENV
+from .lifecycle import PARENT_PID_ENV
+from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
+from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
+from .schemes import CKKS, PLAIN, SCHEMES
 from .services.keyholder_client import KeyHolderClient
+from .services.psi import PsiService, join, tls_peer
+from .services.rpc import channel, start_server
+from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout", "enrol", "start_keyholder"]
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout", "start_keyholder",
+           "local_psi", "local_psi_size", "local_psi_outcomes"]
 
 
-def _die_with_parent() -> None:
-    """Linux: a service child gets SIGTERM when the process that started it dies, so a crashed
-    test or demo leaves no stray servers behind."""
-    try:
-        import ctypes
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The masking scheme's knobs in a LocalFederation: the stage timeout (the aggregator's
+    option) and the security parameters written into its federation file."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    stage_timeout: float = 30.0
+    value_bound: float = 10.0
+    max_weight: float = 1000.0
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file."""
+    """One service in a child process; its port comes back through a ready file. The child
+    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
+    `cwd` is where it runs (default: here)."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.args = args
         self.workdir = workdir
+        self.env = env or {}
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -52,8 +72,8 @@ class ServiceProcess:
         log = open(self.workdir / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "securefl", *self.args, "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -81,27 +101,23 @@ class ServiceProcess:
                 self.process.wait()
 
 
-def enrol(directory: Path, client_ids: list[str]) -> list[Identity]:
-    """An enrolment on one machine (simulations, tests, benchmarks): an identity per client id,
-    saved in `directory` as `ID.identity.json`, and their `roster.json`."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    identities = [Identity.generate(client_id) for client_id in client_ids]
-    for identity in identities:
-        identity.save(directory / f"{identity.client_id}.identity.json")
-    Roster.of(identities).save(directory / "roster.json")
-    return identities
-
-
-def start_keyholder(workdir: Path, roster: Path, min_clients: int,
-                    preset: str | None = None) -> tuple[ServiceProcess, str, bytes]:
-    """A key-holder service in a child process: the process, its address and the fingerprint a
-    client pins (read here, standing in for the out-of-band channel)."""
-    preset_args = ["--preset", preset] if preset else []
-    process = ServiceProcess("keyholder", ["keyholder", "serve", "--port", "0", "--roster", str(roster),
-                                           "--min-clients", str(min_clients), "--db", str(workdir / "keyholder.db"),
-                                           *preset_args], workdir)
+def start_keyholder(workdir: Path, enrolment: NewFederation, min_clients: int, env: dict[str, str], *,
+                    insecure: bool = False, preset: str | None = None) -> tuple[ServiceProcess, str, bytes]:
+    """The key-holder of `enrolment` as a service in a child process, from its files in `workdir`
+    (`federation.json`, its identity and TLS files; `env` holds their passphrase): the process,
+    its address, and the fingerprint sites pin, read here with an operator's credentials (the
+    out-of-band channel of a deployment)."""
+    transport = ["--insecure"] if insecure else ["--tls-cert", str(workdir / "keyholder.tls.crt"),
+                                                 "--tls-key", str(workdir / "keyholder.tls.key")]
+    process = ServiceProcess("keyholder", [
+        "keyholder", "serve", "--port", "0", "--federation", str(workdir / FEDERATION_FILE), *transport,
+        "--min-clients", str(min_clients), "--db", str(workdir / "keyholder.db"),
+        *(["--preset", preset] if preset else []),
+    ], workdir, env)
     address = f"127.0.0.1:{process.start()}"
-    keyholder = KeyHolderClient(address)
+    operator = next(p for p in enrolment.parties if p.name.role == OPERATOR)
+    keyholder = KeyHolderClient(address, None if insecure else operator.tls(enrolment.ca),
+                                server=enrolment.federation.party(KEYHOLDER), insecure=insecure)
     try:
         return process, address, keyholder.public_context().fingerprint
     finally:
@@ -113,12 +129,13 @@ class LocalFederation:
 
     Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
     deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
-    contributed, and fails with QuorumTimeout otherwise."""
+    contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
+    (for measuring what TLS costs, or showing what it hides)."""
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None) -> None:
+                 secagg: SecAggSettings | None = None, insecure: bool = False) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -130,10 +147,11 @@ class LocalFederation:
         self.round_timeout = round_timeout or 0.0
         self.preset = preset
         self.implicit_rounds = implicit_rounds
+        self.insecure = insecure
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
-        self.roster: Roster | None = None
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.enrolment: NewFederation | None = None
         self.identities: list[Identity] = []
         self.clients: list[Client] = []
         self.keyholder: ServiceProcess | None = None
@@ -144,6 +162,16 @@ class LocalFederation:
     def aggregator_address(self) -> str:
         assert self.aggregator is not None
         return f"127.0.0.1:{self.aggregator.port}"
+
+    @property
+    def federation(self):
+        """The Federation every party of this simulation pins (its federation.json)."""
+        assert self.enrolment is not None
+        return self.enrolment.federation
+
+    @property
+    def roster(self):
+        return self.federation.roster
 
     def __enter__(self) -> LocalFederation:
         if self._workdir_arg is None:
@@ -159,38 +187,65 @@ class LocalFederation:
             raise
         return self
 
+    def _enrol(self) -> dict[str, str]:
+        """Enrol everyone; write what the services load; returns their environment."""
+        s = self.secagg
+        security = SecurityParameters(s.dropout_fraction, s.corrupt_fraction, s.value_bound, s.max_weight,
+                                      min_participants=max(2, self.min_clients))
+        self.enrolment = create_federation([f"site-{i + 1}" for i in range(self.n_clients)], name="local",
+                                           keyholder_id="keyholder" if self.scheme == CKKS else None,
+                                           security=security)
+        self.identities = [p.identity for p in self.enrolment.parties if p.name.role == SITE]
+        passphrase = secrets.token_urlsafe(24)
+        for party in self.enrolment.parties:
+            if party.name.role in (AGGREGATOR, KEYHOLDER):
+                write_party(self.workdir, party, passphrase)
+        self.federation.save(self.workdir / FEDERATION_FILE)
+        return {IDENTITY_PASSPHRASE_ENV: passphrase}
+
+    def _transport_args(self, party_id: str) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        return ["--tls-cert", str(self.workdir / f"{party_id}.tls.crt"), "--tls-key", str(self.workdir / f"{party_id}.tls.key")]
+
     def _start(self) -> None:
-        self.identities = [Identity.generate(f"site-{i + 1}") for i in range(self.n_clients)]
-        roster_path = self.workdir / "roster.json"
-        self.roster = Roster.of(self.identities)
-        self.roster.save(roster_path)
+        env = self._enrol()
+        federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
+            assert self.enrolment is not None
             self.keyholder, address, self.keyholder_fingerprint = start_keyholder(
-                self.workdir, roster_path, self.min_clients, self.preset)
+                self.workdir, self.enrolment, self.min_clients, env, insecure=self.insecure, preset=self.preset)
             keyholder_args = ["--keyholder", address]
         self.aggregator = ServiceProcess("aggregator", [
-            "aggregator", "serve", "--port", "0", "--roster", str(roster_path), "--scheme", self.scheme,
+            "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
+            "--identity", str(self.workdir / "aggregator.identity.json"), "--scheme", self.scheme,
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            *self._secagg_args(),
-        ], self.workdir)
+            "--stage-timeout", str(self.secagg.stage_timeout),
+        ], self.workdir, env)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]
 
-    def _secagg_args(self) -> list[str]:
-        if self.scheme != SECAGG:
-            return []
-        s = self.secagg
-        return ["--stage-timeout", str(s.stage_timeout), "--value-bound", str(s.value_bound),
-                "--max-weight", str(s.max_weight), "--dropout-fraction", str(s.dropout_fraction),
-                "--corrupt-fraction", str(s.corrupt_fraction)]
+    def credentials(self, role: str, party_id: str) -> TlsConfig | None:
+        """TLS material for any party name, enrolled or not, issued by this federation's CA (a
+        stranger's certificate, in tests); None when insecure."""
+        if self.insecure:
+            return None
+        assert self.enrolment is not None
+        name = PartyName(role, party_id)
+        enrolled = next((p for p in self.enrolment.parties if p.name == name), None)
+        if enrolled is not None:
+            return enrolled.tls(self.enrolment.ca)
+        return issue_credentials(self.enrolment.ca, self.enrolment.ca_key, name)
 
-    def connect(self, identity: Identity) -> Client:
-        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests)."""
-        return connect(self.aggregator_address, identity=identity, keyholder_fingerprint=self.keyholder_fingerprint,
-                       roster=self.roster, allow_plain=self.scheme == PLAIN)
+    def connect(self, identity: Identity, tls: TlsConfig | None = None) -> Client:
+        """Another client of this federation's aggregator (e.g. an unenrolled one, in tests),
+        with the certificate of the site its identity names unless `tls` is given."""
+        return connect(self.aggregator_address, identity=identity, federation=self.federation,
+                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
+                       keyholder_fingerprint=self.keyholder_fingerprint, allow_plain=self.scheme == PLAIN)
 
     def restart_aggregator(self) -> None:
         """Stop the aggregator process and start it again on the same port and store."""
@@ -208,3 +263,40 @@ class LocalFederation:
                 service.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def local_psi(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> tuple[list[int], list[int]]:
+    """Align two ID lists: returns (indices_a, indices_b) of the intersection, in the same order."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, workers=workers)
+    return outcome_a.indices, outcome_b.indices
+
+
+def local_psi_size(ids_a: Sequence, ids_b: Sequence, workers: int | None = None) -> int:
+    """Only the size of the intersection (cardinality mode)."""
+    outcome_a, outcome_b = local_psi_outcomes(ids_a, ids_b, cardinality_only=True, workers=workers)
+    if outcome_a.cardinality != outcome_b.cardinality:
+        raise RuntimeError("the two parties disagree on the intersection size")
+    return outcome_b.cardinality
+
+
+def local_psi_outcomes(ids_a: Sequence, ids_b: Sequence, cardinality_only: bool = False,
+                       workers: int | None = None) -> tuple[PsiOutcome, PsiOutcome]:
+    """Both PSI parties in this process, over real gRPC on localhost with mutual TLS under a
+    throwaway CA (the deployed path): party A serves only party B's certificate. Group
+    operations run on `workers` threads (default: one per core); no worker processes, so this
+    works from any script, `python -`, a notebook or a thread."""
+    encoded_a, encoded_b = encode_ids(list(ids_a)), encode_ids(list(ids_b))
+    name_a, name_b = PartyName(SITE, "party-a"), PartyName(SITE, "party-b")
+    tls_a, tls_b = ephemeral_credentials(name_a, name_b)
+    outcomes: list[PsiOutcome] = []
+    with GroupPool(workers) as pool:
+        party_a = ServerParty(encoded_a, pool, expected_peer=name_b.party_id, max_peer_set=len(encoded_b))
+        server, port = start_server(PsiService(party_a, tls_peer, on_finish=outcomes.append).register, "127.0.0.1", 0,
+                                    workers=4, tls=tls_a)
+        try:
+            with channel(f"127.0.0.1:{port}", tls_b, server=name_a) as psi_channel:
+                party_b = JoinerParty(encoded_b, pool, max_peer_set=len(encoded_a))
+                outcome_b = join(psi_channel, party_b, cardinality_only=cardinality_only)
+        finally:
+            server.stop(0)
+    return outcomes[0], outcome_b

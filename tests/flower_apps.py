@@ -29,7 +29,9 @@ from flwr.clientapp.typing import ClientAppCallable
 from sklearn.datasets import load_digits
 
 from securefl.integrations.flower import securefl_mod
-from securefl.integrations.flower.node import ALLOW_PLAIN, IDENTITY, KEYHOLDER_FINGERPRINT, ROSTER
+from securefl.enrolment import NewFederation, create_federation, write_federation
+from securefl.federation import SecurityParameters
+from securefl.integrations.flower.node import ALLOW_PLAIN, FEDERATION, IDENTITY, KEYHOLDER_FINGERPRINT
 from securefl.integrations.flower.wire import StageRequest, read_request
 
 NODES = 4
@@ -90,6 +92,15 @@ def train_arrays(arrays: list[np.ndarray], pid: int, server_round: int) -> tuple
     return [v.numpy().copy() for v in model.state_dict().values()], len(y), float(loss)
 
 
+def enrol_sites(directory: Path, sites: int, passphrase: str) -> NewFederation:
+    """A federation of `sites` sites (and a key-holder) enrolled centrally, its files written to
+    `directory` under `passphrase` (SECUREFL_IDENTITY_PASSPHRASE of every party)."""
+    new = create_federation([f"site-{i}" for i in range(sites)], name="flower-tests",
+                            security=SecurityParameters(min_participants=2))
+    write_federation(directory, new, passphrase)
+    return new
+
+
 # -- the per-node configuration of each phase --------------------------------------------------
 
 def write_scenario(**scenario: Any) -> None:
@@ -116,8 +127,8 @@ def scenario_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     s, pid = _scenario(), int(context.node_config["partition-id"])
     settings = {IDENTITY: str(Path(s["enrolment"]) / f"site-{pid}.identity.json"),
                 KEYHOLDER_FINGERPRINT: s.get("fingerprint", ""), ALLOW_PLAIN: s.get("allow_plain", False)}
-    if pid not in s.get("no_roster", []):
-        settings[ROSTER] = str(Path(s["enrolment"]) / "roster.json")
+    if pid not in s.get("no_federation", []):
+        settings[FEDERATION] = str(Path(s["enrolment"]) / "federation.json")
     node_context = Context(context.run_id, context.node_id, context.node_config, context.state,
                            {**context.run_config, **settings})
     drop = s.get("drop")

@@ -30,6 +30,7 @@ class LocalGrid(Grid):
                                                     dict(run_config))) for node in apps}
         self.replies: dict[str, Message] = {}
         self.delivered: list[Message] = []
+        self.replied: dict[str, Message] = {}  # message id -> the reply it got
 
     def context(self, node: int) -> Context:
         return pickle.loads(self.contexts[node])
@@ -44,6 +45,7 @@ class LocalGrid(Grid):
             reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"),
                             reply_to=message)
         self.contexts[node] = pickle.dumps(context)
+        self.replied[message.metadata.message_id] = reply
         return reply
 
     # -- Grid --------------------------------------------------------------------------------

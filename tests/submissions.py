@@ -14,8 +14,10 @@ from securefl.services.rpc import from_rpc_error
 from securefl.he.codec import encrypt_chunks
 from securefl.he.keys import load_public_context
 from securefl.identity import Identity, sign_receipt
+from securefl.pki import AGGREGATOR, OPERATOR, SITE
 from securefl.rounds.chunks import ChunkDigest, chunk_count
 from securefl.services.rpc import channel
+from securefl.simulation import LocalFederation
 from securefl.tensors import flatten
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -34,12 +36,24 @@ class Submission:
 
 
 class RawAggregator:
-    """Talks to the aggregator's stub directly, bypassing the client library's checks."""
+    """Talks to the aggregator's stub directly, bypassing the client library's checks. Each
+    submission travels over the TLS channel of the site its receipt names (or of `as_site`)."""
 
-    def __init__(self, address: str) -> None:
-        self.stub = aggregator_pb2_grpc.AggregatorStub(channel(address))
+    def __init__(self, federation: LocalFederation) -> None:
+        self._federation = federation
+        self._stubs: dict[tuple[str, str], aggregator_pb2_grpc.AggregatorStub] = {}
+        self.stub = self.stub_as(OPERATOR, "operator")
         self.session = self.stub.GetSession(aggregator_pb2.SessionRequest(), wait_for_ready=True, timeout=30)
         self._context = load_public_context(self.session.he_context) if self.session.he_context else None
+
+    def stub_as(self, role: str, party_id: str) -> aggregator_pb2_grpc.AggregatorStub:
+        """A stub over a channel authenticated with a certificate naming (role, party_id)."""
+        if (role, party_id) not in self._stubs:
+            fed = self._federation
+            self._stubs[role, party_id] = aggregator_pb2_grpc.AggregatorStub(channel(
+                fed.aggregator_address, fed.credentials(role, party_id), server=fed.federation.party(AGGREGATOR),
+                insecure=fed.insecure))
+        return self._stubs[role, party_id]
 
     def protect(self, payload: np.ndarray) -> list[bytes]:
         if self._context is None:
@@ -63,9 +77,10 @@ class RawAggregator:
             tamper(submission, self)
         return submission
 
-    def submit(self, submission: Submission) -> aggregator_pb2.SubmitAck:
+    def submit(self, submission: Submission, as_site: str | None = None) -> aggregator_pb2.SubmitAck:
+        stub = self.stub_as(SITE, as_site or submission.receipt.client_id)
         try:
-            return self.stub.Submit(submission.messages(), timeout=30)
+            return stub.Submit(submission.messages(), timeout=30)
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
             error.code = exc.code()

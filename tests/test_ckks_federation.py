@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from securefl.errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, QuorumTimeout,
-    RoundClosed, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed,
+    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
+    QuorumTimeout, RoundClosed, SpecMismatch, UnknownRound, VerificationFailed,
 )
 from securefl.client import connect
 from securefl.identity import Identity
+from securefl.pki import SITE
 from securefl.simulation import LocalFederation
 from tests.conftest import relative_error, run_round, weighted_average
 from tests.submissions import RawAggregator
@@ -34,7 +35,7 @@ def federation():
 
 @pytest.fixture(scope="module")
 def raw(federation):
-    return RawAggregator(federation.aggregator_address)
+    return RawAggregator(federation)
 
 
 def updates(rng, n=3):
@@ -98,7 +99,7 @@ BAD_SUBMISSIONS = {
     "chunks_not_matching_signed_digest": (1, _replace_chunk_with_another_valid_one, False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
     "forged_signature": (1, _set("signature", bytes(64)), False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
     "oversized_vector": (1, _set("vector_length", 1 << 40), True, PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    "unknown_client": ("outsider", None, True, UnknownClient, grpc.StatusCode.PERMISSION_DENIED),
+    "unknown_client": ("outsider", None, True, PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     "malformed_round_id": (1, _set("round_id", "../../etc"), True, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
 }
 
@@ -133,7 +134,9 @@ def test_late_submission_to_a_finished_round_is_refused(federation, raw, rng):
 
 
 def test_client_refuses_an_aggregator_relaying_another_key(federation, rng):
-    client = connect(federation.aggregator_address, identity=federation.identities[0], keyholder_fingerprint=bytes(32))
+    site = federation.identities[0]
+    client = connect(federation.aggregator_address, identity=site, federation=federation.federation,
+                     tls=federation.credentials(SITE, site.client_id), keyholder_fingerprint=bytes(32))
     with pytest.raises(VerificationFailed, match="pinned"):
         client.aggregate(updates(rng)[0], timeout=10)
 
@@ -174,7 +177,7 @@ def test_operator_opened_rounds_refuse_unknown_round_ids(rng):
 
 def test_acknowledged_submissions_survive_an_aggregator_restart(rng):
     with LocalFederation(3, scheme="ckks") as fed:
-        raw = RawAggregator(fed.aggregator_address)
+        raw = RawAggregator(fed)
         ups, weights = updates(rng), [1.0, 2.0, 3.0]
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(fed.clients[i].aggregate, ups[i], weight=weights[i], round_id="r1", timeout=60)

@@ -1,16 +1,13 @@
 """The `securefl` command, run as a user would."""
 
-import json
-import subprocess
-import sys
+import os
 
 from rich.console import Console
 
 from securefl.demo import run_demo
-
-
-def securefl(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "securefl", *args], capture_output=True, text=True, timeout=300, **kwargs)
+from securefl.federation import Federation
+from securefl.identity import Identity
+from tests.conftest import PASSPHRASE_ENV, enrol_with_cli, securefl_cli as securefl
 
 
 def test_demo_secure_accuracy_is_within_half_a_point_of_plaintext_fedavg():
@@ -28,31 +25,52 @@ def test_demo_command_prints_the_comparison_tables():
         assert text in result.stdout
 
 
-def test_enrol_writes_identities_and_a_roster(tmp_path):
-    result = securefl("enrol", "hospital-a", "hospital-b", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert set(json.loads((tmp_path / "roster.json").read_text())) == {"hospital-a", "hospital-b"}
-    assert (tmp_path / "hospital-a.identity.json").exists()
+def test_enrol_writes_a_ca_every_partys_files_and_the_federation_file(tmp_path):
+    enrol_with_cli(tmp_path, "hospital-a", "hospital-b")
+    federation = Federation.load(tmp_path / "federation.json")
+    assert set(federation.roster.ids()) == {"hospital-a", "hospital-b"}
+    assert federation.aggregator.party_id == "aggregator" and federation.keyholder.party_id == "keyholder"
+    assert set(federation.operators) == {"operator"} and b"BEGIN CERTIFICATE" in federation.ca_certificate
+    for party in ("hospital-a", "hospital-b", "aggregator", "keyholder", "operator"):
+        for suffix in ("identity.json", "tls.key", "tls.crt"):
+            assert (tmp_path / f"{party}.{suffix}").exists()
+        assert (tmp_path / f"{party}.tls.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY")
+    assert federation.aggregator.matches(Identity.load(tmp_path / "aggregator.identity.json", "test passphrase"))
 
 
 def test_enrol_refuses_a_malformed_site_id(tmp_path):
     result = securefl("enrol", "../escape", "--out", str(tmp_path))
-    assert result.returncode == 2 and "client id" in result.stderr
+    assert result.returncode == 2 and "site id" in result.stderr
+
+
+def test_enrol_without_a_passphrase_refuses_instead_of_writing_clear_keys(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SECUREFL_IDENTITY_PASSPHRASE"}
+    result = securefl("enrol", "hospital-a", "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode == 2 and "SECUREFL_IDENTITY_PASSPHRASE" in result.stderr
+    assert not (tmp_path / "out" / "hospital-a.identity.json").exists()
 
 
 def test_keyholder_refuses_a_key_file_without_passphrase(tmp_path):
-    (tmp_path / "roster.json").write_text("{}")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "SECUREFL_KEY_PASSPHRASE"}
-    result = securefl("keyholder", "serve", "--roster", str(tmp_path / "roster.json"), "--key-file",
-                      str(tmp_path / "keys.bin"), "--port", "0", env=env)
+    enrol_with_cli(tmp_path, "hospital-a")
+    env = {k: v for k, v in PASSPHRASE_ENV.items() if k != "SECUREFL_KEY_PASSPHRASE"}
+    result = securefl("keyholder", "serve", "--federation", str(tmp_path / "federation.json"), "--key-file",
+                      str(tmp_path / "keys.bin"), "--port", "0", "--insecure", env=env)
     assert result.returncode == 2 and "SECUREFL_KEY_PASSPHRASE" in result.stderr
 
 
 def test_aggregator_refuses_ckks_without_a_keyholder(tmp_path):
-    (tmp_path / "roster.json").write_text("{}")
-    result = securefl("aggregator", "serve", "--roster", str(tmp_path / "roster.json"), "--port", "0",
-                      "--db", str(tmp_path / "a.db"))
+    enrol_with_cli(tmp_path, "hospital-a")
+    result = securefl("aggregator", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                      str(tmp_path / "aggregator.identity.json"), "--port", "0", "--db", str(tmp_path / "a.db"),
+                      "--insecure")
     assert result.returncode == 2 and "key-holder" in result.stderr
+
+
+def test_services_refuse_to_start_without_tls_unless_insecure_is_explicit(tmp_path):
+    enrol_with_cli(tmp_path, "hospital-a")
+    result = securefl("aggregator", "serve", "--federation", str(tmp_path / "federation.json"), "--identity",
+                      str(tmp_path / "aggregator.identity.json"), "--scheme", "plain", "--port", "0")
+    assert result.returncode == 2 and "--insecure" in result.stderr and "--tls-cert" in result.stderr
 
 
 def test_secagg_demo_survives_hospitals_dropping_mid_round():

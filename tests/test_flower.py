@@ -17,6 +17,7 @@ per-node configuration of each phase)."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +40,15 @@ from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 import flower_apps  # noqa: E402
 from flower_apps import (  # noqa: E402
-    NODES, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
+    NODES, enrol_sites, initial_arrays, initial_record, marker, partition_sizes, write_scenario,
 )
 from securefl.integrations.flower import SecureAggregationWorkflow, SecureFedAvg  # noqa: E402
 from securefl.integrations.flower.metering import MeteredGrid  # noqa: E402
 from securefl.integrations.flower.ray_start import run_simulation  # noqa: E402
-from securefl.simulation import enrol, start_keyholder  # noqa: E402
+from securefl.enrolment import FEDERATION_FILE  # noqa: E402
+from securefl.keyfiles import IDENTITY_PASSPHRASE_ENV  # noqa: E402
+from securefl.pki import AGGREGATOR  # noqa: E402
+from securefl.simulation import start_keyholder  # noqa: E402
 
 ROUNDS = 3
 SCHEMES = ("secagg", "ckks")
@@ -72,12 +76,15 @@ class Phase:
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Four enrolled sites and a key-holder service (a separate process, real gRPC)."""
+def federation(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Four enrolled sites and a key-holder service (a separate process, mutual TLS)."""
     workdir = tmp_path_factory.mktemp("flower")
-    enrol(workdir, [f"site-{i}" for i in range(NODES)])
-    keyholder, address, fingerprint = start_keyholder(workdir, workdir / "roster.json", min_clients=2)
-    yield {"dir": workdir, "roster": workdir / "roster.json", "keyholder": address, "fingerprint": fingerprint.hex()}
+    passphrase = secrets.token_urlsafe(16)
+    monkeypatch_module.setenv(IDENTITY_PASSPHRASE_ENV, passphrase)  # every party's, Ray's workers included
+    new = enrol_sites(workdir, NODES, passphrase)
+    keyholder, address, fingerprint = start_keyholder(workdir, new, 2, {IDENTITY_PASSPHRASE_ENV: passphrase})
+    yield {"dir": workdir, "federation": workdir / FEDERATION_FILE, "keyholder": address,
+           "fingerprint": fingerprint.hex(), "tls": new.party(AGGREGATOR, "aggregator").tls(new.ca)}
     keyholder.stop()
 
 
@@ -150,8 +157,8 @@ def _fedavg(federation: dict, drop: dict | None = None, mod: str = "none", round
 def _secure_fedavg(federation: dict, scheme: str, drop: dict | None = None, rounds: int = ROUNDS, **nodes):
     def phase(grid: Grid, context: Context):
         scenario(federation, drop=drop, **nodes)
-        strategy = SecureFedAvg(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
-                                min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0, **COMMON)
+        strategy = SecureFedAvg(scheme, federation=federation["federation"], keyholder=federation["keyholder"],
+                                tls=federation["tls"], min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0, **COMMON)
         result = strategy.start(grid=grid, initial_arrays=initial_record(), num_rounds=rounds,
                                 train_config=ConfigRecord({"lr": 0.1}))
         return result.arrays.to_numpy_ndarrays(), result.train_metrics_clientapp
@@ -166,8 +173,8 @@ def _legacy(federation: dict, fit_workflow=None, mod: str = "securefl", drop: di
 
 
 def _secure_workflow(federation: dict, scheme: str, drop: dict | None = None) -> SecureAggregationWorkflow:
-    return SecureAggregationWorkflow(scheme, roster=federation["roster"], keyholder=federation["keyholder"],
-                                     timeout=DROP_TIMEOUT if drop else 60.0)
+    return SecureAggregationWorkflow(scheme, federation=federation["federation"], keyholder=federation["keyholder"],
+                                     tls=federation["tls"], min_clients=2, timeout=DROP_TIMEOUT if drop else 60.0)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +183,7 @@ def phases(federation: dict, scenario_file: Path) -> dict[str, Phase]:
             "message/plain": _secure_fedavg(federation, "plain", rounds=1, allow_plain=True),
             "message/downgrade": _secure_fedavg(federation, "plain", rounds=1),
             "message/fedavg-to-securefl-nodes": _fedavg(federation, mod="securefl", rounds=1),
-            "message/misconfigured": _secure_fedavg(federation, "secagg", rounds=1, no_mod=[3], no_roster=[2]),
+            "message/misconfigured": _secure_fedavg(federation, "secagg", rounds=1, no_mod=[3], no_federation=[2]),
             "legacy/fedavg": _legacy(federation, mod="none"),
             "legacy/fedavg-drop": _legacy(federation, mod="none", drop=_drop("train")),
             "legacy/secaggplus": _legacy(federation, SecAggPlusWorkflow(num_shares=NODES - 1, reconstruction_threshold=2),
@@ -223,7 +230,7 @@ def test_message_api_grid_traffic_carries_no_plaintext_update(phases: dict[str, 
 def test_nodes_without_the_mod_or_a_pin_are_left_out_with_the_fix_named(phases: dict[str, Phase]):
     logs = "\n".join(phases["message/misconfigured"].logs)
     assert "does it run securefl_mod" in logs
-    assert "securefl-roster" in logs  # the missing pin's setting is named
+    assert "securefl-federation" in logs  # the missing pin's setting is named
     assert f"average of {NODES - 2} contributions" in logs
 
 

@@ -21,11 +21,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.clientapp import ClientApp  # noqa: E402
 
 from flower_local import RUN_ID, LocalGrid  # noqa: E402
-from securefl.identity import Identity, Roster  # noqa: E402
+from flower_apps import enrol_sites  # noqa: E402
+from securefl.enrolment import FEDERATION_FILE  # noqa: E402
+from securefl.identity import Identity  # noqa: E402
+from securefl.keyfiles import IDENTITY_PASSPHRASE_ENV  # noqa: E402
 from securefl.integrations.flower import SecureFedAvg, securefl_mod  # noqa: E402
 from securefl.integrations.flower import wire  # noqa: E402
 from securefl.integrations.flower.mod import STATE  # noqa: E402
-from securefl.integrations.flower.node import ALLOW_PLAIN, IDENTITY, ROSTER  # noqa: E402
+from securefl.integrations.flower.node import ALLOW_PLAIN, FEDERATION, IDENTITY  # noqa: E402
 from securefl.integrations.flower.server import SecureRounds  # noqa: E402
 from securefl.masking.server import ADVERTISE, SHARE, UNMASK  # noqa: E402
 from securefl.rounds.scheme import SUBMIT  # noqa: E402
@@ -37,16 +40,15 @@ NODES = [11, 12, 13, 14]
 
 
 @pytest.fixture
-def enrolment(tmp_path: Path) -> Path:
-    identities = [Identity.generate(f"site-{i}") for i in range(len(NODES))]
-    for identity in identities:
-        identity.save(tmp_path / f"{identity.client_id}.identity.json")
-    Roster.of(identities).save(tmp_path / "roster.json")
+def enrolment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Four sites enrolled centrally; their files in `tmp_path`, their passphrase in the environment."""
+    monkeypatch.setenv(IDENTITY_PASSPHRASE_ENV, "flower-node-tests")
+    enrol_sites(tmp_path, len(NODES), "flower-node-tests")
     return tmp_path
 
 
 def settings(enrolment: Path, **extra: object) -> dict:
-    return {IDENTITY: str(enrolment / "site-{partition-id}.identity.json"), ROSTER: str(enrolment / "roster.json"),
+    return {IDENTITY: str(enrolment / "site-{partition-id}.identity.json"), FEDERATION: str(enrolment / FEDERATION_FILE),
             "local-epochs": 1, **extra}
 
 
@@ -89,7 +91,7 @@ def start(strategy: SecureFedAvg, grid: LocalGrid, rounds: int = 1):  # noqa: AN
 
 def strategy(enrolment: Path, scheme: str = "secagg", **kwargs: object) -> SecureFedAvg:
     options = {"fraction_evaluate": 0.0, "min_train_nodes": len(NODES), "min_available_nodes": len(NODES), **kwargs}
-    return SecureFedAvg(scheme, roster=enrolment / "roster.json", **options)
+    return SecureFedAvg(scheme, federation=enrolment / FEDERATION_FILE, **options)
 
 
 # -- the example, as written -----------------------------------------------------------------
@@ -100,7 +102,7 @@ def test_the_example_app_trains_securely_with_its_one_changed_line(enrolment: Pa
     from securefl_example.task import Net
 
     grid = LocalGrid({node: app for node in NODES}, node_configs(), settings(enrolment))
-    secure = SecureFedAvg("secagg", roster=enrolment / "roster.json", fraction_evaluate=1.0,
+    secure = SecureFedAvg("secagg", federation=enrolment / FEDERATION_FILE, fraction_evaluate=1.0,
                           min_train_nodes=len(NODES), min_available_nodes=len(NODES))
     result = secure.start(grid=grid, initial_arrays=ArrayRecord(Net().state_dict()), num_rounds=2,
                           train_config=ConfigRecord({"lr": 0.1}))
@@ -134,23 +136,27 @@ def _resend(grid: LocalGrid, original: Message, **changes: object) -> Message:
     return grid.deliver(message)
 
 
-def test_a_node_answers_each_stage_once_so_a_second_unmask_request_reveals_nothing(enrolment: Path):
-    """A server that asks again for the unmask stage, naming other survivors, would get both
-    shares of a neighbour; the node refuses any second answer to a stage of its round."""
+def test_a_node_deals_its_shares_once_and_answers_one_unmask_request(enrolment: Path):
+    """A server that asks again for the key shares gets the same message (never a second set of
+    shares), and one that asks for a second unmask naming other survivors, which could get both
+    secrets of a neighbour, gets nothing: the kept state remembers what the node answered."""
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
     start(strategy(enrolment), grid)
+    share = _messages(grid, NODES[0], SHARE)[0]
+    again = _resend(grid, share)
+    assert wire.read_reply(again.content).body == wire.read_reply(grid.replied[share.metadata.message_id].content).body
     first = _messages(grid, NODES[0], UNMASK)[0]
     request = secagg_pb2.UnmaskRequest.FromString(wire.read_request(first.content).body)
-    other = secagg_pb2.UnmaskRequest(survivors=list(request.survivors)[:-1], dropped=list(request.survivors)[-1:])
+    other = secagg_pb2.UnmaskRequest()
+    other.CopyFrom(request)
+    del other.survivors[-1]
     reply = _resend(grid, first, body=other.SerializeToString())
-    assert reply.has_error() and "a second time" in reply.error.reason
-    replayed_share = _resend(grid, _messages(grid, NODES[0], SHARE)[0])
-    assert replayed_share.has_error()
+    assert reply.has_error() and "refusing to continue the round" in reply.error.reason
 
 
 def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(enrolment: Path):
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
-    rounds = SecureRounds("secagg", roster=enrolment / "roster.json", timeout=5)
+    rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE, timeout=5)
     rounds.identify(grid, NODES)
     digest = wire.session_digest(rounds.session)
     for node in NODES[:2]:
@@ -166,7 +172,6 @@ def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(e
     pickled = grid.contexts[NODES[0]]
     for secret in (state.cipher_private_key, state.mask_private_key, state.self_seed):
         assert len(secret) == 32 and secret not in pickled
-    assert not state.encoded_input  # the node trains at the submit stage: no update is kept before it
 
     def share(node: int) -> Message:
         message = Message(wire.carrying(wire.StageRequest("r-1", SHARE, b"", digest)), dst_node_id=node,
@@ -193,7 +198,7 @@ def test_a_substituted_or_downgraded_session_is_refused_at_the_hello(enrolment: 
     assert start(plain, grid).arrays.keys() == set()  # no node accepts the unprotected scheme
     assert sum("does not allow it" in line for line in logs) == len(NODES)
 
-    rounds = SecureRounds("secagg", roster=enrolment / "roster.json")
+    rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE)
     session = aggregator_pb2.Session.FromString(rounds.session)
     session.scheme, session.he_context = "ckks", b"a context of the server's choosing"
     hello = Message(wire.carrying(wire.Hello(session.SerializeToString(), b"n" * 32)), dst_node_id=NODES[0],
@@ -264,6 +269,6 @@ def test_hostile_replies_are_dropped_and_the_round_goes_on(enrolment: Path, logs
 
 
 def test_a_node_without_its_identity_setting_is_told_which_setting_to_give(enrolment: Path, logs: list[str]):
-    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), {ROSTER: str(enrolment / "roster.json")})
-    SecureRounds("secagg", roster=enrolment / "roster.json").identify(grid, NODES[:1])
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), {FEDERATION: str(enrolment / FEDERATION_FILE)})
+    SecureRounds("secagg", federation=enrolment / FEDERATION_FILE).identify(grid, NODES[:1])
     assert any("securefl-identity" in line and "--node-config" in line for line in logs)

@@ -14,16 +14,6 @@ from securefl.rounds.chunks import chunk_count, chunk_length
 PRESET = get_preset("add-only-4096")  # the smallest ring keeps these tests fast
 
 
-@pytest.fixture(scope="module")
-def secret() -> SecretContext:
-    return SecretContext.generate(PRESET)
-
-
-@pytest.fixture(scope="module")
-def public(secret) -> ts.Context:
-    return load_public_context(secret.public_bytes)
-
-
 @pytest.mark.parametrize("preset", PRESETS.values(), ids=PRESETS.keys())
 def test_every_preset_is_within_the_128_bit_bound(preset):
     assert sum(preset.coeff_mod_bit_sizes) <= MAX_COEFF_BITS_128[preset.poly_modulus_degree]

@@ -22,6 +22,7 @@ def test_a_signed_receipt_verifies_against_the_roster():
 
 @pytest.mark.parametrize("field, value", [
     ("round_id", "r2"), ("scheme", "plain"), ("spec_hash", b"x" * 32), ("vector_length", 11), ("digest", b"e" * 32),
+    ("key_epoch", 2), ("sealed_seed", b"z" * 80),
 ])
 def test_changing_any_signed_field_breaks_the_signature(field, value):
     alice = Identity.generate("alice")
@@ -47,10 +48,16 @@ def test_malformed_identifiers_are_refused(bad):
         check_identifier(bad, "client id")
 
 
-def test_identity_and_roster_round_trip_through_files(tmp_path):
+def test_identity_round_trips_through_an_encrypted_0600_file(tmp_path):
     alice = Identity.generate("alice")
-    alice.save(tmp_path / "alice.json")
-    Roster.of([alice]).save(tmp_path / "roster.json")
-    loaded = Identity.load(tmp_path / "alice.json")
-    verify_receipt(Roster.load(tmp_path / "roster.json"), make_receipt(loaded))
-    assert (tmp_path / "alice.json").stat().st_mode & 0o077 == 0
+    alice.save(tmp_path / "alice.json", "a passphrase")
+    assert (tmp_path / "alice.json").stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "alice.json").read_bytes()
+    loaded = Identity.load(tmp_path / "alice.json", "a passphrase")
+    verify_receipt(Roster.of([alice]), make_receipt(loaded))
+
+
+def test_an_identity_file_opens_only_with_its_passphrase(tmp_path):
+    Identity.generate("alice").save(tmp_path / "alice.json", "a passphrase")
+    with pytest.raises(VerificationFailed, match="wrong passphrase"):
+        Identity.load(tmp_path / "alice.json", "another passphrase")

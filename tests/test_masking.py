@@ -8,18 +8,17 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from securefl.errors import InvalidInput, RoundClosed, RoundFailed, VerificationFailed
-from securefl.identity import Identity, Roster
 from securefl.masking import keys, shamir
-from securefl.masking.client import SecAggClient, SecAggClientRound, SecAggParticipant
 from securefl.masking.graph import choose_params, graph_seed, neighbours
+from securefl.masking.policy import confirmation_quorum
 from securefl.masking.prg import expand
-from securefl.masking.server import (
-    ADVERTISE, MASKED, SECAGG, SHARE, UNMASK, SecAggRound, SecAggServer, secagg_config,
-)
+from securefl.masking.statements import share_associated_data
+from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.quantize import FixedPoint
-from securefl.rounds.inprocess import InProcessFederation, ManualClock
+from securefl.rounds.inprocess import InProcessFederation
 from securefl.rounds.scheme import RoundConfig, Stage
-from securefl.v1 import aggregator_pb2, secagg_pb2
+from securefl.v1 import secagg_pb2
+from tests.secagg_rounds import TEST_SECURITY, Enrolment, HandRound
 
 
 # -- fixed point --------------------------------------------------------------------------
@@ -97,21 +96,25 @@ def test_degree_is_logarithmic_and_threshold_a_majority():
 def test_neighbour_graph_is_regular_and_symmetric():
     ids = [f"c{i}" for i in range(60)]
     k, _ = choose_params(60, 0.1, 0.1)
-    graph = neighbours(ids, k, graph_seed("r", ids))
+    graph = neighbours(ids, k, graph_seed(b"view"))
     assert all(len(peers) == k and cid not in peers for cid, peers in graph.items())
     assert all(cid in graph[peer] for cid, peers in graph.items() for peer in peers)
-    assert neighbours(ids, k, graph_seed("r", ids)) == graph != neighbours(ids, k, graph_seed("r2", ids))
+    assert neighbours(ids, k, graph_seed(b"view")) == graph != neighbours(ids, k, graph_seed(b"other view"))
 
 
-def test_a_share_replayed_from_another_round_does_not_decrypt():
+def test_a_share_sealed_for_one_round_view_and_holder_opens_for_no_other():
     a, b = keys.new_private_key(), keys.new_private_key()
     key_r1 = keys.derive(a, keys.public_bytes(b), keys.SHARE_KEY_LABEL, "r1", "alice", "bob")
-    sealed = keys.seal_share(key_r1, b"share", "r1", "alice", "bob")
-    assert keys.open_share(key_r1, sealed, "r1", "alice", "bob") == b"share"
+    share = secagg_pb2.EncryptedShare(sender="alice", recipient="bob", seed_commitment=b"s" * 32, key_commitment=b"k" * 32)
+    sealed = keys.seal_share(key_r1, b"share", share_associated_data("r1", b"view", share))
+    assert keys.open_share(key_r1, sealed, share_associated_data("r1", b"view", share), "alice") == b"share"
     key_r2 = keys.derive(a, keys.public_bytes(b), keys.SHARE_KEY_LABEL, "r2", "alice", "bob")
-    for key, round_id, sender in ((key_r2, "r2", "alice"), (key_r1, "r2", "alice"), (key_r1, "r1", "carol")):
+    other_commitment = secagg_pb2.EncryptedShare(sender="alice", recipient="bob", seed_commitment=b"x" * 32,
+                                                 key_commitment=b"k" * 32)
+    for key, round_id, view, claimed in ((key_r2, "r2", b"view", share), (key_r1, "r2", b"view", share),
+                                         (key_r1, "r1", b"other view", share), (key_r1, "r1", b"view", other_commitment)):
         with pytest.raises(VerificationFailed):
-            keys.open_share(key, sealed, round_id, sender, "bob")
+            keys.open_share(key, sealed, share_associated_data(round_id, view, claimed), "alice")
 
 
 # -- the protocol, in process -------------------------------------------------------------
@@ -119,58 +122,42 @@ def test_a_share_replayed_from_another_round_does_not_decrypt():
 class Protocol:
     """SecAgg+ rounds through the round engine and the scheme's two halves, without the network."""
 
-    def __init__(self, n: int, dropout_fraction: float = 0.1) -> None:
-        self.identities = [Identity.generate(f"c{i:03d}") for i in range(n)]
-        self.roster = Roster.of(self.identities)
-        self.config = secagg_config(n, value_bound=10.0, max_weight=10.0, dropout_fraction=dropout_fraction)
-        self.clock = ManualClock()
-        self.server = SecAggServer(self.config, self.roster, min_clients=2, stage_timeout=30, clock=self.clock)
-        session = aggregator_pb2.Session(scheme=SECAGG)
-        self.server.describe(session)
-        clients = {i.client_id: SecAggClient(session, i, self.roster) for i in self.identities}
-        self.federation = InProcessFederation.start(self.server, clients, self.identities, RoundConfig(2, n),
-                                                    self.clock, step_seconds=31)
-        self.ids = sorted(clients)
+    def __init__(self, n: int) -> None:
+        self.enrolment = Enrolment(n)
+        clients = {i.client_id: self.enrolment.client(i) for i in self.enrolment.identities}
+        self.federation = InProcessFederation.start(self.enrolment.server, clients, self.enrolment.identities,
+                                                    RoundConfig(2, n), self.enrolment.clock, step_seconds=31)
+        self.ids = self.enrolment.ids
 
     def exact_vectors(self, rng: np.random.Generator, length: int) -> dict[str, np.ndarray]:
         """Updates on the encoding's grid, so stochastic rounding is exact and sums are known."""
-        step = 2.0 ** -self.config.frac_bits
+        step = 2.0 ** -self.enrolment.config.frac_bits
         return {cid: rng.integers(-2**20, 2**20, size=length) * step for cid in self.ids}
 
     def run(self, vectors: dict[str, np.ndarray], drops: dict[str, str], round_id: str = "r1") -> np.ndarray:
         return self.federation.run(round_id, vectors, {cid: 1.0 for cid in vectors}, drops).average
-
-    def round_at_unmask(self) -> tuple[SecAggRound, dict[str, SecAggClientRound]]:
-        """A round whose five clients all shared keys, driven by hand up to the masked input."""
-        round_ = self.server.new_round("r1", RoundConfig(2, len(self.ids)), self.clock())
-        jobs = {cid: _client_round(i, self.roster, self.config, "r1")
-                for cid, i in zip(self.ids, self.identities)}
-        for stage in (ADVERTISE, SHARE):
-            for cid in self.ids:
-                round_.answer(cid, stage, jobs[cid].answer(round_.stage_for(cid, False)))
-        for cid in self.ids:
-            jobs[cid].participant.accept_shares(
-                secagg_pb2.IncomingShares.FromString(round_.stage_for(cid, False).body))
-        return round_, jobs
-
-
-def _client_round(identity: Identity, roster: Roster, config, round_id: str) -> SecAggClientRound:
-    participant = SecAggParticipant(identity, roster, config, round_id)
-    return SecAggClientRound(participant, participant.encoding.encode(np.zeros(3), 1.0))
 
 
 def expected_average(vectors: dict[str, np.ndarray], contributors: list[str]) -> np.ndarray:
     return sum(vectors[cid] for cid in contributors) / len(contributors)
 
 
+LATE_STAGES = (SHARE, MASK_SET, MASKED, CONFIRM, UNMASK)
+
+
+def tolerable_late_dropouts(n: int) -> int:
+    """Dropouts after advertising that a round of n participants always survives: at most
+    k - t neighbours of anyone, and a confirmation quorum left."""
+    k, t = choose_params(n, TEST_SECURITY.dropout_fraction, TEST_SECURITY.corrupt_fraction)
+    return min(k - t, n - confirmation_quorum(n, t, TEST_SECURITY.corrupt_fraction))
+
+
 @st.composite
 def rounds_with_tolerable_dropouts(draw):
     n = draw(st.integers(3, 10))
     early = draw(st.integers(0, n - 3))  # drop before advertising: they never join the graph
-    n1 = n - early
-    k, t = choose_params(n1, 0.1, 0.1)
-    late = draw(st.integers(0, k - t))
-    stages = draw(st.lists(st.sampled_from([SHARE, MASKED, UNMASK]), min_size=late, max_size=late))
+    late = draw(st.integers(0, tolerable_late_dropouts(n - early)))
+    stages = draw(st.lists(st.sampled_from(LATE_STAGES), min_size=late, max_size=late))
     order = draw(st.permutations(range(n)))
     ids = [f"c{i:03d}" for i in order]
     drops = {cid: ADVERTISE for cid in ids[:early]} | {cid: stage for cid, stage in zip(ids[early:], stages)}
@@ -183,7 +170,7 @@ def test_aggregate_is_the_exact_sum_of_quantized_updates_whatever_drops(case, se
     n, length, drops = case
     protocol = Protocol(n)
     vectors = protocol.exact_vectors(np.random.default_rng(seed), length)
-    contributors = [cid for cid in protocol.ids if drops.get(cid) not in (ADVERTISE, SHARE, MASKED)]
+    contributors = [cid for cid in protocol.ids if drops.get(cid) not in (ADVERTISE, SHARE, MASK_SET, MASKED)]
     assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
 
 
@@ -192,9 +179,9 @@ def test_sparse_graph_round_recovers_the_exact_sum_with_dropouts(rng):
     k, _ = choose_params(60, 0.1, 0.1)
     assert k < 59
     ids = protocol.ids
-    drops = {ids[3]: SHARE, ids[17]: MASKED, ids[41]: MASKED, ids[50]: UNMASK}
+    drops = {ids[3]: SHARE, ids[9]: MASK_SET, ids[17]: MASKED, ids[41]: MASKED, ids[44]: CONFIRM, ids[50]: UNMASK}
     vectors = protocol.exact_vectors(rng, 50)
-    contributors = [cid for cid in ids if drops.get(cid) not in (SHARE, MASKED)]
+    contributors = [cid for cid in ids if drops.get(cid) not in (SHARE, MASK_SET, MASKED)]
     assert np.array_equal(protocol.run(vectors, drops), expected_average(vectors, contributors))
 
 
@@ -205,55 +192,42 @@ def test_too_many_dropouts_abort_cleanly(rng):
         protocol.run(protocol.exact_vectors(rng, 5), {ids[0]: UNMASK, ids[1]: UNMASK})
 
 
+def test_too_few_confirmations_abort_before_anyone_reveals(rng):
+    protocol = Protocol(5)  # quorum 4 of 5
+    ids = protocol.ids
+    with pytest.raises(RoundFailed, match="confirmed the survivor set; 4 are needed"):
+        protocol.run(protocol.exact_vectors(rng, 5), {ids[0]: CONFIRM, ids[1]: CONFIRM})
+
+
 def test_a_stage_with_too_few_clients_aborts_the_round(rng):
     protocol = Protocol(5)
     with pytest.raises(RoundFailed, match="advertised keys"):
         protocol.run(protocol.exact_vectors(rng, 5), {cid: ADVERTISE for cid in protocol.ids[1:]})
 
 
-def test_clients_refuse_overlapping_or_undersized_unmask_requests():
-    protocol = Protocol(5)
-    _, jobs = protocol.round_at_unmask()
-    client, ids = jobs[protocol.ids[0]].participant, protocol.ids
-    with pytest.raises(InvalidInput, match="both as survivor and as dropped"):
-        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:4], dropped=[ids[3], ids[4]]))
-    with pytest.raises(InvalidInput, match="below the threshold"):
-        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:2], dropped=ids[2:]))
-    with pytest.raises(InvalidInput, match="did not share keys"):
-        client.unmask(secagg_pb2.UnmaskRequest(survivors=ids, dropped=["stranger"]))
-
-
-def test_a_client_reveals_at_most_one_secret_per_neighbour():
-    protocol = Protocol(5)
-    _, jobs = protocol.round_at_unmask()
-    ids = protocol.ids
-    response = jobs[ids[0]].participant.unmask(secagg_pb2.UnmaskRequest(survivors=ids[:4], dropped=ids[4:]))
-    seeds, keys_ = {s.owner for s in response.seed_shares}, {s.owner for s in response.key_shares}
-    assert not seeds & keys_ and keys_ == {ids[4]}
-
-
-def test_shares_from_another_round_are_refused_by_the_recipient():
-    protocol = Protocol(3)
-    first, _ = protocol.round_at_unmask()
-    replayed = secagg_pb2.IncomingShares.FromString(first.stage_for(protocol.ids[0], False).body)
-    second = protocol.server.new_round("r2", RoundConfig(2, 3), protocol.clock())
-    jobs = {cid: _client_round(i, protocol.roster, protocol.config, "r2")
-            for cid, i in zip(protocol.ids, protocol.identities)}
-    for stage in (ADVERTISE, SHARE):
-        for cid in protocol.ids:
-            second.answer(cid, stage, jobs[cid].answer(second.stage_for(cid, False)))
-    with pytest.raises(VerificationFailed):
-        jobs[protocol.ids[0]].participant.accept_shares(replayed)
-
-
 def test_late_key_messages_are_refused_after_the_stage_closed():
-    protocol = Protocol(4)
-    round_ = protocol.server.new_round("r1", RoundConfig(2, 4), protocol.clock())
-    jobs = {cid: _client_round(i, protocol.roster, protocol.config, "r1")
-            for cid, i in zip(protocol.ids, protocol.identities)}
-    for cid in protocol.ids[:3]:
-        round_.answer(cid, ADVERTISE, jobs[cid].answer(round_.stage_for(cid, False)))
-    protocol.clock.advance(31)
-    round_.tick(protocol.clock())
+    enrolment = Enrolment(4)
+    hand = HandRound(enrolment)
+    for cid in enrolment.ids[:3]:
+        hand.play(cid)
+    enrolment.clock.advance(31)
+    hand.round.tick(enrolment.clock())
     with pytest.raises(RoundClosed, match="late"):
-        round_.answer(protocol.ids[3], ADVERTISE, jobs[protocol.ids[3]].answer(Stage(ADVERTISE)))
+        hand.round.answer(enrolment.ids[3], ADVERTISE, hand.jobs[enrolment.ids[3]].answer(Stage(ADVERTISE)))
+
+
+def test_each_honest_client_reveals_one_secret_per_neighbour_and_the_sum_is_exact(rng):
+    enrolment = Enrolment(6)
+    step = 2.0 ** -enrolment.config.frac_bits
+    vectors = {cid: rng.integers(-1000, 1000, size=4) * step for cid in enrolment.ids}
+    gone = enrolment.ids[5]
+    hand = HandRound(enrolment, vectors=vectors).until(MASKED)
+    live = enrolment.ids[:5]
+    hand.until(UNMASK, live)  # the last client shared keys, then vanished before its mask set
+    for cid in live:
+        hand.play(cid)
+    for response in hand.round.reveals.values():
+        seeds, keys_ = {s.owner for s in response.seed_shares}, {s.owner for s in response.key_shares}
+        assert not seeds & keys_ and keys_ == {gone}
+    total = hand.reveal()
+    assert np.array_equal(total[:-1], sum(vectors[cid] for cid in live)) and total[-1] == 5.0

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from securefl.errors import QuorumTimeout, RoundClosed, RoundFailed
-from securefl.masking.server import ADVERTISE, MASKED, SHARE, UNMASK, sign_stage_message
+from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
+from securefl.masking.statements import sign_stage_message
+from securefl.pki import AGGREGATOR, SITE
 from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, secagg_pb2
 from securefl.services.rpc import channel
 from tests.conftest import weighted_average
 
 SETTINGS = SecAggSettings(stage_timeout=1.5, value_bound=10.0, max_weight=100.0)
-DROPOUT_POINTS = (ADVERTISE, SHARE, MASKED, UNMASK)
+DROPOUT_POINTS = (ADVERTISE, SHARE, MASK_SET, MASKED, CONFIRM, UNMASK)
 
 
 def run_with_dropouts(federation, updates, weights, drops, **kwargs):
@@ -59,7 +61,7 @@ def test_the_exact_sum_is_recovered_when_a_client_drops_at_any_stage(federation,
     updates = [rng.uniform(-5, 5, size=500) for _ in range(5)]
     weights = [1.0, 2.0, 3.0, 4.0, 5.0]
     results = run_with_dropouts(federation, updates, weights, {4: stage})
-    included = [0, 1, 2, 3, 4] if stage == UNMASK else [0, 1, 2, 3]  # it sent its input before vanishing
+    included = [0, 1, 2, 3, 4] if stage in (CONFIRM, UNMASK) else [0, 1, 2, 3]  # it sent its input before vanishing
     expected = weighted_average([updates[i] for i in included], [weights[i] for i in included])
     assert results[4] is None
     for result in results[:4]:
@@ -82,7 +84,9 @@ def test_a_late_message_from_a_client_declared_dropped_is_refused(federation, rn
     round_id = "late-round"
     updates = [rng.normal(size=20) for _ in range(5)]
     run_with_dropouts(federation, updates, [1.0] * 5, {4: SHARE}, round_id=round_id)
-    stub = aggregator_pb2_grpc.AggregatorStub(channel(federation.aggregator_address))
+    late_site = federation.identities[4].client_id
+    stub = aggregator_pb2_grpc.AggregatorStub(channel(
+        federation.aggregator_address, federation.credentials(SITE, late_site), server=federation.federation.party(AGGREGATOR)))
     late = secagg_pb2.ShareKeysRequest(round_id=round_id, client_id=federation.identities[4].client_id)
     sign_stage_message(late, federation.identities[4].sign)  # genuine, just late
     with pytest.raises(grpc.RpcError) as refused:

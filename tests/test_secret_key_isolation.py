@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from securefl.client import connect
+from securefl.federation import Federation
 from securefl.he.keys import SecretContext, load_public_context
 from securefl.he.presets import get_preset
-from securefl.identity import Identity, Roster
+from securefl.identity import Identity
+from securefl.pki import KEYHOLDER
 from securefl.simulation import ServiceProcess
 from securefl.services.keyholder_client import KeyHolderClient
-from tests.conftest import run_round
+from securefl.tls import TlsConfig
+from tests.conftest import PASSPHRASE_ENV, enrol_with_cli, run_round, tls_args
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs /proc/<pid>/mem")
 
@@ -45,27 +48,36 @@ def process_memory_contains(pid: int, pattern: bytes) -> bool:
     return False
 
 
-def test_aggregator_process_never_holds_the_secret_key(tmp_path, monkeypatch, rng):
+def test_aggregator_process_never_holds_the_secret_key(tmp_path, rng):
+    enrolment = enrol_with_cli(tmp_path / "enrolment", "site-0", "site-1")
+    federation = Federation.load(enrolment / "federation.json")
     secret = SecretContext.generate(get_preset("add-only-4096"))
     secret.save(tmp_path / "keys.bin", "test passphrase")
-    monkeypatch.setenv("SECUREFL_KEY_PASSPHRASE", "test passphrase")
-    identities = [Identity.generate(f"site-{i}") for i in range(2)]
-    Roster.of(identities).save(tmp_path / "roster.json")
+    env = {**PASSPHRASE_ENV, "SECUREFL_KEY_PASSPHRASE": "test passphrase"}
+    federation_args = ["--federation", str(enrolment / "federation.json")]
     keyholder = ServiceProcess("keyholder", [
-        "keyholder", "serve", "--port", "0", "--roster", str(tmp_path / "roster.json"), "--min-clients", "2",
-        "--key-file", str(tmp_path / "keys.bin"), "--db", str(tmp_path / "kh.db"),
-    ], tmp_path)
+        "keyholder", "serve", "--port", "0", *federation_args, *tls_args(enrolment, "keyholder"),
+        "--min-clients", "2", "--key-file", str(tmp_path / "keys.bin"), "--db", str(tmp_path / "kh.db"),
+    ], tmp_path, env)
     aggregator = ServiceProcess("aggregator", [
-        "aggregator", "serve", "--port", "0", "--roster", str(tmp_path / "roster.json"), "--db", str(tmp_path / "agg.db"),
-    ], tmp_path)
+        "aggregator", "serve", "--port", "0", *federation_args, *tls_args(enrolment, "aggregator"),
+        "--identity", str(enrolment / "aggregator.identity.json"), "--db", str(tmp_path / "agg.db"),
+    ], tmp_path, env)
+
+    def tls(party: str) -> TlsConfig:
+        return TlsConfig.from_files(enrolment / f"{party}.tls.crt", enrolment / f"{party}.tls.key", enrolment / "ca.crt",
+                                    passphrase="test passphrase")
+
     try:
         aggregator.args += ["--keyholder", f"127.0.0.1:{keyholder.start()}"]
         aggregator.start()
-        relayed = KeyHolderClient(f"127.0.0.1:{keyholder.port}").public_context()
+        relayed = KeyHolderClient(f"127.0.0.1:{keyholder.port}", tls("operator"),
+                                  server=federation.party(KEYHOLDER)).public_context()
         assert relayed.fingerprint == secret.fingerprint  # the key file's key is the one in use
         assert not load_public_context(relayed.context).is_private()
-        clients = [connect(f"127.0.0.1:{aggregator.port}", identity=i, keyholder_fingerprint=secret.fingerprint)
-                   for i in identities]
+        identities = [Identity.load(enrolment / f"site-{i}.identity.json", "test passphrase") for i in range(2)]
+        clients = [connect(f"127.0.0.1:{aggregator.port}", identity=i, federation=federation, tls=tls(i.client_id),
+                           keyholder_fingerprint=secret.fingerprint) for i in identities]
         run_round(clients, [rng.normal(size=5000), rng.normal(size=5000)], [1.0, 1.0])
 
         pattern = secret_key_pattern(secret)

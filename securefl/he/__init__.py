@@ -1,1 +1,3 @@
-"""CKKS homomorphic encryption: presets, keys, chunked encryption, the encryption pool."""
+"""Homomorphic encryption (CKKS and packed BFV): presets, keys, the packing codec, per-round
+sealed masks, signed key epochs and the keystore, the key-holder's release core, chunked
+encryption and the encryption pool. No transport: the gRPC services call into it."""

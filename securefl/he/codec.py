@@ -1,4 +1,5 @@
-"""Chunked CKKS encryption of a flat vector, validation of received chunks, decryption.
+"""Chunked HE encryption of a flat vector, validation of received chunks, decryption; CKKS
+(real values) and BFV (integers modulo the plaintext prime, batched).
 
 Chunk i holds values [i·slots, (i+1)·slots): every slot is filled, with no per-layer padding,
 so a vector of L values costs ceil(L / slots) ciphertexts."""
@@ -9,25 +10,36 @@ import numpy as np
 import tenseal as ts
 
 from ..errors import MalformedCiphertext
-from .presets import CkksPreset
+from .presets import BfvPreset, Preset
+
+HEVector = ts.CKKSVector | ts.BFVVector
 
 
 def encrypt_chunks(context: ts.Context, vector: np.ndarray, slots: int) -> list[bytes]:
-    """Encrypt `vector` as consecutive full ciphertexts under the public `context`."""
+    """CKKS-encrypt `vector` as consecutive full ciphertexts under the public `context`."""
     return [
         ts.ckks_vector(context, vector[start:start + slots].tolist()).serialize()
         for start in range(0, vector.size, slots)
     ]
 
 
-def parse_chunk(context: ts.Context, preset: CkksPreset, data: bytes, expected_values: int) -> ts.CKKSVector:
+def encrypt_bfv_chunks(context: ts.Context, vector: np.ndarray, slots: int) -> list[bytes]:
+    """BFV-encrypt integers in [0, t) (batched: one value per slot) as consecutive ciphertexts."""
+    return [
+        ts.bfv_vector(context, vector[start:start + slots].tolist()).serialize()
+        for start in range(0, vector.size, slots)
+    ]
+
+
+def parse_chunk(context: ts.Context, preset: Preset, data: bytes, expected_values: int) -> HEVector:
     """Deserialize an untrusted chunk and check it is a fresh ciphertext of this context
-    holding `expected_values` values at the preset's scale, so that adding it cannot fail
-    or silently misalign the sum."""
+    holding `expected_values` values (at the preset's scale, for CKKS), so that adding it
+    cannot fail or silently misalign the sum. SEAL's loader refuses coefficients >= q."""
+    bfv = isinstance(preset, BfvPreset)
     try:
-        vector = ts.ckks_vector_from(context, data)
+        vector = ts.bfv_vector_from(context, data) if bfv else ts.ckks_vector_from(context, data)
     except Exception:
-        raise MalformedCiphertext("chunk is not a CKKS ciphertext of this round's parameters") from None
+        raise MalformedCiphertext(f"chunk is not a {preset.scheme.upper()} ciphertext of this round's parameters") from None
     if vector.size() != expected_values:
         raise MalformedCiphertext(f"chunk holds {vector.size()} values, expected {expected_values}")
     ciphertexts = vector.ciphertext()
@@ -36,18 +48,21 @@ def parse_chunk(context: ts.Context, preset: CkksPreset, data: bytes, expected_v
     ciphertext = ciphertexts[0]
     if (
         ciphertext.size() != 2
-        or ciphertext.scale != 2.0**preset.scale_bits
-        or ciphertext.coeff_modulus_size() != len(preset.coeff_mod_bit_sizes) - 1
+        or ciphertext.coeff_modulus_size() != preset.data_primes
         or ciphertext.is_transparent()
+        or ciphertext.is_ntt_form() == bfv  # SEAL keeps CKKS ciphertexts in NTT form, BFV ones not
+        or (not bfv and ciphertext.scale != 2.0**preset.scale_bits)
     ):
-        raise MalformedCiphertext("chunk is not a fresh ciphertext at the round's CKKS level and scale")
+        raise MalformedCiphertext(f"chunk is not a fresh ciphertext at the round's {preset.scheme.upper()} level and scale")
     return vector
 
 
-def decrypt_chunks(secret_context: ts.Context, chunks: list[ts.CKKSVector]) -> np.ndarray:
-    """Decrypt parsed aggregate chunks (linked to the secret context) into one float64 vector."""
+def decrypt_chunks(secret_context: ts.Context, chunks: list[HEVector]) -> np.ndarray:
+    """Decrypt parsed aggregate chunks (linked to the secret context) into one vector: float64
+    for CKKS, int64 for BFV (SEAL returns slots in (-t/2, t/2])."""
     parts = []
     for chunk in chunks:
         chunk.link_context(secret_context)
-        parts.append(np.asarray(chunk.decrypt(), dtype=np.float64))
+        dtype = np.int64 if isinstance(chunk, ts.BFVVector) else np.float64
+        parts.append(np.asarray(chunk.decrypt(), dtype=dtype))
     return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,4 +1,4 @@
-"""Parallel CKKS encryption in a process pool.
+"""Parallel HE encryption (CKKS or BFV) in a process pool.
 
 TenSEAL holds the GIL, so threads cannot encrypt in parallel; processes can. Workers load
 only the public context. One pool per public context is shared by every client in a
@@ -10,6 +10,7 @@ import atexit
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -31,8 +32,12 @@ def _init_worker(public_context: bytes) -> None:
     _worker_context = load_public_context(public_context)
 
 
-def _encrypt_in_worker(values: np.ndarray, slots: int) -> list[bytes]:
-    return encrypt_chunks(_worker_context, values, slots)
+# A module-level function (it travels to workers by name): (context, values, slots) -> chunks.
+ChunkEncryptor = Callable[[object, np.ndarray, int], list[bytes]]
+
+
+def _encrypt_in_worker(encrypt: ChunkEncryptor, values: np.ndarray, slots: int) -> list[bytes]:
+    return encrypt(_worker_context, values, slots)
 
 
 class EncryptionPool:
@@ -47,12 +52,13 @@ class EncryptionPool:
             initargs=(public_context,),
         )
 
-    def encrypt(self, vector: np.ndarray, slots: int) -> list[bytes]:
+    def encrypt(self, vector: np.ndarray, slots: int, encrypt: ChunkEncryptor = encrypt_chunks) -> list[bytes]:
+        """Chunks of `slots` values each, encrypted by `encrypt` (CKKS by default)."""
         n_chunks = chunk_count(vector.size, slots)
         tasks = min(n_chunks, self.workers * 4)
         bounds = np.linspace(0, n_chunks, tasks + 1).astype(int) * slots
         futures = [
-            self._executor.submit(_encrypt_in_worker, vector[start:stop], slots)
+            self._executor.submit(_encrypt_in_worker, encrypt, vector[start:stop], slots)
             for start, stop in zip(bounds[:-1], bounds[1:])
             if stop > start
         ]
@@ -60,6 +66,14 @@ class EncryptionPool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(cancel_futures=True)
+
+
+def encrypt_vector(context, vector: np.ndarray, slots: int, encrypt: ChunkEncryptor = encrypt_chunks,
+                   pool: EncryptionPool | None = None) -> list[bytes]:
+    """Encrypt on `pool` when there is one and the vector is large enough to gain from it."""
+    if pool is None or chunk_count(vector.size, slots) <= INLINE_MAX_CHUNKS:
+        return encrypt(context, vector, slots)
+    return pool.encrypt(vector, slots, encrypt)
 
 
 _pools: dict[bytes, EncryptionPool] = {}
@@ -80,3 +94,4 @@ def _shutdown_pools() -> None:
     for pool in _pools.values():
         pool.shutdown()
     _pools.clear()
+

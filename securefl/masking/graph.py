@@ -14,8 +14,9 @@ t is also a strict majority of the neighbours, so no two disjoint groups can eac
 secret. When the smallest such k is n - 1 or more the graph is complete: classic SecAgg.
 
 The graph is a circulant (Harary) graph over an order of the participants drawn from a seed
-hashed from the round id and the participant list, so every party computes the same graph
-from public data."""
+hashed from the round's participant view (round id, every participant's id and fresh round
+keys), so every party computes the same graph from public data, and nobody can compute it
+before all participants have advertised their keys for this round."""
 
 from __future__ import annotations
 
@@ -32,18 +33,31 @@ def _tail_at_least(k: int, p: float, t: int) -> float:
     return sum(math.comb(k, i) * p**i * (1 - p) ** (k - i) for i in range(t, k + 1))
 
 
+def check_fractions(dropout_fraction: float, corrupt_fraction: float) -> None:
+    if not (0 <= dropout_fraction < 0.5 and 0 <= corrupt_fraction < 0.5):
+        raise InvalidInput("dropout and corruption fractions must each be in [0, 0.5)")
+
+
+def is_secure(n: int, degree: int, threshold: int, corrupt_fraction: float) -> bool:
+    """Whether (k, t) is a valid graph for n participants whose threshold is a strict majority
+    of the neighbours and meets the security bound for the corrupt fraction."""
+    complete = degree == n - 1
+    if not (complete or (2 <= degree < n - 1 and degree % 2 == 0)):
+        return False
+    if not degree // 2 < threshold <= degree:
+        return False
+    return complete or _tail_at_least(degree, corrupt_fraction, threshold) <= 2.0**-SECURITY_BITS / n
+
+
 def choose_params(n: int, dropout_fraction: float, corrupt_fraction: float) -> tuple[int, int]:
     """(k, t) for n participants; k = n - 1 means the complete graph."""
     if n < 2:
         raise InvalidInput("secure aggregation needs at least two participants")
-    if not (0 <= dropout_fraction < 0.5 and 0 <= corrupt_fraction < 0.5):
-        raise InvalidInput("dropout and corruption fractions must each be in [0, 0.5)")
-    security = 2.0**-SECURITY_BITS / n
+    check_fractions(dropout_fraction, corrupt_fraction)
     correctness = 2.0**-CORRECTNESS_BITS / n
     for k in range(2, n - 1, 2):
         for t in range(k // 2 + 1, k + 1):
-            if (_tail_at_least(k, corrupt_fraction, t) <= security
-                    and _tail_at_least(k, dropout_fraction, k - t + 1) <= correctness):
+            if is_secure(n, k, t, corrupt_fraction) and _tail_at_least(k, dropout_fraction, k - t + 1) <= correctness:
                 return k, t
     k = n - 1
     return k, k // 2 + 1
@@ -64,8 +78,6 @@ def neighbours(participants: list[str], degree: int, seed: bytes) -> dict[str, l
     }
 
 
-def graph_seed(round_id: str, participants: list[str]) -> bytes:
-    digest = hashlib.sha256(b"securefl/secagg/graph/v1" + round_id.encode())
-    for cid in sorted(participants):
-        digest.update(len(cid).to_bytes(1, "big") + cid.encode())
-    return digest.digest()
+def graph_seed(view_digest: bytes) -> bytes:
+    """The graph's seed, from the digest of the round's participant view."""
+    return hashlib.sha256(b"securefl/secagg/graph/v2" + view_digest).digest()

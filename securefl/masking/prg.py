@@ -40,7 +40,11 @@ def expand(seed: bytes, count: int, dtype: np.dtype) -> np.ndarray:
     return out[:length].view(dtype)
 
 
+def unit_floats(seed: bytes, count: int) -> np.ndarray:
+    """`count` floats uniform on [0, 1), 53 random bits each, expanded from `seed`."""
+    return (expand(seed, count, np.uint64) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 def uniform_floats(count: int) -> np.ndarray:
     """Uniform floats in [0, 1) from a fresh random key (stochastic rounding)."""
-    bits = expand(os.urandom(SEED_BYTES), count, np.uint64)
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return unit_floats(os.urandom(SEED_BYTES), count)

@@ -1,16 +1,17 @@
-"""Batched ristretto255 operations in native code (libsodium via rbcl), spread over worker
-processes. Python only slices byte strings; every group operation is a libsodium call.
+"""Batched ristretto255 operations in native code (libsodium via rbcl), spread over a thread
+pool. Python only slices byte strings; every group operation is a libsodium call, and cffi
+releases the GIL around it, so threads use every core (measured as fast as worker processes:
+docs/decisions.md) without the multiprocessing constraints processes would put on callers.
 
 Every point received from the peer is validated (canonical encoding of a non-identity group
 element) before it is used."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import rbcl
 
@@ -50,14 +51,12 @@ def split_points(data: bytes) -> list[bytes]:
 
 
 class GroupPool:
-    """Runs batches on worker processes, keeping only a few batches in flight so memory stays
+    """Runs batches on worker threads, keeping only a few batches in flight so memory stays
     bounded whatever the set size. `workers=0` runs inline (small sets, tests)."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = (os.cpu_count() or 1) if workers is None else workers
-        self._executor = (
-            ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) if self.workers else None
-        )
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="psi-group") if self.workers else None
 
     def ordered_map(self, function: Callable[..., bytes], batches: Iterable, *args) -> Iterator[bytes]:
         """function(batch, *args) for each batch, results in input order."""

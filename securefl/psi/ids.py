@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..keyfiles import write_private
 
 
 def encode_ids(ids: list[str] | list[bytes]) -> list[bytes]:
@@ -38,4 +39,5 @@ def read_ids(path: Path, column: str | None = None) -> list[bytes]:
 
 
 def write_indices(path: Path, indices: list[int]) -> None:
-    path.write_text("".join(f"{i}\n" for i in indices))
+    """A result: readable by its owner only, from creation."""
+    write_private(path, "".join(f"{i}\n" for i in indices).encode(), replace=True)

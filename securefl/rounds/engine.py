@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, QuorumTimeout, RoundClosed, RoundExists,
+    DuplicateSubmission, InvalidInput, LengthMismatch, PayloadTooLarge, PermissionDenied, QuorumTimeout, RoundClosed,
+    RoundExists,
     RoundFailed, SecureFLError, SpecMismatch, UnknownClient, UnknownRound, VerificationFailed, error_named,
 )
 from ..identity import Roster, check_identifier, verify_receipt
@@ -58,6 +59,7 @@ class Round:
         self.record = record
         self.config = RoundConfig(record.min_clients, record.expected_clients, record.timeout_seconds)
         self.receipts: dict[str, common_pb2.Receipt] = {}
+        self.joined: set[str] = set()  # sites that joined (interactive schemes join before their stages)
         self.accumulator = scheme.new_accumulator()
         self.scheme_round: ServerRound = scheme.new_round(record.round_id, self.config, record.opened_at)
         self.changed = threading.Condition(threading.RLock())
@@ -153,15 +155,15 @@ class RoundEngine:
         with self._lock:
             if round_id is not None:
                 found = self._rounds.get(round_id)
-                if found is not None:
-                    return found
-                if not self.implicit_rounds:
+                if found is None and not self.implicit_rounds:
                     raise UnknownRound(f"no round {round_id}; rounds are opened by the operator")
-                return self._register(self._new_round(round_id, self.defaults))
-            for candidate in self._rounds.values():
-                if candidate.state == OPEN and client_id not in candidate.receipts:
-                    return candidate
-            return self._register(self._new_round(None, self.defaults))
+                found = found or self._register(self._new_round(round_id, self.defaults))
+            else:
+                found = next((r for r in self._rounds.values() if r.state == OPEN and client_id not in r.receipts),
+                             None) or self._register(self._new_round(None, self.defaults))
+        with found.changed:
+            found.joined.add(client_id)
+        return found
 
     def get(self, round_id: str) -> Round:
         check_identifier(round_id, "round id")
@@ -170,6 +172,18 @@ class RoundEngine:
         if found is None:
             raise UnknownRound(f"no round {round_id}")
         return found
+
+    def check_participant(self, round_: Round, client_id: str) -> None:
+        """Raise PermissionDenied unless the site joined or contributed to the round."""
+        if client_id not in round_.joined and client_id not in round_.receipts:
+            raise PermissionDenied(f"{client_id} takes no part in round {round_.round_id}")
+
+    def check_contributor(self, round_: Round, client_id: str) -> None:
+        """Raise PermissionDenied unless the site's submission is part of the round: only
+        contributors receive a round's result."""
+        if client_id not in round_.receipts:
+            raise PermissionDenied(f"{client_id} did not contribute to round {round_.round_id}; its result is not "
+                                   "for this site")
 
     def _check_enrolled(self, client_id: str) -> None:
         check_identifier(client_id, "client id")
@@ -183,6 +197,7 @@ class RoundEngine:
         None if nothing came up in that time. A failed round raises its error."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
+        self.check_participant(round_, client_id)
         deadline = time.monotonic() + timeout
         with round_.changed:
             while True:
@@ -201,10 +216,14 @@ class RoundEngine:
                 round_.changed.wait(remaining)
 
     def answer_stage(self, round_id: str, client_id: str, stage: str, body: bytes) -> None:
-        """Apply a client's reply to a stage of the round's scheme."""
+        """Apply a client's reply to a stage of the round's scheme. A failed round raises its
+        error, so a client answering too late learns why the round ended."""
         self._check_enrolled(client_id)
         round_ = self.get(round_id)
+        self.check_participant(round_, client_id)
         with round_.changed:
+            if round_.state == FAILED:
+                raise round_.error()
             if round_.ended:
                 raise RoundClosed(f"round {round_id} has ended")
             round_.scheme_round.answer(client_id, stage, body)

@@ -59,6 +59,8 @@ class InProcessFederation:
         round's error). A client in `drop` stops answering from the stage named there."""
         drop = drop or {}
         self.engine.open_round(round_id, None)
+        for cid in updates:
+            self.engine.join(cid, round_id)
         jobs = {cid: self.clients[cid].start(round_id, updates[cid], weights[cid]) for cid in updates}
         active = set(jobs)
         for _ in range(max_steps):

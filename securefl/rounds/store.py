@@ -7,7 +7,11 @@ replaying their submissions, so the aggregator's memory stays O(model) while an 
 submission survives a crash. Submissions are deleted once their round ends.
 
 KeyHolderStore keeps the set of decrypted rounds (one decryption per round, across restarts)
-and the audit log."""
+and the audit log.
+
+Both databases hold results or decisions: their files are created 0600 before SQLite opens
+them, and every commit is `synchronous=FULL`, because an acknowledgement (a submission, a
+decryption claimed) promises that it survives a power loss, not only a crash."""
 
 from __future__ import annotations
 
@@ -18,12 +22,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..keyfiles import create_private_file
+
 
 class _Database:
     def __init__(self, path: Path | str, schema: str) -> None:
+        if str(path) != ":memory:":
+            create_private_file(Path(path))  # SQLite gives its -wal and -shm files the same mode
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(schema)
         self._lock = threading.Lock()
 
@@ -182,7 +190,7 @@ _KEYHOLDER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS decryptions (round_id TEXT PRIMARY KEY, decided_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, round_id TEXT, decision TEXT NOT NULL,
-    detail TEXT NOT NULL);
+    detail TEXT NOT NULL, caller TEXT NOT NULL DEFAULT '');
 """
 
 
@@ -198,14 +206,15 @@ class KeyHolderStore:
             return False
         return True
 
-    def audit(self, round_id: str | None, decision: str, detail: str) -> None:
+    def audit(self, round_id: str | None, decision: str, detail: str, caller: str = "") -> None:
         self._db.execute(
-            "INSERT INTO audit (at, round_id, decision, detail) VALUES (?, ?, ?, ?)",
-            (time.time(), round_id, decision, detail),
+            "INSERT INTO audit (at, round_id, decision, detail, caller) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), round_id, decision, detail, caller),
         )
 
-    def audit_log(self) -> list[tuple[float, str | None, str, str]]:
-        return self._db.execute("SELECT at, round_id, decision, detail FROM audit ORDER BY id")
+    def audit_log(self) -> list[tuple[float, str | None, str, str, str]]:
+        """(time, round, decision, detail, who asked) in order."""
+        return self._db.execute("SELECT at, round_id, decision, detail, caller FROM audit ORDER BY id")
 
     def close(self) -> None:
         self._db.close()

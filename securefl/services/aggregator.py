@@ -1,8 +1,15 @@
 """The untrusted aggregator's gRPC service: a thin transport over the round engine.
 
-It decodes requests, hands them to `securefl.rounds.engine.RoundEngine` (where every protocol
-rule lives), and encodes the answers. It never holds an HE secret key nor a plaintext update;
-it sees only the revealed aggregate."""
+It authenticates every call by the caller's TLS certificate, decodes the request, hands it to
+`securefl.rounds.engine.RoundEngine` (where every protocol and participation rule lives) with
+the caller's authenticated id, and encodes the answer. It never holds an HE secret key nor a
+plaintext update; it sees only the revealed aggregate.
+
+Who may call what: sites (certificates of role `site`, enrolled and not revoked) join rounds,
+submit, follow stages and fetch results, always as themselves and only about rounds they take
+part in; operators open rounds and read any round's state; nobody else gets an answer. On a
+plaintext server (`--insecure`, logged as a warning) nobody is authenticated, and the ids the
+requests carry are taken as given."""
 
 from __future__ import annotations
 
@@ -10,15 +17,16 @@ import logging
 from collections.abc import Iterator
 
 import grpc
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import InvalidInput
+from ..federation import Federation
+from ..identity import Identity, ack_message
+from ..pki import OPERATOR, SITE
 from ..rounds.chunks import float64_chunks
 from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
-from .rpc import translate_errors
+from .rpc import authorize, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +34,41 @@ STAGE_POLL_SECONDS = 10.0  # a stage long-poll returns "nothing yet" after this,
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
-    def __init__(self, engine: RoundEngine, session: aggregator_pb2.Session) -> None:
+    def __init__(self, engine: RoundEngine, federation: Federation, session: aggregator_pb2.Session,
+                 signer: Identity) -> None:
+        """`signer` is the aggregator's long-term identity, pinned by clients in federation.json:
+        its signature on an acknowledgement is what a client can hold against it."""
         self._engine = engine
+        self._federation = federation
         self._session = session
-        self._signing_key = Ed25519PrivateKey.generate()
-        self._public_key = self._signing_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self._signer = signer
 
     def register(self, server: grpc.Server) -> None:
         aggregator_pb2_grpc.add_AggregatorServicer_to_server(self, server)
 
+    # -- who is calling ------------------------------------------------------------------
+
+    def _site(self, context: grpc.ServicerContext, claimed: str, action: str) -> str | None:
+        """The calling site's id: its TLS identity, which must be the id the request names
+        (when it names one). None only on a plaintext server with no id in the request."""
+        peer = authorize(context, self._federation, (SITE,), claimed or None, action)
+        return peer.party.party_id if peer is not None else (claimed or None)
+
+    def _site_or_operator(self, context: grpc.ServicerContext, action: str) -> str | None:
+        """The calling site's id; None for an operator (or anyone, on a plaintext server)."""
+        peer = authorize(context, self._federation, (SITE, OPERATOR), action=action)
+        return peer.party.party_id if peer is not None and peer.party.role == SITE else None
+
+    # -- RPCs ----------------------------------------------------------------------------
+
     @translate_errors
     def GetSession(self, request, context) -> aggregator_pb2.Session:
+        authorize(context, self._federation, (SITE, OPERATOR), action="read the session")
         return self._session
 
     @translate_errors
     def OpenRound(self, request, context) -> aggregator_pb2.RoundInfo:
+        authorize(context, self._federation, (OPERATOR,), action="open rounds")
         config = None
         if request.HasField("config"):
             c = request.config
@@ -51,40 +77,53 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
 
     @translate_errors
     def JoinRound(self, request, context) -> aggregator_pb2.RoundInfo:
-        return _round_info(self._engine.join(request.client_id, request.round_id or None))
+        client_id = self._site(context, request.client_id, f"join rounds as {request.client_id!r:.70}")
+        return _round_info(self._engine.join(client_id or "", request.round_id or None))
 
     @translate_errors
     def GetRound(self, request, context) -> aggregator_pb2.RoundInfo:
-        return _round_info(self._engine.get(request.round_id))
+        client_id = self._site_or_operator(context, "read rounds")
+        round_ = self._engine.get(request.round_id)
+        if client_id is not None:
+            self._engine.check_participant(round_, client_id)
+        return _round_info(round_)
 
     @translate_errors
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
+        self._site(context, "", "submit")  # before reading anything
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InvalidInput("a submission starts with its header")
         receipt = first.header.receipt
+        # The TLS peer and the signed receipt must name the same site.
+        self._site(context, receipt.client_id or "-", f"submit for {receipt.client_id!r:.70}")
         round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
-            aggregator_key=self._public_key, aggregator_signature=self._signing_key.sign(receipt.signature),
+            aggregator_key=self._signer.public_bytes, aggregator_signature=self._signer.sign(ack_message(receipt)),
         )
 
     @translate_errors
     def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
-        stage = self._engine.await_stage(request.round_id, request.client_id, STAGE_POLL_SECONDS)
-        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=request.client_id)
+        client_id = self._site(context, request.client_id, f"follow stages as {request.client_id!r:.70}") or ""
+        stage = self._engine.await_stage(request.round_id, client_id, STAGE_POLL_SECONDS)
+        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=client_id)
         if stage is not None:
             reply.stage, reply.body = stage.name, stage.body
         return reply
 
     @translate_errors
     def AnswerStage(self, request, context) -> aggregator_pb2.StageAck:
-        self._engine.answer_stage(request.round_id, request.client_id, request.stage, request.body)
+        client_id = self._site(context, request.client_id, f"answer stages as {request.client_id!r:.70}") or ""
+        self._engine.answer_stage(request.round_id, client_id, request.stage, request.body)
         return aggregator_pb2.StageAck(stage=request.stage)
 
     @translate_errors
     def AwaitResult(self, request, context) -> Iterator[aggregator_pb2.ResultMessage]:
+        client_id = self._site(context, "", "fetch results")
         round_ = self._engine.get(request.round_id)
+        if client_id is not None:
+            self._engine.check_contributor(round_, client_id)
         while not self._engine.wait(round_, timeout=0.5):
             if not context.is_active():
                 return

@@ -5,6 +5,11 @@ enrolled clients, each with a receipt it signed for this round; every receipt ag
 round, scheme, model spec and vector length; the aggregate has exactly the ciphertexts that
 length needs; the round was never decrypted before (persisted across restarts).
 
+Authentication comes first: `Decrypt` answers only the aggregator's TLS certificate (the
+federation's aggregator, not revoked); any other caller, a site's valid certificate included,
+gets PERMISSION_DENIED before a byte of its request is read, and the audit log records who
+asked, for every decision.
+
 Trade-off: the key-holder cannot check that the aggregate is really the sum of the receipted
 submissions without receiving every submission (O(clients × model)); it trusts the aggregator
 not to substitute a single client's ciphertext. Threshold decryption or verifiable aggregation
@@ -20,12 +25,14 @@ import grpc
 from ..errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
 from ..he.codec import decrypt_chunks, parse_chunk
 from ..he.keys import SecretContext
-from ..identity import Roster, check_identifier, verify_receipt
+from ..federation import Federation
 from ..he.aggregation import CKKS
+from ..identity import check_identifier, verify_receipt
+from ..pki import AGGREGATOR, ROLES
 from ..rounds.chunks import chunk_count, chunk_length, float64_chunks
 from ..rounds.store import KeyHolderStore
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
-from .rpc import translate_errors
+from .rpc import authorize, caller, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +40,12 @@ MAX_VECTOR_LENGTH = 1 << 28  # 268M values: larger models are refused before any
 
 
 class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
-    def __init__(self, secret: SecretContext, roster: Roster, store: KeyHolderStore, min_clients: int) -> None:
+    def __init__(self, secret: SecretContext, federation: Federation, store: KeyHolderStore, min_clients: int) -> None:
         if min_clients < 1:
             raise InvalidInput("min_clients must be at least 1")
         self._secret = secret
-        self._roster = roster
+        self._federation = federation
+        self._roster = federation.roster
         self._store = store
         self._min_clients = min_clients
 
@@ -46,29 +54,32 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
 
     @translate_errors
     def GetPublicContext(self, request, context) -> keyholder_pb2.PublicContext:
+        authorize(context, self._federation, ROLES, action="fetch the public context")
         return keyholder_pb2.PublicContext(
             context=self._secret.public_bytes, fingerprint=self._secret.fingerprint, preset=self._secret.preset.name
         )
 
     @translate_errors
     def Decrypt(self, request_iterator, context) -> Iterator[common_pb2.Chunk]:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise InvalidInput("a decryption request starts with its header")
-        header = first.header
-        round_id = check_identifier(header.round_id, "round id")
+        asker, round_id = _describe(context), None
         try:
+            authorize(context, self._federation, (AGGREGATOR,), self._federation.aggregator.party_id, "decrypt")
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("header"):
+                raise InvalidInput("a decryption request starts with its header")
+            header = first.header
+            round_id = check_identifier(header.round_id, "round id")
             self._check_policy(header)
             chunks = self._read_chunks(header, request_iterator)
             if not self._store.claim_decryption(round_id):
                 raise DuplicateSubmission(f"round {round_id} was already decrypted")
         except SecureFLError as refusal:
-            self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}")
-            log.warning("refused to decrypt round %s: %s", round_id, refusal)
+            self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", asker)
+            log.warning("refused to decrypt round %s for %s: %s", round_id, asker, refusal)
             raise
         total = decrypt_chunks(self._secret.context, chunks)
         clients = sorted(r.client_id for r in header.receipts)
-        self._store.audit(round_id, "decrypted", f"{len(clients)} contributors: {', '.join(clients)}")
+        self._store.audit(round_id, "decrypted", f"{len(clients)} contributors: {', '.join(clients)}", asker)
         for index, data in enumerate(float64_chunks(total)):
             yield common_pb2.Chunk(index=index, data=data)
 
@@ -110,3 +121,12 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
         if len(chunks) != expected:
             raise InvalidInput(f"stream ended after {len(chunks)} of {expected} ciphertexts")
         return chunks
+
+
+def _describe(context) -> str:
+    """Who asked, for the audit log: the certificate's party, or what is known without one."""
+    try:
+        peer = caller(context)
+    except SecureFLError:
+        return f"unauthenticated {context.peer()}"
+    return f"{peer} (certificate {peer.serial:x})" if peer is not None else f"plaintext {context.peer()}"

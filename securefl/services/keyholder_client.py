@@ -7,15 +7,20 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
+from ..pki import PartyName
 from ..rounds.chunks import join_float64
+from ..tls import TlsConfig
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import channel, from_rpc_error
 
 
 
 class KeyHolderClient:
-    def __init__(self, address: str) -> None:
-        self._channel = channel(address)
+    """`server` names the key-holder its certificate must carry (mutual TLS with `tls`)."""
+
+    def __init__(self, address: str, tls: TlsConfig | None = None, *, server: PartyName | None = None,
+                 insecure: bool = False) -> None:
+        self._channel = channel(address, tls, server=server, insecure=insecure)
         self._stub = keyholder_pb2_grpc.KeyHolderStub(self._channel)
 
     def public_context(self, timeout: float = 30.0) -> keyholder_pb2.PublicContext:

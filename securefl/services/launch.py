@@ -10,14 +10,16 @@ from pathlib import Path
 import grpc
 
 from ..errors import InvalidInput
+from ..federation import Federation
 from ..he.keys import SecretContext
 from ..he.presets import DEFAULT_PRESET, get_preset
-from ..identity import Roster
-from ..masking.server import SecAggSettings
+from ..identity import Identity
+from ..pki import KEYHOLDER
 from ..rounds.engine import RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..rounds.store import KeyHolderStore, RoundStore
 from ..schemes import ServerOptions, server_scheme, session_of
+from ..tls import TlsConfig
 from .aggregator import AggregatorService
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
@@ -48,24 +50,36 @@ def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset:
     return secret
 
 
-def serve_keyholder(*, roster: Roster, secret: SecretContext, min_clients: int, db: Path | str = ":memory:",
-                    host: str = "127.0.0.1", port: int = 0) -> Running:
-    service = KeyHolderService(secret, roster, KeyHolderStore(db), min_clients)
-    server, bound = start_server(service.register, host, port)
+def serve_keyholder(*, federation: Federation, secret: SecretContext, min_clients: int | None = None,
+                    db: Path | str = ":memory:", host: str = "127.0.0.1", port: int = 0, tls: TlsConfig | None = None,
+                    insecure: bool = False) -> Running:
+    """`min_clients` defaults to the federation's `security.min_participants`."""
+    min_clients = min_clients or federation.security.min_participants
+    service = KeyHolderService(secret, federation, KeyHolderStore(db), min_clients)
+    server, bound = start_server(service.register, host, port, tls=tls, insecure=insecure)
     log.info("key-holder listening on %s:%d, context fingerprint %s", host, bound, secret.fingerprint.hex())
     return Running(server, bound)
 
 
-def serve_aggregator(*, roster: Roster, scheme: str, defaults: RoundConfig, keyholder_address: str | None = None,
-                     db: Path | str = ":memory:", implicit_rounds: bool = True, host: str = "127.0.0.1",
-                     port: int = 0, secagg: SecAggSettings = SecAggSettings()) -> Running:
-    keyholder = KeyHolderClient(keyholder_address) if keyholder_address else None
-    protection = server_scheme(scheme, ServerOptions(roster, defaults.min_clients, keyholder, secagg))
+def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str, defaults: RoundConfig,
+                     keyholder_address: str | None = None, db: Path | str = ":memory:", implicit_rounds: bool = True,
+                     host: str = "127.0.0.1", port: int = 0, stage_timeout: float = 30.0, tls: TlsConfig | None = None,
+                     insecure: bool = False) -> Running:
+    """`identity` signs acknowledgements: it must be the key federation.json pins for the
+    aggregator, or clients would refuse every acknowledgement. The scheme's security
+    parameters come from the federation file."""
+    if not federation.aggregator.matches(identity):
+        raise InvalidInput(f"identity {identity.client_id!r} is not the aggregator key pinned in the federation file")
+    roster = federation.roster
+    keyholder = None
+    if keyholder_address:
+        keyholder = KeyHolderClient(keyholder_address, tls, server=federation.party(KEYHOLDER), insecure=insecure)
+    protection = server_scheme(scheme, ServerOptions(federation, defaults.min_clients, keyholder, stage_timeout))
     session = session_of(protection, roster)
     engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
-    service = AggregatorService(engine, session)
+    service = AggregatorService(engine, federation, session, identity)
     # Each client may hold one long-poll call (a stage or result wait) while it sends another:
     # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16)
+    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16, tls=tls, insecure=insecure)
     log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
     return Running(server, bound)

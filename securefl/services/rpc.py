@@ -1,5 +1,13 @@
-"""gRPC plumbing shared by every service and client: error translation both ways, server
-start-up, channels."""
+"""gRPC plumbing shared by every service: error translation, server start-up, channels, and
+the authenticated caller of a call.
+
+Security: servers and channels use mutual TLS (`require_client_auth=True`: a caller without a
+certificate of the federation's CA never completes the handshake). Plaintext exists only when
+the operator asks for it explicitly (`insecure=True`, the `--insecure` flag), and is then logged
+as a warning at every start. A client checks the server's certificate against the securefl name
+of the party it means to reach, so another party of the same CA cannot pose as the aggregator or
+the key-holder. A server learns who calls from the peer certificate (`caller`), and services
+authorize on that (`authorize`), never on an id a request carries."""
 
 from __future__ import annotations
 
@@ -8,11 +16,18 @@ import inspect
 import logging
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cryptography import x509
 
-from ..errors import SecureFLError, ServiceUnavailable, error_named
+from ..errors import (
+    InvalidInput, PermissionDenied, SecureFLError, ServiceUnavailable, Unauthenticated, error_named,
+)
+from ..federation import Federation
+from ..pki import PartyName, party_of
+from ..tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +75,45 @@ def translate_errors(method: Callable) -> Callable:
     return unary_wrapper
 
 
-def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32) -> tuple[grpc.Server, int]:
-    """Start a server with modest limits; returns it and the bound port (port 0 picks one)."""
+_PLAINTEXT_REFUSED = ("refusing plaintext gRPC: give TLS material (--tls-cert, --tls-key, --tls-ca; tls= in Python) "
+                      "or pass --insecure (insecure=True) explicitly")
+
+
+def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32, *,
+                 tls: TlsConfig | None = None, insecure: bool = False) -> tuple[grpc.Server, int]:
+    """Start a server with modest limits; returns it and the bound port (port 0 picks one).
+    Mutual TLS with `tls`; plaintext only with `insecure=True`."""
+    if tls is None and not insecure:
+        raise InvalidInput(_PLAINTEXT_REFUSED)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
     register(server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)], root_certificates=tls.ca,
+                                                  require_client_auth=True)
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
+    if tls is None:
+        log.warning("INSECURE: serving plaintext gRPC on %s:%d (--insecure); anyone on the network can read and "
+                    "forge this traffic", host, bound)
     server.start()
     return server, bound
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=_OPTIONS)
+def channel(address: str, tls: TlsConfig | None = None, *, server: PartyName | None = None,
+            insecure: bool = False) -> grpc.Channel:
+    """A channel to `address`: mutual TLS with `tls`, checking that the server's certificate
+    names `server` (or `tls.server_name`); plaintext only with `insecure=True`."""
+    if tls is None:
+        if not insecure:
+            raise InvalidInput(_PLAINTEXT_REFUSED)
+        return grpc.insecure_channel(address, options=_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca, tls.private_key, tls.certificate)
+    name = tls.server_name or (server.dns_name if server is not None else None)
+    options = _OPTIONS + ([("grpc.ssl_target_name_override", name)] if name else [])
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 def from_rpc_error(error: grpc.RpcError) -> SecureFLError:
@@ -88,3 +129,54 @@ def invoke(method: Callable, request: Any, **kwargs: Any) -> Any:
         return method(request, **kwargs)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from None
+
+
+# -- who is calling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A caller authenticated by its TLS certificate."""
+
+    party: PartyName
+    serial: int
+
+    def __str__(self) -> str:
+        return str(self.party)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_of_certificate(pem: bytes) -> Peer:
+    certificate = x509.load_pem_x509_certificate(pem)
+    return Peer(party_of(certificate), certificate.serial_number)
+
+
+def caller(context: grpc.ServicerContext) -> Peer | None:
+    """The TLS-authenticated caller of this call, or None on a plaintext server (which exists
+    only when its operator passed --insecure: a TLS server requires a client certificate)."""
+    auth = context.auth_context()
+    if auth.get("transport_security_type") != [b"ssl"]:
+        return None
+    certificates = auth.get("x509_pem_cert")
+    if not certificates:
+        raise Unauthenticated("no client certificate: this service requires mutual TLS")
+    try:
+        return _peer_of_certificate(certificates[0])
+    except (InvalidInput, ValueError) as exc:
+        raise Unauthenticated(f"the client certificate names no securefl party: {exc}") from None
+
+
+def authorize(context: grpc.ServicerContext, federation: Federation | None, roles: tuple[str, ...],
+              party_id: str | None = None, action: str = "call this service") -> Peer | None:
+    """The caller, if it holds one of `roles` (and is `party_id`, when given), is enrolled in
+    `federation` and its certificate is not revoked; PermissionDenied otherwise. None on a
+    plaintext server (--insecure: nobody is authenticated)."""
+    peer = caller(context)
+    if peer is None:
+        return None
+    if peer.party.role not in roles or (party_id is not None and peer.party.party_id != party_id):
+        wanted = f"{roles[0]} {party_id}" if party_id is not None else " or ".join(roles)
+        raise PermissionDenied(f"{peer} may not {action}: only the {wanted} may")
+    if federation is not None:
+        federation.check_peer(peer.party, peer.serial)
+    return peer

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securefl/v1/common.proto\x12\x0bsecurefl.v1\"\x8b\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06scheme\x18\x03 \x01(\t\x12\x11\n\tspec_hash\x18\x04 \x01(\x0c\x12\x15\n\rvector_length\x18\x05 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"$\n\x05\x43hunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securefl/v1/common.proto\x12\x0bsecurefl.v1\"\xb3\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06scheme\x18\x03 \x01(\t\x12\x11\n\tspec_hash\x18\x04 \x01(\x0c\x12\x15\n\rvector_length\x18\x05 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\x12\x11\n\tkey_epoch\x18\x08 \x01(\x04\x12\x13\n\x0bsealed_seed\x18\t \x01(\x0c\"\xd2\x01\n\x0bPublicEpoch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x1a\n\x12sealing_public_key\x18\x05 \x01(\x0c\x12\x13\n\x0bmax_clients\x18\x06 \x01(\r\x12\x16\n\x0eprecision_bits\x18\x07 \x01(\r\x12\x13\n\x0bvalue_bound\x18\x08 \x01(\x01\x12\x12\n\nmax_weight\x18\t \x01(\x01\x12\x11\n\tsignature\x18\n \x01(\x0c\"$\n\x05\x43hunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'securefl.v1.common_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECEIPT']._serialized_start=42
-  _globals['_RECEIPT']._serialized_end=181
-  _globals['_CHUNK']._serialized_start=183
-  _globals['_CHUNK']._serialized_end=219
+  _globals['_RECEIPT']._serialized_end=221
+  _globals['_PUBLICEPOCH']._serialized_start=224
+  _globals['_PUBLICEPOCH']._serialized_end=434
+  _globals['_CHUNK']._serialized_start=436
+  _globals['_CHUNK']._serialized_end=472
 # @@protoc_insertion_point(module_scope)

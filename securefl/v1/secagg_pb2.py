@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securefl/v1/secagg.proto\x12\x0bsecurefl.v1\"\x8c\x01\n\x0cSecAggConfig\x12\x13\n\x0bvalue_bound\x18\x01 \x01(\x01\x12\x12\n\nmax_weight\x18\x02 \x01(\x01\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tfrac_bits\x18\x04 \x01(\r\x12\x18\n\x10\x64ropout_fraction\x18\x05 \x01(\x01\x12\x18\n\x10\x63orrupt_fraction\x18\x06 \x01(\x01\"~\n\x10KeyAdvertisement\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x19\n\x11\x63ipher_public_key\x18\x03 \x01(\x0c\x12\x17\n\x0fmask_public_key\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"a\n\x0cParticipants\x12.\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x1d.securefl.v1.KeyAdvertisement\x12\x0e\n\x06\x64\x65gree\x18\x02 \x01(\r\x12\x11\n\tthreshold\x18\x03 \x01(\r\"G\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"w\n\x10ShareKeysRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12+\n\x06shares\x18\x03 \x03(\x0b\x32\x1b.securefl.v1.EncryptedShare\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"M\n\x0eIncomingShares\x12\x0e\n\x06shared\x18\x01 \x03(\t\x12+\n\x06shares\x18\x02 \x03(\x0b\x32\x1b.securefl.v1.EncryptedShare\"3\n\rUnmaskRequest\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x02 \x03(\t\"-\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x0c\"\xa9\x01\n\x0eUnmaskResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12/\n\x0bseed_shares\x18\x03 \x03(\x0b\x32\x1a.securefl.v1.RevealedShare\x12.\n\nkey_shares\x18\x04 \x03(\x0b\x32\x1a.securefl.v1.RevealedShare\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securefl/v1/secagg.proto\x12\x0bsecurefl.v1\"\xa6\x01\n\x0cSecAggConfig\x12\x13\n\x0bvalue_bound\x18\x01 \x01(\x01\x12\x12\n\nmax_weight\x18\x02 \x01(\x01\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tfrac_bits\x18\x04 \x01(\r\x12\x18\n\x10\x64ropout_fraction\x18\x05 \x01(\x01\x12\x18\n\x10\x63orrupt_fraction\x18\x06 \x01(\x01\x12\x18\n\x10min_participants\x18\x07 \x01(\r\"~\n\x10KeyAdvertisement\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x19\n\x11\x63ipher_public_key\x18\x03 \x01(\x0c\x12\x17\n\x0fmask_public_key\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"a\n\x0cParticipants\x12.\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x1d.securefl.v1.KeyAdvertisement\x12\x0e\n\x06\x64\x65gree\x18\x02 \x01(\r\x12\x11\n\tthreshold\x18\x03 \x01(\r\"x\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x17\n\x0fseed_commitment\x18\x04 \x01(\x0c\x12\x16\n\x0ekey_commitment\x18\x05 \x01(\x0c\"\x95\x01\n\x10ShareKeysRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12+\n\x06shares\x18\x03 \x03(\x0b\x32\x1b.securefl.v1.EncryptedShare\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x1c\n\x14self_seed_commitment\x18\x05 \x01(\x0c\"M\n\x0eIncomingShares\x12\x0e\n\x06shared\x18\x01 \x03(\t\x12+\n\x06shares\x18\x02 \x03(\x0b\x32\x1b.securefl.v1.EncryptedShare\"V\n\x07MaskSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x13\n\x0bmasked_with\x18\x03 \x03(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\" \n\x0bSurvivorSet\x12\x11\n\tsurvivors\x18\x01 \x03(\t\"N\n\x14SurvivorConfirmation\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x8b\x01\n\rUnmaskRequest\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12\x38\n\rconfirmations\x18\x03 \x03(\x0b\x32!.securefl.v1.SurvivorConfirmation\x12\'\n\tmask_sets\x18\x04 \x03(\x0b\x32\x14.securefl.v1.MaskSetJ\x04\x08\x02\x10\x03\"-\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x0c\"\xa9\x01\n\x0eUnmaskResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12/\n\x0bseed_shares\x18\x03 \x03(\x0b\x32\x1a.securefl.v1.RevealedShare\x12.\n\nkey_shares\x18\x04 \x03(\x0b\x32\x1a.securefl.v1.RevealedShare\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'securefl.v1.secagg_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SECAGGCONFIG']._serialized_start=42
-  _globals['_SECAGGCONFIG']._serialized_end=182
-  _globals['_KEYADVERTISEMENT']._serialized_start=184
-  _globals['_KEYADVERTISEMENT']._serialized_end=310
-  _globals['_PARTICIPANTS']._serialized_start=312
-  _globals['_PARTICIPANTS']._serialized_end=409
-  _globals['_ENCRYPTEDSHARE']._serialized_start=411
-  _globals['_ENCRYPTEDSHARE']._serialized_end=482
-  _globals['_SHAREKEYSREQUEST']._serialized_start=484
-  _globals['_SHAREKEYSREQUEST']._serialized_end=603
-  _globals['_INCOMINGSHARES']._serialized_start=605
-  _globals['_INCOMINGSHARES']._serialized_end=682
-  _globals['_UNMASKREQUEST']._serialized_start=684
-  _globals['_UNMASKREQUEST']._serialized_end=735
-  _globals['_REVEALEDSHARE']._serialized_start=737
-  _globals['_REVEALEDSHARE']._serialized_end=782
-  _globals['_UNMASKRESPONSE']._serialized_start=785
-  _globals['_UNMASKRESPONSE']._serialized_end=954
+  _globals['_SECAGGCONFIG']._serialized_end=208
+  _globals['_KEYADVERTISEMENT']._serialized_start=210
+  _globals['_KEYADVERTISEMENT']._serialized_end=336
+  _globals['_PARTICIPANTS']._serialized_start=338
+  _globals['_PARTICIPANTS']._serialized_end=435
+  _globals['_ENCRYPTEDSHARE']._serialized_start=437
+  _globals['_ENCRYPTEDSHARE']._serialized_end=557
+  _globals['_SHAREKEYSREQUEST']._serialized_start=560
+  _globals['_SHAREKEYSREQUEST']._serialized_end=709
+  _globals['_INCOMINGSHARES']._serialized_start=711
+  _globals['_INCOMINGSHARES']._serialized_end=788
+  _globals['_MASKSET']._serialized_start=790
+  _globals['_MASKSET']._serialized_end=876
+  _globals['_SURVIVORSET']._serialized_start=878
+  _globals['_SURVIVORSET']._serialized_end=910
+  _globals['_SURVIVORCONFIRMATION']._serialized_start=912
+  _globals['_SURVIVORCONFIRMATION']._serialized_end=990
+  _globals['_UNMASKREQUEST']._serialized_start=993
+  _globals['_UNMASKREQUEST']._serialized_end=1132
+  _globals['_REVEALEDSHARE']._serialized_start=1134
+  _globals['_REVEALEDSHARE']._serialized_end=1179
+  _globals['_UNMASKRESPONSE']._serialized_start=1182
+  _globals['_UNMASKRESPONSE']._serialized_end=1351
 # @@protoc_insertion_point(module_scope)

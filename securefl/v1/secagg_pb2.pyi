@@ -6,20 +6,22 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SecAggConfig(_message.Message):
-    __slots__ = ("value_bound", "max_weight", "bits", "frac_bits", "dropout_fraction", "corrupt_fraction")
+    __slots__ = ("value_bound", "max_weight", "bits", "frac_bits", "dropout_fraction", "corrupt_fraction", "min_participants")
     VALUE_BOUND_FIELD_NUMBER: _ClassVar[int]
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     DROPOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     CORRUPT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     value_bound: float
     max_weight: float
     bits: int
     frac_bits: int
     dropout_fraction: float
     corrupt_fraction: float
-    def __init__(self, value_bound: _Optional[float] = ..., max_weight: _Optional[float] = ..., bits: _Optional[int] = ..., frac_bits: _Optional[int] = ..., dropout_fraction: _Optional[float] = ..., corrupt_fraction: _Optional[float] = ...) -> None: ...
+    min_participants: int
+    def __init__(self, value_bound: _Optional[float] = ..., max_weight: _Optional[float] = ..., bits: _Optional[int] = ..., frac_bits: _Optional[int] = ..., dropout_fraction: _Optional[float] = ..., corrupt_fraction: _Optional[float] = ..., min_participants: _Optional[int] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
     __slots__ = ("round_id", "client_id", "cipher_public_key", "mask_public_key", "signature")
@@ -46,26 +48,32 @@ class Participants(_message.Message):
     def __init__(self, clients: _Optional[_Iterable[_Union[KeyAdvertisement, _Mapping]]] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class EncryptedShare(_message.Message):
-    __slots__ = ("sender", "recipient", "ciphertext")
+    __slots__ = ("sender", "recipient", "ciphertext", "seed_commitment", "key_commitment")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SEED_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     sender: str
     recipient: str
     ciphertext: bytes
-    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    seed_commitment: bytes
+    key_commitment: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., seed_commitment: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ...) -> None: ...
 
 class ShareKeysRequest(_message.Message):
-    __slots__ = ("round_id", "client_id", "shares", "signature")
+    __slots__ = ("round_id", "client_id", "shares", "signature", "self_seed_commitment")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SELF_SEED_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     client_id: str
     shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
     signature: bytes
-    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    self_seed_commitment: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., signature: _Optional[bytes] = ..., self_seed_commitment: _Optional[bytes] = ...) -> None: ...
 
 class IncomingShares(_message.Message):
     __slots__ = ("shared", "shares")
@@ -75,13 +83,43 @@ class IncomingShares(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
     def __init__(self, shared: _Optional[_Iterable[str]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
 
-class UnmaskRequest(_message.Message):
-    __slots__ = ("survivors", "dropped")
+class MaskSet(_message.Message):
+    __slots__ = ("round_id", "client_id", "masked_with", "signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_WITH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    masked_with: _containers.RepeatedScalarFieldContainer[str]
+    signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., masked_with: _Optional[_Iterable[str]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SurvivorSet(_message.Message):
+    __slots__ = ("survivors",)
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
-    DROPPED_FIELD_NUMBER: _ClassVar[int]
     survivors: _containers.RepeatedScalarFieldContainer[str]
-    dropped: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, survivors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SurvivorConfirmation(_message.Message):
+    __slots__ = ("round_id", "client_id", "signature")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    client_id: str
+    signature: bytes
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("survivors", "confirmations", "mask_sets")
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
+    MASK_SETS_FIELD_NUMBER: _ClassVar[int]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    confirmations: _containers.RepeatedCompositeFieldContainer[SurvivorConfirmation]
+    mask_sets: _containers.RepeatedCompositeFieldContainer[MaskSet]
+    def __init__(self, survivors: _Optional[_Iterable[str]] = ..., confirmations: _Optional[_Iterable[_Union[SurvivorConfirmation, _Mapping]]] = ..., mask_sets: _Optional[_Iterable[_Union[MaskSet, _Mapping]]] = ...) -> None: ...
 
 class RevealedShare(_message.Message):
     __slots__ = ("owner", "share")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from securefl.v1 import secagg_pb2 as securefl_dot_v1_dot_secagg__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecurefl/v1/suspended.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/secagg.proto\"B\n\nHeldShares\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x12\n\nseed_share\x18\x02 \x01(\x0c\x12\x11\n\tkey_share\x18\x03 \x01(\x0c\"\xfe\x01\n\x11SecAggClientState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ipher_private_key\x18\x02 \x01(\x0c\x12\x18\n\x10mask_private_key\x18\x03 \x01(\x0c\x12\x11\n\tself_seed\x18\x04 \x01(\x0c\x12.\n\x07\x61\x64verts\x18\x05 \x03(\x0b\x32\x1d.securefl.v1.KeyAdvertisement\x12\x0e\n\x06shared\x18\x06 \x03(\t\x12%\n\x04held\x18\x07 \x03(\x0b\x32\x17.securefl.v1.HeldShares\x12\x15\n\rencoded_input\x18\x08 \x01(\x0c\x12\x10\n\x08\x61nswered\x18\t \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecurefl/v1/suspended.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/secagg.proto\"B\n\nHeldShares\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x12\n\nseed_share\x18\x02 \x01(\x0c\x12\x11\n\tkey_share\x18\x03 \x01(\x0c\"\xe6\x03\n\x11SecAggClientState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ipher_private_key\x18\x02 \x01(\x0c\x12\x18\n\x10mask_private_key\x18\x03 \x01(\x0c\x12\x11\n\tself_seed\x18\x04 \x01(\x0c\x12\'\n\x04view\x18\x05 \x01(\x0b\x32\x19.securefl.v1.Participants\x12\x0e\n\x06shared\x18\x06 \x03(\t\x12\x14\n\x0chas_mask_set\x18\x07 \x01(\x08\x12\x13\n\x0bmasked_with\x18\x08 \x03(\t\x12%\n\x04held\x18\t \x03(\x0b\x32\x17.securefl.v1.HeldShares\x12\x11\n\tsubmitted\x18\n \x01(\x08\x12\x15\n\rhas_confirmed\x18\x0b \x01(\x08\x12\x11\n\tconfirmed\x18\x0c \x03(\t\x12\x34\n\rshare_message\x18\r \x01(\x0b\x32\x1d.securefl.v1.ShareKeysRequest\x12&\n\x08mask_set\x18\x0e \x01(\x0b\x32\x14.securefl.v1.MaskSet\x12\x18\n\x10\x61nswered_request\x18\x0f \x01(\x0c\x12\x36\n\x11\x61nswered_response\x18\x10 \x01(\x0b\x32\x1b.securefl.v1.UnmaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,5 +35,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELDSHARES']._serialized_start=70
   _globals['_HELDSHARES']._serialized_end=136
   _globals['_SECAGGCLIENTSTATE']._serialized_start=139
-  _globals['_SECAGGCLIENTSTATE']._serialized_end=393
+  _globals['_SECAGGCLIENTSTATE']._serialized_end=625
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,9 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from securefl.federation import Federation
 from securefl.integrations.flower import SecureFedAvg
+from securefl.tls import TlsConfig
 from securefl_example.enrolment import enrol_simulated_sites
 from securefl_example.task import Net
 
@@ -17,13 +19,17 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
-    roster = Path(config["securefl-roster"]).expanduser()
-    enrol_simulated_sites(roster.parent, config["securefl-simulated-sites"])  # local simulation only, see enrolment.py
+    enrolment = Path(config["securefl-federation"]).expanduser().parent
+    federation = enrol_simulated_sites(enrolment, config["securefl-simulated-sites"])  # simulation only
 
+    keyholder = config["securefl-keyholder"] or None  # ckks: the key-holder, reached as the aggregator
+    tls = TlsConfig.from_files(enrolment / "aggregator.tls.crt", enrolment / "aggregator.tls.key",
+                               Federation.load(federation).ca_certificate) if keyholder else None
     strategy = SecureFedAvg(
-        config["scheme"],  # securefl: "secagg" (no key-holder) or "ckks" (key-holder below)
-        roster=roster,
-        keyholder=config["securefl-keyholder"] or None,
+        config["scheme"],  # securefl: "secagg" (no key-holder) or "ckks"
+        federation=federation,
+        keyholder=keyholder,
+        tls=tls,
         fraction_train=config["fraction-train"],
         fraction_evaluate=config["fraction-evaluate"],
     )

@@ -3,17 +3,18 @@
 Message API::
 
     from securefl.integrations.flower import SecureFedAvg, securefl_mod
-    strategy = SecureFedAvg(scheme="secagg", roster="roster.json")   # instead of FedAvg(...)
+    strategy = SecureFedAvg("secagg", federation="federation.json")   # instead of FedAvg(...)
     app = ClientApp(mods=[securefl_mod])
 
 Legacy API::
 
-    workflow = DefaultWorkflow(fit_workflow=SecureAggregationWorkflow(scheme="secagg", roster="roster.json"))
+    workflow = DefaultWorkflow(fit_workflow=SecureAggregationWorkflow("secagg", federation="federation.json"))
     app = ClientApp(client_fn=client_fn, mods=[securefl_mod])
 
-Nodes take their identity file and pins from their node config (`node.py`). For HE schemes the
-key-holder stays a separate securefl service (`securefl keyholder serve`) the ServerApp reaches
-over gRPC."""
+Nodes take their identity file and pins (the federation file, the key-holder's fingerprint)
+from their node config (`node.py`). For HE schemes the key-holder stays a separate securefl
+service (`securefl keyholder serve`) the ServerApp reaches over mutual TLS as the federation's
+aggregator."""
 
 from .mod import PlainTrainingRefused, securefl_mod
 from .strategy import SecureFedAvg

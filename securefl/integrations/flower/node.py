@@ -1,10 +1,17 @@
 """What a node takes from its own configuration: its identity file and its pins.
 
 In a deployment they belong in the node config (`flower-supernode --node-config
-"securefl-identity='…' securefl-roster='…'"`): the run config comes from whoever starts the run,
-which may be the aggregator's operator, and a pin chosen by the aggregator protects nothing. A
-local simulation has no per-node config, so there the run config may name them, with
-`{partition-id}` standing for the node's partition (one identity file per simulated node)."""
+"securefl-identity='…' securefl-federation='…'"`): the run config comes from whoever starts the
+run, which may be the aggregator's operator, and a pin chosen by the aggregator protects
+nothing. A local simulation has no per-node config, so there the run config may name them, with
+`{partition-id}` standing for the node's partition (one identity file per simulated node). The
+identity file is encrypted; its passphrase comes from SECUREFL_IDENTITY_PASSPHRASE, as for
+every securefl party.
+
+The opened identity and the parsed federation file are kept in this process between messages
+(a simulation runs many messages in one worker process; opening an identity costs a key
+derivation): the identity key is in this process's memory while it handles messages anyway,
+and it never enters Flower's context."""
 
 from __future__ import annotations
 
@@ -13,14 +20,16 @@ from pathlib import Path
 from flwr.app import Context
 
 from ...errors import InvalidInput
-from ...identity import Identity, Roster
+from ...federation import Federation
+from ...identity import Identity
 from ...schemes import ClientPins
 
 IDENTITY = "securefl-identity"
-ROSTER = "securefl-roster"
+FEDERATION = "securefl-federation"
 KEYHOLDER_FINGERPRINT = "securefl-keyholder-fingerprint"
 ALLOW_PLAIN = "securefl-allow-plain"  # true: accept the unprotected plain scheme (measurements only)
-_NODE_CONFIG_HINT = "flower-supernode --node-config \"{key}='…'\" (or the run config of a local simulation)"
+_HINT = "flower-supernode --node-config \"{key}='…'\" (or the run config of a local simulation)"
+_opened: dict[tuple[Path, int], Identity | Federation] = {}
 
 
 def _raw(context: Context, key: str) -> object:
@@ -30,48 +39,46 @@ def _raw(context: Context, key: str) -> object:
     return None
 
 
-def _setting(context: Context, key: str) -> str | None:
+def _path(context: Context, key: str, what: str) -> Path:
     value = _raw(context, key)
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"{key} must be a string, got {type(value).__name__}")
-    return value.replace("{partition-id}", str(context.node_config.get("partition-id", ""))) if value else None
-
-
-def _path(context: Context, key: str, what: str) -> Path | None:
-    value = _setting(context, key)
     if value is None:
-        return None
-    path = Path(value).expanduser()
+        raise InvalidInput(f"securefl_mod needs {what}: set {key} with " + _HINT.format(key=key))
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string, got {type(value).__name__}")
+    path = Path(value.replace("{partition-id}", str(context.node_config.get("partition-id", "")))).expanduser()
     if not path.is_file():
         raise InvalidInput(f"{key} names {path}, which is not a file ({what})")
     return path
 
 
+def _opened_once(path: Path, load):  # noqa: ANN001, ANN202
+    key = (path.resolve(), path.stat().st_mtime_ns)
+    if key not in _opened:
+        _opened[key] = load(path)
+    return _opened[key]
+
+
 def identity(context: Context) -> Identity:
-    path = _path(context, IDENTITY, "this site's *.identity.json from `securefl enrol`")
-    if path is None:
-        raise InvalidInput(f"securefl_mod needs this node's identity file: set {IDENTITY} with "
-                           + _NODE_CONFIG_HINT.format(key=IDENTITY))
-    return Identity.load(path)
+    return _opened_once(_path(context, IDENTITY, "this site's identity file (securefl enrol)"), Identity.load)
 
 
 def pins(context: Context) -> ClientPins:
-    """The pins this node has; the scheme refuses a session a needed pin is missing for, and
-    `missing_pin_hint` says which setting provides it."""
-    roster = _path(context, ROSTER, "the roster.json of enrolled sites")
-    fingerprint = _setting(context, KEYHOLDER_FINGERPRINT)
+    """What this node pins: the federation file (roster, security parameters), the key-holder's
+    fingerprint for HE schemes (the scheme refuses a session it is missing for), and whether it
+    accepts the plain scheme."""
+    federation = _opened_once(_path(context, FEDERATION, "the federation file it pins (federation.json)"),
+                              Federation.load)
+    fingerprint = _raw(context, KEYHOLDER_FINGERPRINT)
     try:
-        pin = bytes.fromhex(fingerprint) if fingerprint is not None else None
+        pin = bytes.fromhex(fingerprint) if isinstance(fingerprint, str) else None
     except ValueError:
         raise InvalidInput(f"{KEYHOLDER_FINGERPRINT} must be hex (printed by `securefl keyholder serve`)") from None
-    return ClientPins(keyholder_fingerprint=pin, roster=Roster.load(roster) if roster else None,
+    return ClientPins(federation=federation, keyholder_fingerprint=pin,
                       allow_plain=_raw(context, ALLOW_PLAIN) in (True, "true"))
 
 
 def missing_pin_hint(pinned: ClientPins) -> str:
-    """How to give this node the pins it lacks, for an error message."""
-    missing = [key for key, value in ((ROSTER, pinned.roster), (KEYHOLDER_FINGERPRINT, pinned.keyholder_fingerprint))
-               if value is None]
-    if not missing:
-        return ""
-    return "; set " + " and ".join(_NODE_CONFIG_HINT.format(key=key) for key in missing)
+    """How to give this node the pin it lacks, for an error message."""
+    if pinned.keyholder_fingerprint is None:
+        return "; set " + _HINT.format(key=KEYHOLDER_FINGERPRINT)
+    return ""

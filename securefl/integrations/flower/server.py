@@ -29,13 +29,14 @@ from flwr.serverapp import Grid
 
 from ...errors import InvalidInput, SecureFLError
 from ...he.aggregation import Decryptor
-from ...identity import Roster
-from ...masking.server import SecAggSettings
+from ...federation import Federation
+from ...pki import KEYHOLDER
 from ...rounds.engine import RoundEngine
 from ...rounds.scheme import DONE, SUBMIT, RoundConfig, Stage
 from ...rounds.store import VolatileRoundStore
 from ...schemes import ServerOptions, server_scheme, session_of
 from ...tensors import ModelSpec, unflatten
+from ...tls import TlsConfig
 from . import wire
 from .updates import Average
 
@@ -55,22 +56,29 @@ class SecureRounds:
     """The scheme's server half, the session nodes check against their pins, and which enrolled
     site each node proved to be."""
 
-    def __init__(self, scheme: str, *, roster: Roster | str | Path, keyholder: str | Decryptor | None = None,
-                 min_clients: int = 2, timeout: float = 600.0, secagg: SecAggSettings | None = None) -> None:
-        """`timeout`: how long a node has for each message of a round, its training included; a
-        node silent for longer counts as dropped (the HE round's deadline, SecAgg+'s stage
-        deadline unless `secagg` sets its own)."""
+    def __init__(self, scheme: str, *, federation: Federation | str | Path, keyholder: str | Decryptor | None = None,
+                 tls: TlsConfig | None = None, insecure: bool = False, min_clients: int | None = None,
+                 timeout: float = 600.0) -> None:
+        """`federation`: the federation file (roster and security parameters, as the nodes pin
+        it); `keyholder`: for HE schemes, the key-holder's address, reached over mutual TLS with
+        `tls`, the aggregator's TLS material of the federation (the ServerApp is the federation's
+        aggregator), or any `Decryptor`; `min_clients`: the quorum (default: the federation's
+        `min_participants`); `timeout`: how long a node has for each message of a round, its
+        training included; a node silent for longer counts as dropped (the HE round's deadline,
+        SecAgg+'s stage deadline)."""
         if timeout <= 0:
             raise InvalidInput("timeout must be positive: it is how silent nodes are told from slow ones")
-        self.roster = roster if isinstance(roster, Roster) else Roster.load(Path(roster).expanduser())
+        self.federation = federation if isinstance(federation, Federation) else Federation.load(
+            Path(federation).expanduser())
+        self.roster = self.federation.roster
         if isinstance(keyholder, str):
             from ...services.keyholder_client import KeyHolderClient  # the key-holder is a gRPC service
 
-            keyholder = KeyHolderClient(keyholder)
-        self.protection = server_scheme(scheme, ServerOptions(
-            self.roster, min_clients, keyholder, secagg or SecAggSettings(stage_timeout=timeout)))
+            keyholder = KeyHolderClient(keyholder, tls, server=self.federation.party(KEYHOLDER), insecure=insecure)
+        quorum = min_clients or self.federation.security.min_participants
+        self.protection = server_scheme(scheme, ServerOptions(self.federation, quorum, keyholder, timeout))
         self.session = session_of(self.protection, self.roster).SerializeToString()
-        self.config = RoundConfig(min_clients, 0, timeout).validate()
+        self.config = RoundConfig(quorum, 0, timeout).validate()
         self.clients: dict[int, str] = {}  # node id -> enrolled client id, proven by its hello
 
     @property
@@ -153,8 +161,9 @@ class _GridRound:
         self.stages_seen: set[str] = set()
 
     def run(self) -> Outcome:
-        self.engine.open_round(self.round_id, None)
-        round_ = self.engine.get(self.round_id)
+        round_ = self.engine.open_round(self.round_id, None)
+        for client_id in self.nodes.values():  # the identified nodes, and they alone, take part
+            self.engine.join(client_id, self.round_id)
         try:
             while not round_.ended:
                 self.engine.tick()

@@ -1,6 +1,6 @@
 """`SecureFedAvg`: Flower's Message API FedAvg with securefl's secure aggregation.
 
-    strategy = SecureFedAvg(scheme="secagg", roster="enrolment/roster.json", fraction_evaluate=0.5)
+    strategy = SecureFedAvg("secagg", federation="enrolment/federation.json", fraction_evaluate=0.5)
     result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
 
 It takes FedAvg's own arguments and returns FedAvg's `Result`. Sampling, the train messages'
@@ -22,8 +22,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from ...he.aggregation import Decryptor
-from ...identity import Roster
-from ...masking.server import SecAggSettings
+from ...federation import Federation
+from ...tls import TlsConfig
 from .server import Outcome, SecureRounds
 from .wire import MESSAGE_LAYOUT
 
@@ -31,19 +31,18 @@ log = logging.getLogger("flwr")
 
 
 class SecureFedAvg(FedAvg):
-    def __init__(self, scheme: str = "secagg", *, roster: Roster | str | Path, keyholder: str | Decryptor | None = None,
-                 min_clients: int | None = None, timeout: float = 600.0, secagg: SecAggSettings | None = None,
-                 **fedavg: object) -> None:
+    def __init__(self, scheme: str = "secagg", *, federation: Federation | str | Path,
+                 keyholder: str | Decryptor | None = None, tls: TlsConfig | None = None, insecure: bool = False,
+                 min_clients: int | None = None, timeout: float = 600.0, **fedavg: object) -> None:
         """`scheme`: "secagg" (pairwise masking, no key-holder), "ckks" or another securefl
-        scheme; `roster`: the enrolled sites' public keys (`securefl enrol`); `keyholder`: the
-        key-holder's address for HE schemes; `min_clients`: the quorum below which nothing is
-        revealed (default: `min_train_nodes`, at least 2); `timeout`: seconds a node has for each
-        message of a round, training included, before it counts as dropped. Everything else
-        goes to FedAvg."""
+        scheme; `federation`: the federation file the nodes pin (`securefl enrol`); `keyholder`
+        (HE schemes): the key-holder's address, reached over mutual TLS with the aggregator's
+        `tls` material; `min_clients`: the quorum below which nothing is revealed (default: the
+        federation's `min_participants`); `timeout`: seconds a node has for each message of a
+        round, training included, before it counts as dropped. Everything else goes to FedAvg."""
         super().__init__(**fedavg)  # type: ignore[arg-type]
-        quorum = min_clients if min_clients is not None else max(2, self.min_train_nodes)
-        self.secure = SecureRounds(scheme, roster=roster, keyholder=keyholder, min_clients=quorum, timeout=timeout,
-                                   secagg=secagg)
+        self.secure = SecureRounds(scheme, federation=federation, keyholder=keyholder, tls=tls, insecure=insecure,
+                                   min_clients=min_clients, timeout=timeout)
         self._outcomes: dict[int, Outcome | None] = {}
 
     def summary(self) -> None:

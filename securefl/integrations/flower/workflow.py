@@ -1,6 +1,6 @@
 """`SecureAggregationWorkflow`: securefl where Flower's legacy API takes `SecAggPlusWorkflow`.
 
-    workflow = DefaultWorkflow(fit_workflow=SecureAggregationWorkflow(scheme="secagg", roster=...))
+    workflow = DefaultWorkflow(fit_workflow=SecureAggregationWorkflow("secagg", federation="federation.json"))
 
 As SecAgg+ does, it asks the strategy to `configure_fit`, runs the secure round with the
 sampled nodes (`server.SecureRounds`, the nodes running `securefl_mod`), and hands the revealed
@@ -21,8 +21,8 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid
 
 from ...he.aggregation import Decryptor
-from ...identity import Roster
-from ...masking.server import SecAggSettings
+from ...federation import Federation
+from ...tls import TlsConfig
 from .server import SecureRounds
 from .wire import LEGACY_LAYOUT
 
@@ -31,11 +31,12 @@ LEGACY_WEIGHT_KEY = "num_examples"
 
 
 class SecureAggregationWorkflow:
-    def __init__(self, scheme: str = "secagg", *, roster: Roster | str | Path, keyholder: str | Decryptor | None = None,
-                 min_clients: int = 2, timeout: float = 600.0, secagg: SecAggSettings | None = None) -> None:
+    def __init__(self, scheme: str = "secagg", *, federation: Federation | str | Path,
+                 keyholder: str | Decryptor | None = None, tls: TlsConfig | None = None, insecure: bool = False,
+                 min_clients: int | None = None, timeout: float = 600.0) -> None:
         """The arguments of `SecureFedAvg` without FedAvg's: the strategy is the LegacyContext's."""
-        self.secure = SecureRounds(scheme, roster=roster, keyholder=keyholder, min_clients=min_clients,
-                                   timeout=timeout, secagg=secagg)
+        self.secure = SecureRounds(scheme, federation=federation, keyholder=keyholder, tls=tls, insecure=insecure,
+                                   min_clients=min_clients, timeout=timeout)
 
     def __call__(self, grid: Grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
