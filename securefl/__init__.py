@@ -9,7 +9,8 @@
 
 from .client import Client, RoundStats, connect
 from .errors import (
-    DuplicateSubmission, InvalidInput, LengthMismatch, MalformedCiphertext, PayloadTooLarge, PermissionDenied,
+    DuplicateSubmission, InvalidInput, LengthMismatch, LimitExceeded, MalformedCiphertext, PayloadTooLarge,
+    PermissionDenied,
     PolicyViolation, ProtocolViolation, QuorumTimeout, RoundClosed, RoundExists, RoundFailed, SecureFLError,
     ServiceUnavailable, SpecMismatch, Unauthenticated, UnknownClient, UnknownRound, VerificationFailed,
 )
@@ -23,5 +24,5 @@ __all__ = [
     "SecurityParameters", "TlsConfig", "Unauthenticated", "PermissionDenied",
     "SecureFLError", "InvalidInput", "MalformedCiphertext", "LengthMismatch", "PayloadTooLarge", "UnknownClient",
     "VerificationFailed", "PolicyViolation", "UnknownRound", "RoundClosed", "RoundExists", "SpecMismatch",
-    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ProtocolViolation", "ServiceUnavailable",
+    "DuplicateSubmission", "QuorumTimeout", "RoundFailed", "ProtocolViolation", "ServiceUnavailable", "LimitExceeded",
 ]

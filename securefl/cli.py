@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -14,12 +12,21 @@ from rich.console import Console
 
 from typer.core import TyperGroup
 
+from .cli_support import (
+    CONFIG_OPTION, INPUT_DIR, INPUT_FILE, PORT, PRINT_CONFIG_OPTION, READY_FILE_OPTION, VERBOSE_OPTION, fail, serve,
+    setting, settings_from,
+)
 from .errors import InvalidInput, SecureFLError
-from .he.presets import DEFAULT_PRESET, PRESETS
 from .keyfiles import IDENTITY_PASSPHRASE_ENV
+from .pki import ROLES
 from .schemes import CKKS, PLAIN, SECAGG
+from .services.settings import (
+    AggregatorSettings, KeyHolderSettings, LogFormat, LogLevel, PresetName, PsiSettings, SchemeName,
+)
 
-app = typer.Typer(help="securefl: secure aggregation for federated learning.", no_args_is_help=True)
+app = typer.Typer(help="securefl: secure aggregation for federated learning. Exit codes: 0 done (a service: drained "
+                  "after SIGTERM), 1 failed, 2 bad usage, configuration or file, 3 a key could not be opened, "
+                  "4 unavailable (a port, a peer).", no_args_is_help=True)
 keyholder_app = typer.Typer(help="The key-holder: holds the CKKS secret key, decrypts only aggregates.", no_args_is_help=True)
 aggregator_app = typer.Typer(help="The untrusted aggregator: sums protected updates.", no_args_is_help=True)
 app.add_typer(keyholder_app, name="keyholder")
@@ -44,192 +51,145 @@ enrol_app = typer.Typer(cls=_DefaultCommandGroup, no_args_is_help=True, help=(
 app.add_typer(enrol_app, name="enrol")
 console = Console(stderr=True)
 
-PASSPHRASE_ENV = "SECUREFL_KEY_PASSPHRASE"
-FEDERATION_HELP = "federation.json: the roster, the pinned keys, the CA and the security parameters."
+Role = Enum("Role", {role: role for role in ROLES}, type=str)
+
 TLS_CERT_HELP = "This party's TLS certificate (PEM)."
 TLS_KEY_HELP = f"Its TLS private key (PEM, 0600; if encrypted, the passphrase comes from ${IDENTITY_PASSPHRASE_ENV})."
-TLS_CA_HELP = "CA certificate(s) to trust (PEM); default: the federation file's CA."
-INSECURE_HELP = "Plaintext gRPC, no TLS: anyone on the network reads and forges the traffic. For measurement only."
 
 
-def _tls(cert: Optional[Path], key: Optional[Path], ca: Optional[Path], insecure: bool,
-         federation_ca: bytes | None = None):
-    """The TLS material of the flags, or None with --insecure (never both, never neither)."""
+def _client_tls(cert: Optional[Path], key: Optional[Path], ca: Optional[Path]):
+    """TLS material of a client command: all three files are required."""
     from .tls import TlsConfig
 
-    if insecure:
-        if cert or key or ca:
-            raise InvalidInput("--insecure and --tls-* exclude each other")
-        return None
-    if not (cert and key):
-        raise InvalidInput("mutual TLS needs --tls-cert and --tls-key (or pass --insecure explicitly)")
-    if ca is None and federation_ca is None:
-        raise InvalidInput("give the CA to trust with --tls-ca")
-    return TlsConfig.from_files(cert, key, ca if ca is not None else federation_ca)
-
-
-def _serve_until_signal(running, ready_file: Optional[Path]) -> None:
-    """Announce the bound port, then serve until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if ready_file is not None:
-        _announce_port(ready_file, running.port)
-    console.print(f"listening on port {running.port}")
-    stop.wait()
-    running.stop()
-
-
-def _announce_port(ready_file: Path, port: int) -> None:
-    partial = ready_file.with_suffix(".partial")
-    partial.write_text(str(port))
-    partial.rename(ready_file)  # atomic: readers never see a half-written port
-
-
-def _fail(exc: SecureFLError) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2)
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not (cert and key and ca):
+        raise InvalidInput("mutual TLS needs --tls-cert, --tls-key and --tls-ca")
+    return TlsConfig.from_files(cert, key, ca)
 
 
 @keyholder_app.command("serve")
 def keyholder_serve(
-    federation: Path = typer.Option(..., help=FEDERATION_HELP),
-    min_clients: Optional[int] = typer.Option(None, help="Decrypt only sums of at least this many distinct signed contributions (default: the federation's min_participants)."),
-    key_file: Optional[Path] = typer.Option(None, help=f"Encrypted key file (created if absent; passphrase from ${PASSPHRASE_ENV}). Keys stay in memory if omitted."),
-    preset: str = typer.Option(DEFAULT_PRESET, help=f"CKKS preset for new keys: {', '.join(PRESETS)}."),
-    db: Path = typer.Option(Path("keyholder.db"), help="SQLite store: decrypted rounds and the audit log."),
-    host: str = "127.0.0.1",
-    port: int = 7001,
-    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
-    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help=TLS_CA_HELP),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
-    verbose: bool = typer.Option(True, help="Log decisions to stderr."),
+    ctx: typer.Context,
+    config: Optional[Path] = CONFIG_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
+    federation: Optional[Path] = setting(KeyHolderSettings, "federation", **INPUT_FILE),
+    min_clients: Optional[int] = setting(KeyHolderSettings, "min_clients", min=1),
+    key_file: Optional[Path] = setting(KeyHolderSettings, "key_file", dir_okay=False),
+    preset: Optional[PresetName] = setting(KeyHolderSettings, "preset"),
+    db: Optional[Path] = setting(KeyHolderSettings, "db", dir_okay=False),
+    host: Optional[str] = setting(KeyHolderSettings, "host"),
+    port: Optional[int] = setting(KeyHolderSettings, "port", **PORT),
+    tls_cert: Optional[Path] = setting(KeyHolderSettings, "tls_cert", **INPUT_FILE),
+    tls_key: Optional[Path] = setting(KeyHolderSettings, "tls_key", **INPUT_FILE),
+    tls_ca: Optional[Path] = setting(KeyHolderSettings, "tls_ca", **INPUT_FILE),
+    insecure: Optional[bool] = setting(KeyHolderSettings, "insecure", "--insecure"),
+    metrics_host: Optional[str] = setting(KeyHolderSettings, "metrics_host"),
+    metrics_port: Optional[int] = setting(KeyHolderSettings, "metrics_port", **PORT),
+    log_level: Optional[LogLevel] = setting(KeyHolderSettings, "log_level"),
+    log_format: Optional[LogFormat] = setting(KeyHolderSettings, "log_format"),
+    shutdown_grace: Optional[float] = setting(KeyHolderSettings, "shutdown_grace", min=0),
+    ready_file: Optional[Path] = READY_FILE_OPTION,
+    verbose: Optional[bool] = VERBOSE_OPTION,
 ) -> None:
-    """Serve the key-holder (mutual TLS; Decrypt answers only the aggregator's certificate)."""
-    from .federation import Federation
-    from .services.launch import load_or_create_secret, serve_keyholder
+    """Serve the key-holder (mutual TLS; Decrypt answers only the aggregator's certificate).
+    Settings: --config FILE, then $SECUREFL_KEYHOLDER_<SETTING>, then these flags."""
+    from .services.launch import serve_keyholder
 
-    _logging(verbose)
-    try:
-        pins = Federation.load(federation)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure, pins.ca_certificate)
-        secret = load_or_create_secret(key_file, os.environ.get(PASSPHRASE_ENV), preset)
-        running = serve_keyholder(federation=pins, secret=secret, min_clients=min_clients, db=db, host=host, port=port,
-                                  tls=tls, insecure=insecure)
-    except SecureFLError as exc:
-        _fail(exc)
-    console.print(f"key-holder context fingerprint (clients pin this): {secret.fingerprint.hex()}")
-    _serve_until_signal(running, ready_file)
+    serve(settings_from(ctx, KeyHolderSettings, config, print_config, verbose), serve_keyholder, ready_file)
 
 
 @aggregator_app.command("serve")
 def aggregator_serve(
-    federation: Path = typer.Option(..., help=FEDERATION_HELP),
-    identity: Path = typer.Option(..., help=f"The aggregator's identity file (signs acknowledgements; passphrase from ${IDENTITY_PASSPHRASE_ENV})."),
-    scheme: str = typer.Option(CKKS, help=f"{CKKS} (needs --keyholder), {SECAGG} (pairwise masking) or {PLAIN} (no protection, for measurement)."),
-    keyholder: Optional[str] = typer.Option(None, help="host:port of the key-holder."),
-    min_clients: int = typer.Option(2, help="Default quorum of a round."),
-    expected_clients: int = typer.Option(0, help="Close a round as soon as this many submitted (0: all enrolled)."),
-    round_timeout: float = typer.Option(0.0, help="Seconds from a round's opening to its deadline (0: none)."),
-    db: Path = typer.Option(Path("aggregator.db"), help="SQLite round store."),
-    implicit_rounds: bool = typer.Option(True, help="Open a round on its first submission."),
-    stage_timeout: float = typer.Option(30.0, help=f"{SECAGG}: seconds each stage waits before counting the silent as dropped (its security parameters come from the federation file)."),
-    host: str = "127.0.0.1",
-    port: int = 7000,
-    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
-    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help=TLS_CA_HELP),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
-    verbose: bool = typer.Option(True, help="Log round events to stderr."),
+    ctx: typer.Context,
+    config: Optional[Path] = CONFIG_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
+    federation: Optional[Path] = setting(AggregatorSettings, "federation", **INPUT_FILE),
+    identity: Optional[Path] = setting(AggregatorSettings, "identity", **INPUT_FILE),
+    scheme: Optional[SchemeName] = setting(AggregatorSettings, "scheme"),
+    keyholder: Optional[str] = setting(AggregatorSettings, "keyholder"),
+    min_clients: Optional[int] = setting(AggregatorSettings, "min_clients", min=1),
+    expected_clients: Optional[int] = setting(AggregatorSettings, "expected_clients", min=0),
+    round_timeout: Optional[float] = setting(AggregatorSettings, "round_timeout", min=0),
+    db: Optional[Path] = setting(AggregatorSettings, "db", dir_okay=False),
+    implicit_rounds: Optional[bool] = setting(AggregatorSettings, "implicit_rounds",
+                                              "--implicit-rounds/--no-implicit-rounds"),
+    stage_timeout: Optional[float] = setting(AggregatorSettings, "stage_timeout", min=0),
+    max_open_rounds: Optional[int] = setting(AggregatorSettings, "max_open_rounds", min=1),
+    max_open_rounds_per_site: Optional[int] = setting(AggregatorSettings, "max_open_rounds_per_site", min=1),
+    round_retention: Optional[float] = setting(AggregatorSettings, "round_retention", min=0),
+    max_waits_per_site: Optional[int] = setting(AggregatorSettings, "max_waits_per_site", min=1),
+    max_streams_per_site: Optional[int] = setting(AggregatorSettings, "max_streams_per_site", min=1),
+    host: Optional[str] = setting(AggregatorSettings, "host"),
+    port: Optional[int] = setting(AggregatorSettings, "port", **PORT),
+    tls_cert: Optional[Path] = setting(AggregatorSettings, "tls_cert", **INPUT_FILE),
+    tls_key: Optional[Path] = setting(AggregatorSettings, "tls_key", **INPUT_FILE),
+    tls_ca: Optional[Path] = setting(AggregatorSettings, "tls_ca", **INPUT_FILE),
+    insecure: Optional[bool] = setting(AggregatorSettings, "insecure", "--insecure"),
+    metrics_host: Optional[str] = setting(AggregatorSettings, "metrics_host"),
+    metrics_port: Optional[int] = setting(AggregatorSettings, "metrics_port", **PORT),
+    log_level: Optional[LogLevel] = setting(AggregatorSettings, "log_level"),
+    log_format: Optional[LogFormat] = setting(AggregatorSettings, "log_format"),
+    shutdown_grace: Optional[float] = setting(AggregatorSettings, "shutdown_grace", min=0),
+    ready_file: Optional[Path] = READY_FILE_OPTION,
+    verbose: Optional[bool] = VERBOSE_OPTION,
 ) -> None:
-    """Serve the aggregator (mutual TLS)."""
-    from .federation import Federation
-    from .identity import Identity
-    from .rounds.scheme import RoundConfig
+    """Serve the aggregator (mutual TLS). Settings: --config FILE, then
+    $SECUREFL_AGGREGATOR_<SETTING>, then these flags."""
     from .services.launch import serve_aggregator
 
-    _logging(verbose)
-    try:
-        pins = Federation.load(federation)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure, pins.ca_certificate)
-        signer = Identity.load(identity)
-        defaults = RoundConfig(min_clients, expected_clients or len(pins.roster), round_timeout)
-        running = serve_aggregator(federation=pins, identity=signer, scheme=scheme, defaults=defaults,
-                                   keyholder_address=keyholder, db=db, implicit_rounds=implicit_rounds, host=host,
-                                   port=port, stage_timeout=stage_timeout, tls=tls, insecure=insecure)
-    except SecureFLError as exc:
-        _fail(exc)
-    _serve_until_signal(running, ready_file)
-
-
+    serve(settings_from(ctx, AggregatorSettings, config, print_config, verbose), serve_aggregator, ready_file)
 
 
 @psi_app.command("serve")
 def psi_serve(
-    ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
-    out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
-    peer: str = typer.Option(..., help="The only party served as party B: the securefl id its TLS certificate names."),
-    column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
-    max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set the peer may bring (default: twice this party's)."),
-    session_timeout: float = typer.Option(3600.0, min=1.0, help="Seconds a session may last before it is dropped."),
-    host: str = "127.0.0.1",
-    port: int = 7100,
-    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
-    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) the peer's certificate must chain to (PEM)."),
-    ready_file: Optional[Path] = typer.Option(None, help="Write the bound port here once serving."),
+    ctx: typer.Context,
+    config: Optional[Path] = CONFIG_OPTION,
+    print_config: bool = PRINT_CONFIG_OPTION,
+    ids: Optional[Path] = setting(PsiSettings, "ids", **INPUT_FILE),
+    out: Optional[Path] = setting(PsiSettings, "out", dir_okay=False),
+    peer: Optional[str] = setting(PsiSettings, "peer"),
+    column: Optional[str] = setting(PsiSettings, "column"),
+    max_peer_set: Optional[int] = setting(PsiSettings, "max_peer_set", min=1),
+    session_timeout: Optional[float] = setting(PsiSettings, "session_timeout", min=1.0),
+    host: Optional[str] = setting(PsiSettings, "host"),
+    port: Optional[int] = setting(PsiSettings, "port", **PORT),
+    tls_cert: Optional[Path] = setting(PsiSettings, "tls_cert", **INPUT_FILE),
+    tls_key: Optional[Path] = setting(PsiSettings, "tls_key", **INPUT_FILE),
+    tls_ca: Optional[Path] = setting(PsiSettings, "tls_ca", **INPUT_FILE),
+    log_level: Optional[LogLevel] = setting(PsiSettings, "log_level"),
+    log_format: Optional[LogFormat] = setting(PsiSettings, "log_format"),
+    shutdown_grace: Optional[float] = setting(PsiSettings, "shutdown_grace", min=0),
+    ready_file: Optional[Path] = READY_FILE_OPTION,
 ) -> None:
     """Serve PSI as party A to one authenticated peer (mutual TLS), write the aligned indices
-    after the first completed session, and exit."""
-    from .psi import GroupPool, ServerParty, read_ids, write_indices
-    from .services.psi import PsiService, tls_peer
-    from .services.rpc import start_server
+    after the first completed session, and exit. Settings: --config FILE, then
+    $SECUREFL_PSI_<SETTING>, then these flags."""
+    from .psi import write_indices
+    from .services.launch import serve_psi
 
+    settings = settings_from(ctx, PsiSettings, config, print_config)
     finished = threading.Event()
 
     def record(outcome) -> None:
-        write_indices(out, outcome.indices)
-        console.print(f"intersection of {outcome.cardinality} rows with {peer}'s {outcome.peer_size}; wrote {out}")
+        write_indices(settings.out, outcome.indices)
+        console.print(f"intersection of {outcome.cardinality} rows with {settings.peer}'s {outcome.peer_size}; "
+                      f"wrote {settings.out}")
         finished.set()
 
-    try:
-        own = read_ids(ids, column)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure=False)
-        with GroupPool() as pool:
-            party = ServerParty(own, pool, expected_peer=peer, max_peer_set=max_peer_set, session_timeout=session_timeout)
-            server, bound = start_server(PsiService(party, tls_peer, on_finish=record).register, host, port,
-                                         workers=4, tls=tls)
-            if ready_file is not None:
-                _announce_port(ready_file, bound)
-            console.print(f"PSI party A serving {len(own)} IDs to {peer} on port {bound}")
-            for stop_signal in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(stop_signal, lambda *_: finished.set())
-            finished.wait()
-            server.stop(1).wait()
-    except SecureFLError as exc:
-        _fail(exc)
+    serve(settings, lambda s: serve_psi(s, record), ready_file, finished)
 
 
 @psi_app.command("join")
 def psi_join(
     address: str = typer.Argument(..., help="host:port of party A."),
-    ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column."),
-    out: Path = typer.Option(..., help="Write the aligned row indices here, one per line."),
+    ids: Path = typer.Option(..., help="IDs, one per line, or a CSV with --column.", **INPUT_FILE),
+    out: Path = typer.Option(..., help="Write the aligned row indices here, one per line.", dir_okay=False),
     peer: str = typer.Option(..., help="Party A's securefl id: its TLS certificate must name it."),
     column: Optional[str] = typer.Option(None, help="CSV column holding the IDs."),
     max_peer_set: Optional[int] = typer.Option(None, min=1, help="Largest set party A may bring (default: twice this party's)."),
     cardinality_only: bool = typer.Option(False, help="Learn only the size of the intersection."),
-    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP),
-    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP),
-    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) party A's certificate must chain to (PEM)."),
+    tls_cert: Path = typer.Option(..., help=TLS_CERT_HELP, **INPUT_FILE),
+    tls_key: Path = typer.Option(..., help=TLS_KEY_HELP, **INPUT_FILE),
+    tls_ca: Path = typer.Option(..., help="CA certificate(s) party A's certificate must chain to (PEM).", **INPUT_FILE),
 ) -> None:
     """Join party A's PSI service as party B (mutual TLS) and write the aligned indices."""
     from .pki import SITE, PartyName
@@ -239,13 +199,63 @@ def psi_join(
 
     try:
         own = read_ids(ids, column)
-        tls = _tls(tls_cert, tls_key, tls_ca, insecure=False)
+        tls = _client_tls(tls_cert, tls_key, tls_ca)
         with GroupPool() as pool, channel(address, tls, server=PartyName(SITE, peer)) as psi_channel:
             outcome = join(psi_channel, JoinerParty(own, pool, max_peer_set=max_peer_set), cardinality_only=cardinality_only)
     except SecureFLError as exc:
-        _fail(exc)
+        fail(exc)
     write_indices(out, outcome.indices)
     console.print(f"intersection of {outcome.cardinality} rows with a peer of {outcome.peer_size}; wrote {out}")
+
+
+ServiceRole = Enum("ServiceRole", {role: role for role in ("aggregator", "keyholder")}, type=str)
+
+
+@app.command()
+def health(
+    address: str = typer.Argument(..., help="host:port of the service."),
+    federation: Path = typer.Option(..., help="federation.json: names the service's certificate and gives the CA.",
+                                    **INPUT_FILE),
+    role: ServiceRole = typer.Option("aggregator", help="The service at the address."),
+    service: str = typer.Option("", help="The gRPC service to ask about, e.g. securefl.v1.Aggregator (default: the "
+                                         "whole server)."),
+    tls_cert: Optional[Path] = typer.Option(None, help=TLS_CERT_HELP, **INPUT_FILE),
+    tls_key: Optional[Path] = typer.Option(None, help=TLS_KEY_HELP, **INPUT_FILE),
+    tls_ca: Optional[Path] = typer.Option(None, help="CA certificate(s) to trust (PEM); default: the federation "
+                                                     "file's CA.", **INPUT_FILE),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext, for a service started with --insecure."),
+    timeout: float = typer.Option(5.0, min=0.1, help="Seconds to wait for the answer."),
+) -> None:
+    """Ask a service's standard gRPC health check, over mutual TLS with any certificate of the
+    federation (a supervisor's probe). Prints the status; exit 0 when SERVING, 1 otherwise, 4
+    when the service cannot be reached."""
+    import grpc
+
+    from .errors import ServiceUnavailable
+    from .exitcodes import FAILED, OK
+    from .federation import Federation
+    from .services.health import check
+    from .services.rpc import channel
+    from .tls import TlsConfig
+
+    try:
+        pins = Federation.load(federation)
+        if insecure and (tls_cert or tls_key or tls_ca):
+            raise InvalidInput("--insecure and --tls-* exclude each other")
+        if not insecure and not (tls_cert and tls_key):
+            raise InvalidInput("mutual TLS needs --tls-cert and --tls-key (or --insecure for a plaintext service)")
+        tls = None if insecure else TlsConfig.from_files(tls_cert, tls_key, tls_ca or pins.ca_certificate)
+        with channel(address, tls, server=pins.party(role.value), insecure=insecure) as service_channel:
+            try:
+                status = check(service_channel, service, timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise ServiceUnavailable(f"{address}: {exc.code().name.lower()}: {exc.details()}") from None
+                status = "SERVICE_UNKNOWN"
+    except SecureFLError as exc:
+        fail(exc)
+    typer.echo(status)
+    raise typer.Exit(OK if status == "SERVING" else FAILED)
 
 
 @enrol_app.command("federation")
@@ -276,7 +286,7 @@ def enrol_federation(
             raise InvalidInput(f"{out} already holds a federation; enrol new sites with `enrol request` and `enrol sign`")
         write_federation(out, new, passphrase("the enrolment's private keys", confirm=True))
     except SecureFLError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"wrote the federation CA, {len(new.parties)} parties and {out / 'federation.json'}. Send:")
     for party in new.parties:
         files = ", ".join(path.name for path in party.files(out))
@@ -287,7 +297,7 @@ def enrol_federation(
 @enrol_app.command("request")
 def enrol_request(
     party_id: str = typer.Option(..., "--id", help="This party's id in the federation."),
-    role: str = typer.Option("site", help="site, aggregator, keyholder or operator."),
+    role: Role = typer.Option("site", help="The party's role."),
     out: Path = typer.Option(Path("."), help="Directory for this party's keys and request."),
 ) -> None:
     """At a site: create its keys here (encrypted, 0600) and a request for the federation operator."""
@@ -296,18 +306,18 @@ def enrol_request(
     from .pki import PartyName
 
     try:
-        party = PartyName(role, party_id)
+        party = PartyName(role.value, party_id)
         request = write_request(out, party, passphrase(f"the keys of {party}", confirm=True))
     except SecureFLError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"kept {party_id}.identity.json and {party_id}.tls.key here (encrypted); send {request} to the "
                   "federation operator, who returns your certificate and federation.json")
 
 
 @enrol_app.command("sign")
 def enrol_sign(
-    request: Path = typer.Argument(..., help="A request written by `securefl enrol request`."),
-    directory: Path = typer.Option(Path("enrolment"), "--dir", help="The operator's directory (ca.key, ca.crt, federation.json)."),
+    request: Path = typer.Argument(..., help="A request written by `securefl enrol request`.", **INPUT_FILE),
+    directory: Path = typer.Option(Path("enrolment"), "--dir", help="The operator's directory (ca.key, ca.crt, federation.json).", **INPUT_DIR),
     replace: bool = typer.Option(False, help="Replace the key of a party already enrolled (a lost key); its old certificate is revoked."),
 ) -> None:
     """At the operator: check a request, issue its certificate, enrol its key in federation.json."""
@@ -317,7 +327,7 @@ def enrol_sign(
     try:
         certificate = sign_request(request, directory, passphrase("the CA key"), replace=replace)
     except SecureFLError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"wrote {certificate} and updated {directory / 'federation.json'}: send both to the party, and "
                   "the new federation.json to every party (services reload it at restart)")
 
@@ -325,18 +335,18 @@ def enrol_sign(
 @enrol_app.command("revoke")
 def enrol_revoke(
     party_id: str = typer.Argument(..., help="Id of the party to remove."),
-    role: str = typer.Option("site", help="site or operator."),
-    directory: Path = typer.Option(Path("enrolment"), "--dir", help="The operator's directory."),
+    role: Role = typer.Option("site", help="site or operator (the aggregator and key-holder are replaced, not removed)."),
+    directory: Path = typer.Option(Path("enrolment"), "--dir", help="The operator's directory.", **INPUT_DIR),
 ) -> None:
     """Remove a party from federation.json and revoke its certificate."""
     from .enrolment import revoke
     from .pki import PartyName
 
     try:
-        revoke(directory, PartyName(role, party_id))
+        revoke(directory, PartyName(role.value, party_id))
     except SecureFLError as exc:
-        _fail(exc)
-    console.print(f"removed {role} {party_id}; send the new federation.json to every party and restart the services")
+        fail(exc)
+    console.print(f"removed {role.value} {party_id}; send the new federation.json to every party and restart the services")
 
 
 @app.command()
@@ -396,7 +406,7 @@ def bench(
 
 @app.command()
 def demo(
-    scheme: str = typer.Option(CKKS, help="Protection scheme of the secure run."),
+    scheme: SchemeName = typer.Option(CKKS, help="Protection scheme of the secure run."),
     clients: int = typer.Option(5, min=2, max=20, help="Number of hospitals."),
     rounds: int = typer.Option(10, min=1, max=100, help="Federated rounds."),
     seed: int = typer.Option(0, help="Seed of the data split and model initialisation."),
@@ -406,6 +416,6 @@ def demo(
     from .demo import run_demo
 
     try:
-        run_demo(scheme=scheme, n_clients=clients, rounds=rounds, seed=seed, console=Console())
+        run_demo(scheme=scheme.value, n_clients=clients, rounds=rounds, seed=seed, console=Console())
     except SecureFLError as exc:
-        _fail(exc)
+        fail(exc)

@@ -161,12 +161,23 @@ def read_request(path: Path) -> tuple[PartyName, bytes, x509.CertificateSigningR
     """Check a request: the CSR is signed by its TLS key, and the whole by the identity key."""
     try:
         data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the request: {exc.strerror}") from None
+    except ValueError:
+        raise InvalidInput(f"{path}: not an enrolment request (not JSON)") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: an enrolment request holds a JSON object")
+    fields = ("role", "id", "identity_public_key", "csr", "signature")
+    for field in fields:
+        if not isinstance(data.get(field), str):
+            raise InvalidInput(f"{path}: field '{field}' must be a string")
+    try:
         party = PartyName(data["role"], data["id"])
         identity_key = bytes.fromhex(data["identity_public_key"])
         csr = load_signing_request(data["csr"].encode())
         signature = bytes.fromhex(data["signature"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"{path} is not an enrolment request: {exc}") from None
+    except (InvalidInput, ValueError) as exc:
+        raise InvalidInput(f"{path}: not a valid enrolment request: {exc}") from None
     roster = Roster({party.party_id: identity_key})
     try:
         roster.verify(party.party_id, _request_message(party, identity_key, csr.public_bytes(serialization.Encoding.DER)),

@@ -140,6 +140,13 @@ class RoundExists(SecureFLError):
     status = "ALREADY_EXISTS"
 
 
+class LimitExceeded(SecureFLError):
+    """A caller reached one of the service's limits (open rounds, concurrent streams or waits);
+    it may retry once it has fewer under way."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
 _BY_NAME: dict[str, type[SecureFLError]] = {
     cls.__name__: cls
     for cls in (
@@ -147,6 +154,7 @@ _BY_NAME: dict[str, type[SecureFLError]] = {
         UnknownClient, VerificationFailed, PolicyViolation, UnknownRound, RoundClosed,
         SpecMismatch, DuplicateSubmission, QuorumTimeout, RoundFailed, ProtocolViolation, ServiceUnavailable,
         RoundExists, UnknownSession, Unauthenticated, PermissionDenied, PeerRefused, SessionBusy, StepOutOfOrder,
+        LimitExceeded,
     )
 }
 

@@ -75,9 +75,18 @@ class Identity:
         a prompt when not given. Refuses a file group or others can read."""
         try:
             data = json.loads(read_private(path))
-            client_id, pem = data["client_id"], data["key"].encode()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise InvalidInput(f"{path} is not a securefl identity file") from None
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput(f"{path}: not a securefl identity file (not JSON)") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path}: an identity file holds a JSON object")
+        for field in ("client_id", "key"):
+            if not isinstance(data.get(field), str):
+                raise InvalidInput(f"{path}: field '{field}' must be a string")
+        client_id, pem = data["client_id"], data["key"].encode()
+        try:
+            check_identifier(client_id, "client id")
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: field 'client_id': {exc}") from None
         if b"ENCRYPTED" not in pem:
             raise InvalidInput(f"{path} holds an unencrypted key; identities must be encrypted (securefl enrol)")
         secret = passphrase or ask_passphrase(f"identity {path}")
@@ -87,7 +96,7 @@ class Identity:
             raise VerificationFailed(f"cannot open {path}: wrong passphrase or corrupted file") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(f"{path} does not hold an Ed25519 key")
-        return cls(check_identifier(client_id, "client id"), key)
+        return cls(client_id, key)
 
     def __reduce__(self):
         raise TypeError("identity keys cannot be pickled")

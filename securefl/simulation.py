@@ -52,9 +52,10 @@ class SecAggSettings:
 
 
 class ServiceProcess:
-    """One service in a child process; its port comes back through a ready file. The child
-    arms its own parent-death signal (securefl.lifecycle); `env` adds environment variables,
-    `cwd` is where it runs (default: here)."""
+    """One service in a child process; its port (and its metrics port, if it serves metrics)
+    comes back through a ready file. The child arms its own parent-death signal
+    (securefl.lifecycle); `env` adds environment variables, `cwd` is where it runs (default:
+    here)."""
 
     def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
@@ -65,6 +66,7 @@ class ServiceProcess:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.metrics_port: int | None = None
 
     def start(self) -> int:
         ready = self.workdir / f"{self.name}.ready"
@@ -83,7 +85,10 @@ class ServiceProcess:
                 tail = (self.workdir / f"{self.name}.log").read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(f"{self.name} did not start:\n{tail}")
             time.sleep(0.02)
-        self.port = int(ready.read_text())
+        first, *rest = ready.read_text().splitlines()
+        self.port = int(first)
+        extra = dict(line.split("=", 1) for line in rest)
+        self.metrics_port = int(extra["metrics_port"]) if "metrics_port" in extra else None
         return self.port
 
     @property
@@ -91,18 +96,21 @@ class ServiceProcess:
         assert self.process is not None
         return self.process.pid
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the service drains), then SIGKILL after `timeout` seconds; the exit code."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode if self.process is not None else None
 
 
 def start_keyholder(workdir: Path, enrolment: NewFederation, min_clients: int, env: dict[str, str], *,
-                    insecure: bool = False, preset: str | None = None) -> tuple[ServiceProcess, str, bytes]:
+                    insecure: bool = False, preset: str | None = None,
+                    service_args: Sequence[str] = ()) -> tuple[ServiceProcess, str, bytes]:
     """The key-holder of `enrolment` as a service in a child process, from its files in `workdir`
     (`federation.json`, its identity and TLS files; `env` holds their passphrase): the process,
     its address, and the fingerprint sites pin, read here with an operator's credentials (the
@@ -112,7 +120,7 @@ def start_keyholder(workdir: Path, enrolment: NewFederation, min_clients: int, e
     process = ServiceProcess("keyholder", [
         "keyholder", "serve", "--port", "0", "--federation", str(workdir / FEDERATION_FILE), *transport,
         "--min-clients", str(min_clients), "--db", str(workdir / "keyholder.db"),
-        *(["--preset", preset] if preset else []),
+        *(["--preset", preset] if preset else []), *service_args,
     ], workdir, env)
     address = f"127.0.0.1:{process.start()}"
     operator = next(p for p in enrolment.parties if p.name.role == OPERATOR)
@@ -130,12 +138,15 @@ class LocalFederation:
     Defaults: every enrolled client is expected and required (`min_clients = n_clients`), no
     deadline. With `round_timeout`, a round also closes at its deadline once `min_clients`
     contributed, and fails with QuorumTimeout otherwise. `insecure=True` runs plaintext gRPC
-    (for measuring what TLS costs, or showing what it hides)."""
+    (for measuring what TLS costs, or showing what it hides). `metrics=True` serves each
+    service's Prometheus metrics on a free local port (`ServiceProcess.metrics_port`);
+    `service_args` are passed to both services (e.g. `--log-format json`)."""
 
     def __init__(self, n_clients: int, scheme: str = CKKS, min_clients: int | None = None,
                  round_timeout: float | None = None, expected_clients: int | None = None,
                  workdir: str | Path | None = None, preset: str | None = None, implicit_rounds: bool = True,
-                 secagg: SecAggSettings | None = None, insecure: bool = False) -> None:
+                 secagg: SecAggSettings | None = None, insecure: bool = False, metrics: bool = False,
+                 service_args: Sequence[str] = ()) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
         if n_clients < 1:
@@ -148,6 +159,7 @@ class LocalFederation:
         self.preset = preset
         self.implicit_rounds = implicit_rounds
         self.insecure = insecure
+        self.service_args = [*service_args, *(["--metrics-port", "0"] if metrics else [])]
         self.secagg = secagg or SecAggSettings(stage_timeout=round_timeout or SecAggSettings.stage_timeout)
         self._workdir_arg = workdir
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -215,7 +227,8 @@ class LocalFederation:
         if self.scheme == CKKS:
             assert self.enrolment is not None
             self.keyholder, address, self.keyholder_fingerprint = start_keyholder(
-                self.workdir, self.enrolment, self.min_clients, env, insecure=self.insecure, preset=self.preset)
+                self.workdir, self.enrolment, self.min_clients, env, insecure=self.insecure, preset=self.preset,
+                service_args=self.service_args)
             keyholder_args = ["--keyholder", address]
         self.aggregator = ServiceProcess("aggregator", [
             "aggregator", "serve", "--port", "0", *federation_args, *self._transport_args("aggregator"),
@@ -223,7 +236,7 @@ class LocalFederation:
             "--min-clients", str(self.min_clients), "--expected-clients", str(self.expected_clients),
             "--round-timeout", str(self.round_timeout), "--db", str(self.workdir / "aggregator.db"),
             "--implicit-rounds" if self.implicit_rounds else "--no-implicit-rounds", *keyholder_args,
-            "--stage-timeout", str(self.secagg.stage_timeout),
+            "--stage-timeout", str(self.secagg.stage_timeout), *self.service_args,
         ], self.workdir, env)
         self.aggregator.start()
         self.clients = [self.connect(identity) for identity in self.identities]

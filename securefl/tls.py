@@ -43,6 +43,8 @@ class TlsConfig:
             ca_pem = ca if isinstance(ca, bytes) else Path(ca).read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}") from None
+        load_certificates(certificate_pem, str(certificate))
+        load_certificates(ca_pem, "the federation file's CA" if isinstance(ca, bytes) else str(ca))
         key_pem = read_private(key)
         if b"ENCRYPTED" in key_pem:
             secret = passphrase or ask_passphrase(f"TLS key {key}")
@@ -50,8 +52,12 @@ class TlsConfig:
                 private = serialization.load_pem_private_key(key_pem, password=secret.encode())
             except (ValueError, TypeError):
                 raise VerificationFailed(f"cannot open {key}: wrong passphrase or corrupted file") from None
-            key_pem = unencrypted_pem(private)
-        return cls(certificate_pem, key_pem, ca_pem, server_name)
+        else:
+            try:
+                private = serialization.load_pem_private_key(key_pem, password=None)
+            except (ValueError, TypeError):
+                raise InvalidInput(f"{key}: not a PEM private key") from None
+        return cls(certificate_pem, unencrypted_pem(private), ca_pem, server_name)
 
     @classmethod
     def of(cls, certificate, key: ec.EllipticCurvePrivateKey, ca) -> TlsConfig:

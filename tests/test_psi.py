@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 from securefl.enrolment import ephemeral_credentials
 from securefl.errors import InvalidInput, PayloadTooLarge, PeerRefused, ServiceUnavailable
+from securefl.exitcodes import FAILED
 from securefl.pki import SITE, PartyName
 from securefl.psi import GroupPool, JoinerParty, ServerParty, encode_ids, read_ids
 from securefl.psi.group import hash_and_blind, new_scalar
@@ -514,7 +515,7 @@ def start_psi_serve(tmp_path, enrolment) -> tuple[subprocess.Popen, str]:
         if (tmp_path / "ready").exists() or serve.poll() is not None:
             break
         time.sleep(0.1)
-    return serve, (tmp_path / "ready").read_text()
+    return serve, (tmp_path / "ready").read_text().splitlines()[0]
 
 
 def psi_join_command(tmp_path, port: str, enrolment, site: str, out: str) -> subprocess.CompletedProcess:
@@ -530,7 +531,7 @@ def test_psi_serve_refuses_a_stranger_then_writes_indices_for_its_peer(tmp_path,
     serve, port = start_psi_serve(tmp_path, enrolment)
     try:
         stranger = psi_join_command(tmp_path, port, enrolment, "mallory", "m.idx")
-        assert stranger.returncode == 2 and "not the peer" in stranger.stderr and "Traceback" not in stranger.stderr
+        assert stranger.returncode == FAILED and "not the peer" in stranger.stderr and "Traceback" not in stranger.stderr
         assert not (tmp_path / "a.idx").exists() and serve.poll() is None
         joined = psi_join_command(tmp_path, port, enrolment, "insurer", "b.idx")
         assert joined.returncode == 0, joined.stderr

@@ -98,6 +98,10 @@ class RoundStore:
         rows = self._db.execute("SELECT * FROM rounds ORDER BY seq")
         return [RoundRecord(*row) for row in rows]
 
+    def round(self, round_id: str) -> RoundRecord | None:
+        rows = self._db.execute("SELECT * FROM rounds WHERE round_id = ?", (round_id,))
+        return RoundRecord(*rows[0]) if rows else None
+
     def create_round(self, record: RoundRecord) -> None:
         self._db.execute(
             "INSERT INTO rounds (round_id, seq, state, min_clients, expected_clients, timeout_seconds, opened_at)"

@@ -1,1 +1,2 @@
-"""gRPC services: aggregator, key-holder, and their round and audit stores."""
+"""gRPC transport: the aggregator, key-holder and PSI services, their settings, health service,
+per-caller caps and Prometheus metrics, and how they are started and drained (`launch`)."""

@@ -9,16 +9,22 @@ Who may call what: sites (certificates of role `site`, enrolled and not revoked)
 submit, follow stages and fetch results, always as themselves and only about rounds they take
 part in; operators open rounds and read any round's state; nobody else gets an answer. On a
 plaintext server (`--insecure`, logged as a warning) nobody is authenticated, and the ids the
-requests carry are taken as given."""
+requests carry are taken as given.
+
+Limits about connections live here (those about rounds live in the engine): each site holds at
+most `CallCaps` long-poll calls (stage and result waits) and submission streams at once, counted
+after it is authenticated, so no party can take every server thread. While the engine drains
+for a shutdown, result waits end with UNAVAILABLE (clients ask again after the restart)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
 import grpc
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, SecureFLError, ServiceUnavailable
 from ..federation import Federation
 from ..identity import Identity, ack_message
 from ..pki import OPERATOR, SITE
@@ -26,6 +32,7 @@ from ..rounds.chunks import float64_chunks
 from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+from .caps import CallCaps
 from .rpc import authorize, translate_errors
 
 log = logging.getLogger(__name__)
@@ -35,13 +42,16 @@ STAGE_POLL_SECONDS = 10.0  # a stage long-poll returns "nothing yet" after this,
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
     def __init__(self, engine: RoundEngine, federation: Federation, session: aggregator_pb2.Session,
-                 signer: Identity) -> None:
+                 signer: Identity, max_waits: int = 4, max_streams: int = 2) -> None:
         """`signer` is the aggregator's long-term identity, pinned by clients in federation.json:
-        its signature on an acknowledgement is what a client can hold against it."""
+        its signature on an acknowledgement is what a client can hold against it. `max_waits`
+        and `max_streams`: concurrent long polls and submission streams per site."""
         self._engine = engine
         self._federation = federation
         self._session = session
         self._signer = signer
+        self._waits = CallCaps(max_waits, "long-poll calls (stage or result waits)")
+        self._streams = CallCaps(max_streams, "submission streams")
 
     def register(self, server: grpc.Server) -> None:
         aggregator_pb2_grpc.add_AggregatorServicer_to_server(self, server)
@@ -58,6 +68,16 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         """The calling site's id; None for an operator (or anyone, on a plaintext server)."""
         peer = authorize(context, self._federation, (SITE, OPERATOR), action=action)
         return peer.party.party_id if peer is not None and peer.party.role == SITE else None
+
+    @contextlib.contextmanager
+    def _refusal_counted(self) -> Iterator[None]:
+        """Report a submission this transport refuses before the engine sees it (the engine
+        reports its own refusals)."""
+        try:
+            yield
+        except SecureFLError as refusal:
+            self._engine.metrics.submission_refused(type(refusal).__name__)
+            raise
 
     # -- RPCs ----------------------------------------------------------------------------
 
@@ -90,14 +110,17 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
 
     @translate_errors
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
-        self._site(context, "", "submit")  # before reading anything
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise InvalidInput("a submission starts with its header")
-        receipt = first.header.receipt
-        # The TLS peer and the signed receipt must name the same site.
-        self._site(context, receipt.client_id or "-", f"submit for {receipt.client_id!r:.70}")
-        round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
+        with contextlib.ExitStack() as held:
+            with self._refusal_counted():
+                caller = self._site(context, "", "submit")  # before reading anything
+                held.enter_context(self._streams.hold(caller or context.peer()))
+                first = next(request_iterator, None)
+                if first is None or not first.HasField("header"):
+                    raise InvalidInput("a submission starts with its header")
+                receipt = first.header.receipt
+                # The TLS peer and the signed receipt must name the same site.
+                self._site(context, receipt.client_id or "-", f"submit for {receipt.client_id!r:.70}")
+            round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator))
         return aggregator_pb2.SubmitAck(
             round_id=round_.round_id, client_id=receipt.client_id, contributors=contributors,
             aggregator_key=self._signer.public_bytes, aggregator_signature=self._signer.sign(ack_message(receipt)),
@@ -106,7 +129,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
     @translate_errors
     def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
         client_id = self._site(context, request.client_id, f"follow stages as {request.client_id!r:.70}") or ""
-        stage = self._engine.await_stage(request.round_id, client_id, STAGE_POLL_SECONDS)
+        with self._waits.hold(client_id or context.peer()):
+            stage = self._engine.await_stage(request.round_id, client_id, STAGE_POLL_SECONDS)
         reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=client_id)
         if stage is not None:
             reply.stage, reply.body = stage.name, stage.body
@@ -124,9 +148,12 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         round_ = self._engine.get(request.round_id)
         if client_id is not None:
             self._engine.check_contributor(round_, client_id)
-        while not self._engine.wait(round_, timeout=0.5):
-            if not context.is_active():
-                return
+        with self._waits.hold(client_id or context.peer()):
+            while not self._engine.wait(round_, timeout=0.5):
+                if not context.is_active():
+                    return
+                if self._engine.draining:
+                    raise ServiceUnavailable("the aggregator is shutting down; ask again once it is back")
         result = self._engine.result(round_)
         chunks = float64_chunks(result.average)
         yield aggregator_pb2.ResultMessage(header=aggregator_pb2.ResultHeader(

@@ -31,6 +31,7 @@ from ..identity import check_identifier, verify_receipt
 from ..pki import AGGREGATOR, ROLES
 from ..rounds.chunks import chunk_count, chunk_length, float64_chunks
 from ..rounds.store import KeyHolderStore
+from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2, keyholder_pb2, keyholder_pb2_grpc
 from .rpc import authorize, caller, translate_errors
 
@@ -40,7 +41,8 @@ MAX_VECTOR_LENGTH = 1 << 28  # 268M values: larger models are refused before any
 
 
 class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
-    def __init__(self, secret: SecretContext, federation: Federation, store: KeyHolderStore, min_clients: int) -> None:
+    def __init__(self, secret: SecretContext, federation: Federation, store: KeyHolderStore, min_clients: int,
+                 metrics: ReleaseMetrics = NO_RELEASE_METRICS) -> None:
         if min_clients < 1:
             raise InvalidInput("min_clients must be at least 1")
         self._secret = secret
@@ -48,6 +50,7 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
         self._roster = federation.roster
         self._store = store
         self._min_clients = min_clients
+        self._metrics = metrics
 
     def register(self, server: grpc.Server) -> None:
         keyholder_pb2_grpc.add_KeyHolderServicer_to_server(self, server)
@@ -75,11 +78,13 @@ class KeyHolderService(keyholder_pb2_grpc.KeyHolderServicer):
                 raise DuplicateSubmission(f"round {round_id} was already decrypted")
         except SecureFLError as refusal:
             self._store.audit(round_id, "refused", f"{type(refusal).__name__}: {refusal}", asker)
+            self._metrics.decryption(False, type(refusal).__name__)
             log.warning("refused to decrypt round %s for %s: %s", round_id, asker, refusal)
             raise
         total = decrypt_chunks(self._secret.context, chunks)
         clients = sorted(r.client_id for r in header.receipts)
         self._store.audit(round_id, "decrypted", f"{len(clients)} contributors: {', '.join(clients)}", asker)
+        self._metrics.decryption(True)
         for index, data in enumerate(float64_chunks(total)):
             yield common_pb2.Chunk(index=index, data=data)
 

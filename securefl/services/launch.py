@@ -1,40 +1,98 @@
-"""Assemble and start the services: what `securefl keyholder serve` and `securefl aggregator
-serve` run, and what LocalFederation starts in separate processes."""
+"""Assemble, start and stop the services from their settings: what `securefl keyholder serve`,
+`securefl aggregator serve` and `securefl psi serve` run (LocalFederation starts them as
+processes).
+
+Each server reports NOT_SERVING on the standard health service until it is ready, and
+`Running.shutdown` drains it: NOT_SERVING, no new round or call, running calls finish within the
+grace period (then they are cancelled), the stores are closed (SQLite checkpoints its log)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ServiceUnavailable
 from ..federation import Federation
 from ..he.keys import SecretContext
 from ..he.presets import DEFAULT_PRESET, get_preset
 from ..identity import Identity
 from ..pki import KEYHOLDER
+from ..psi import GroupPool, PsiOutcome, ServerParty, read_ids
 from ..rounds.engine import RoundEngine
+from ..rounds.limits import RoundLimits
 from ..rounds.scheme import RoundConfig
 from ..rounds.store import KeyHolderStore, RoundStore
 from ..schemes import ServerOptions, server_scheme, session_of
+from ..telemetry import NO_METRICS, NO_RELEASE_METRICS
 from ..tls import TlsConfig
+from ..v1 import aggregator_pb2, keyholder_pb2, psi_pb2
 from .aggregator import AggregatorService
+from .health import Health, service_name
 from .keyholder import KeyHolderService
 from .keyholder_client import KeyHolderClient
+from .metrics import AggregatorMetrics, KeyHolderMetrics, MetricsEndpoint, serve_metrics
+from .psi import PsiService, tls_peer
 from .rpc import start_server
+from .settings import AggregatorSettings, KeyHolderSettings, PsiSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Running:
+    """A started server. A shutdown runs `drain_hooks` (stop taking new work), then waits for
+    each of `idle_hooks(seconds left)` (running work finished), then stops the server (calls
+    still running are cancelled) and runs `close_hooks(seconds left)`. The health service
+    answers NOT_SERVING throughout, for as long as the server answers at all."""
+
+    name: str
     server: grpc.Server
     port: int
+    health: Health
+    metrics: MetricsEndpoint | None = None
+    drain_hooks: list[Callable[[], None]] = field(default_factory=list)
+    idle_hooks: list[Callable[[float], bool]] = field(default_factory=list)
+    close_hooks: list[Callable[[float], None]] = field(default_factory=list)
 
-    def stop(self, grace: float = 1.0) -> None:
-        self.server.stop(grace).wait()
+    def ready(self) -> None:
+        self.health.serving()
+        log.info("%s serving on port %d", self.name, self.port)
+
+    def shutdown(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.health.draining()
+        for hook in self.drain_hooks:
+            hook()
+        finished = all([hook(left()) for hook in self.idle_hooks])
+        self.server.stop(left()).wait()
+        if not finished or (grace and not left()):
+            log.warning("%s: work still running after the %g s grace period was cancelled", self.name, grace)
+        for hook in self.close_hooks:
+            hook(left())
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("%s stopped", self.name)
+
+
+def transport_tls(settings: ServiceSettings, federation_ca: bytes | None = None) -> TlsConfig | None:
+    """The TLS material of the settings (the CA defaults to the federation's); None only when
+    the settings say insecure."""
+    if getattr(settings, "insecure", False):
+        return None
+    if settings.tls_ca is None and federation_ca is None:
+        raise InvalidInput("give the CA to trust with --tls-ca (tls_ca)")
+    return TlsConfig.from_files(settings.tls_cert, settings.tls_key,
+                                settings.tls_ca if settings.tls_ca is not None else federation_ca,
+                                passphrase=settings.passphrase())
 
 
 def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset: str = DEFAULT_PRESET) -> SecretContext:
@@ -50,36 +108,107 @@ def load_or_create_secret(key_file: Path | None, passphrase: str | None, preset:
     return secret
 
 
-def serve_keyholder(*, federation: Federation, secret: SecretContext, min_clients: int | None = None,
-                    db: Path | str = ":memory:", host: str = "127.0.0.1", port: int = 0, tls: TlsConfig | None = None,
-                    insecure: bool = False) -> Running:
-    """`min_clients` defaults to the federation's `security.min_participants`."""
-    min_clients = min_clients or federation.security.min_participants
-    service = KeyHolderService(secret, federation, KeyHolderStore(db), min_clients)
-    server, bound = start_server(service.register, host, port, tls=tls, insecure=insecure)
-    log.info("key-holder listening on %s:%d, context fingerprint %s", host, bound, secret.fingerprint.hex())
-    return Running(server, bound)
+def _metrics_endpoint(settings: AggregatorSettings | KeyHolderSettings, registry) -> MetricsEndpoint | None:
+    if settings.metrics_port is None:
+        return None
+    try:
+        endpoint = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise ServiceUnavailable(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                                 f"{exc.strerror}") from None
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, endpoint.port)
+    return endpoint
 
 
-def serve_aggregator(*, federation: Federation, identity: Identity, scheme: str, defaults: RoundConfig,
-                     keyholder_address: str | None = None, db: Path | str = ":memory:", implicit_rounds: bool = True,
-                     host: str = "127.0.0.1", port: int = 0, stage_timeout: float = 30.0, tls: TlsConfig | None = None,
-                     insecure: bool = False) -> Running:
-    """`identity` signs acknowledgements: it must be the key federation.json pins for the
-    aggregator, or clients would refuse every acknowledgement. The scheme's security
-    parameters come from the federation file."""
+def serve_keyholder(settings: KeyHolderSettings) -> Running:
+    """Start the key-holder; call `ready()` on the result once the caller is ready to serve."""
+    federation = Federation.load(settings.federation)
+    tls = transport_tls(settings, federation.ca_certificate)
+    secret = load_or_create_secret(settings.key_file, settings.passphrase("key_passphrase"), settings.preset.value)
+    metrics = KeyHolderMetrics() if settings.metrics_port is not None else None
+    store = KeyHolderStore(settings.db)
+    service = KeyHolderService(secret, federation, store, settings.min_clients or federation.security.min_participants,
+                               metrics or NO_RELEASE_METRICS)
+    health = Health(service_name(keyholder_pb2, "KeyHolder"))
+    endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
+    try:
+        server, bound = start_server(service.register, settings.host, settings.port, tls=tls,
+                                     insecure=settings.insecure, health=health)
+    except BaseException:
+        store.close()
+        if endpoint is not None:
+            endpoint.close()
+        raise
+    log.info("key-holder context fingerprint (sites pin this): %s", secret.fingerprint.hex())
+    return Running("key-holder", server, bound, health, endpoint, close_hooks=[lambda _: store.close()])
+
+
+def serve_aggregator(settings: AggregatorSettings) -> Running:
+    """Start the aggregator. Its identity signs acknowledgements: it must be the key
+    federation.json pins for the aggregator, or clients would refuse every acknowledgement.
+    The scheme's security parameters come from the federation file."""
+    federation = Federation.load(settings.federation)
+    tls = transport_tls(settings, federation.ca_certificate)
+    identity = Identity.load(settings.identity, settings.passphrase())
     if not federation.aggregator.matches(identity):
         raise InvalidInput(f"identity {identity.client_id!r} is not the aggregator key pinned in the federation file")
     roster = federation.roster
     keyholder = None
-    if keyholder_address:
-        keyholder = KeyHolderClient(keyholder_address, tls, server=federation.party(KEYHOLDER), insecure=insecure)
-    protection = server_scheme(scheme, ServerOptions(federation, defaults.min_clients, keyholder, stage_timeout))
+    if settings.keyholder:
+        keyholder = KeyHolderClient(settings.keyholder, tls, server=federation.party(KEYHOLDER),
+                                    insecure=settings.insecure)
+    protection = server_scheme(settings.scheme.value, ServerOptions(federation, settings.min_clients, keyholder,
+                                                                    settings.stage_timeout))
     session = session_of(protection, roster)
-    engine = RoundEngine(protection, RoundStore(db), roster, defaults, implicit_rounds=implicit_rounds)
-    service = AggregatorService(engine, federation, session, identity)
-    # Each client may hold one long-poll call (a stage or result wait) while it sends another:
-    # the synchronous server needs a thread for each, or waiting clients starve the others.
-    server, bound = start_server(service.register, host, port, workers=2 * len(roster) + 16, tls=tls, insecure=insecure)
-    log.info("aggregator (%s) listening on %s:%d", protection.name, host, bound)
-    return Running(server, bound)
+    defaults = RoundConfig(settings.min_clients, settings.expected_clients or len(roster), settings.round_timeout)
+    limits = RoundLimits(settings.max_open_rounds, settings.max_open_rounds_per_site, settings.round_retention)
+    metrics = AggregatorMetrics() if settings.metrics_port is not None else None
+    store = RoundStore(settings.db)
+    engine = RoundEngine(protection, store, roster, defaults, implicit_rounds=settings.implicit_rounds, limits=limits,
+                         metrics=metrics or NO_METRICS)
+
+    def close(seconds_left: float) -> None:
+        if not engine.stop(seconds_left):
+            log.warning("a round was still being revealed at exit; it is revealed again at the next start")
+        store.close()
+
+    service = AggregatorService(engine, federation, session, identity, settings.max_waits_per_site,
+                                settings.max_streams_per_site)
+    # Every party at its caps (long polls and streams) still leaves threads for short calls.
+    parties = len(roster) + len(federation.operators)
+    workers = parties * (settings.max_waits_per_site + settings.max_streams_per_site) + 16
+    health = Health(service_name(aggregator_pb2, "Aggregator"))
+    try:
+        endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
+        try:
+            server, bound = start_server(service.register, settings.host, settings.port, workers=workers, tls=tls,
+                                         insecure=settings.insecure, health=health)
+        except BaseException:
+            if endpoint is not None:
+                endpoint.close()
+            raise
+    except BaseException:
+        close(0.0)
+        raise
+    log.info("aggregator (%s) on %s:%d", protection.name, settings.host, bound)
+    return Running("aggregator", server, bound, health, endpoint, drain_hooks=[engine.drain],
+                   idle_hooks=[engine.wait_idle], close_hooks=[close])
+
+
+def serve_psi(settings: PsiSettings, on_finish: Callable[[PsiOutcome], None]) -> Running:
+    """Start PSI party A for the one peer of the settings; `on_finish` gets each completed
+    session's outcome."""
+    own = read_ids(settings.ids, settings.column)
+    tls = transport_tls(settings)
+    pool = GroupPool()
+    party = ServerParty(own, pool, expected_peer=settings.peer, max_peer_set=settings.max_peer_set,
+                        session_timeout=settings.session_timeout)
+    health = Health(service_name(psi_pb2, "Psi"))
+    try:
+        server, bound = start_server(PsiService(party, tls_peer, on_finish=on_finish).register, settings.host,
+                                     settings.port, workers=4, tls=tls, health=health)
+    except BaseException:
+        pool.shutdown()
+        raise
+    log.info("PSI party A: %d IDs for %s", len(own), settings.peer)
+    return Running("PSI party A", server, bound, health, close_hooks=[lambda _: pool.shutdown()])

@@ -28,6 +28,7 @@ from ..errors import (
 from ..federation import Federation
 from ..pki import PartyName, party_of
 from ..tls import TlsConfig
+from .health import Health
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def translate_errors(method: Callable) -> Callable:
 
     def handle(exc: Exception, context: grpc.ServicerContext) -> None:
         if isinstance(exc, SecureFLError):
+            level = logging.WARNING if exc.status in ("PERMISSION_DENIED", "UNAUTHENTICATED") else logging.DEBUG
+            log.log(level, "%s refused (%s): %s", method.__name__, type(exc).__name__, exc)
             _abort(context, exc)
         log.exception("unexpected error in %s", method.__name__)
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -80,21 +83,28 @@ _PLAINTEXT_REFUSED = ("refusing plaintext gRPC: give TLS material (--tls-cert, -
 
 
 def start_server(register: Callable[[grpc.Server], None], host: str, port: int, workers: int = 32, *,
-                 tls: TlsConfig | None = None, insecure: bool = False) -> tuple[grpc.Server, int]:
+                 tls: TlsConfig | None = None, insecure: bool = False,
+                 health: Health | None = None) -> tuple[grpc.Server, int]:
     """Start a server with modest limits; returns it and the bound port (port 0 picks one).
-    Mutual TLS with `tls`; plaintext only with `insecure=True`."""
+    Mutual TLS with `tls`; plaintext only with `insecure=True`. `health` (NOT_SERVING until its
+    owner says otherwise) is served beside the service."""
     if tls is None and not insecure:
         raise InvalidInput(_PLAINTEXT_REFUSED)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
     register(server)
-    if tls is None:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    else:
-        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)], root_certificates=tls.ca,
-                                                  require_client_auth=True)
-        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    if health is not None:
+        health.register(server)
+    try:
+        if tls is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate)], root_certificates=tls.ca,
+                                                      require_client_auth=True)
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
+    except RuntimeError:  # grpcio >= 1.70 raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind {host}:{port}")
+        raise ServiceUnavailable(f"cannot listen on {host}:{port}: the address is in use or not this host's")
     if tls is None:
         log.warning("INSECURE: serving plaintext gRPC on %s:%d (--insecure); anyone on the network can read and "
                     "forge this traffic", host, bound)
