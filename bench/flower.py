@@ -186,7 +186,6 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        results.clear()  # a simulation started again (Ray did not start) begins afresh
         tls = enrolment.party(AGGREGATOR, "aggregator").tls(enrolment.ca)  # the ServerApp is the aggregator
         secure = {scheme: SecureFedAvg(scheme, federation=workdir / FEDERATION_FILE, keyholder=address, tls=tls,
                                        **common) for scheme in ("secagg", "ckks")}

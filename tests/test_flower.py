@@ -118,7 +118,6 @@ def run_phases(phases: dict[str, Callable[[Grid, Context], tuple[list[np.ndarray
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        results.clear()  # a simulation started again (Ray did not start) begins afresh
         for name, phase in phases.items():
             metered, logs = MeteredGrid(grid, keep=True), _Collect()
             logging.getLogger("flwr").addHandler(logs)
