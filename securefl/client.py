@@ -24,7 +24,6 @@ any Python multiprocessing, a script that calls `aggregate` must guard its entry
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +42,7 @@ from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, chunk_message, from_rpc_error, invoke
-from .tensors import flatten, unflatten
+from .tensors import check_weight, flatten, unflatten
 from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -76,13 +75,13 @@ class RoundStats:
 class Client:
     def __init__(self, address: str, identity: Identity, federation: Federation,
                  keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, allow_plain: bool = False) -> None:
         if tls is not None and tls.party != PartyName(SITE, identity.client_id):
             raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
         self.identity = identity
         self.federation = federation
         pin = bytes.fromhex(keyholder_fingerprint) if isinstance(keyholder_fingerprint, str) else keyholder_fingerprint
-        self._pins = ClientPins(federation=federation, keyholder_fingerprint=pin)
+        self._pins = ClientPins(federation=federation, keyholder_fingerprint=pin, allow_plain=allow_plain)
         self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
                                 insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
@@ -126,15 +125,14 @@ class Client:
         named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
         unmask), raising SimulatedDropout. `before_upload` (benchmarks) is called once the update is
         protected, just before it is sent, e.g. to start every client's upload at once."""
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
-            raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
+        weight = check_weight(weight)
         scheme = self.scheme
         vector, spec = flatten(update)
         deadline = None if timeout is None else time.monotonic() + timeout
         if scheme.interactive or round_id is None:
             request = aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id, round_id=round_id or "")
             round_id = _retrying(lambda: self._stub.JoinRound(request, timeout=_remaining(deadline)), deadline).round_id
-        job = scheme.start(round_id, vector, float(weight))
+        job = scheme.start(round_id, vector, weight)
         run = _Run(self, round_id, spec.hash, job, deadline, before_upload)
         started = time.perf_counter()
         if scheme.interactive:
@@ -307,9 +305,9 @@ class ShardedClient:
 
     def __init__(self, addresses: Sequence[str], identity: Identity, federation: Federation,
                  keyholder_fingerprint: bytes | str | None = None, tls: TlsConfig | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, allow_plain: bool = False) -> None:
         self.identity = identity
-        self.shards = [Client(address, identity, federation, keyholder_fingerprint, tls, insecure)
+        self.shards = [Client(address, identity, federation, keyholder_fingerprint, tls, insecure, allow_plain)
                        for address in addresses]
 
     def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0, round_id: str,
@@ -331,13 +329,15 @@ class ShardedClient:
 
 
 def connect(address: str | Sequence[str], *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
-            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None) -> Client | ShardedClient:
+            insecure: bool = False, keyholder_fingerprint: bytes | str | None = None,
+            allow_plain: bool = False) -> Client | ShardedClient:
     """A client of the aggregator at `address`, signing with `identity`, pinning what
     `federation` (the federation file) says; of sharded aggregators when `address` lists several
     (every round then needs an explicit `round_id`). `tls` is the site's TLS material; plaintext
     only with `insecure=True`. For the ckks scheme, `keyholder_fingerprint` (hex or bytes, from
-    the key-holder's operator) must be pinned too."""
+    the key-holder's operator) must be pinned too. `allow_plain` lets the aggregator run the
+    unprotected plain scheme (measurements only)."""
     if isinstance(address, str) or len(address) == 1:
         return Client(address if isinstance(address, str) else address[0], identity, federation,
-                      keyholder_fingerprint, tls, insecure)
-    return ShardedClient(address, identity, federation, keyholder_fingerprint, tls, insecure)
+                      keyholder_fingerprint, tls, insecure, allow_plain)
+    return ShardedClient(address, identity, federation, keyholder_fingerprint, tls, insecure, allow_plain)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import InvalidInput
+from .errors import InvalidInput, VerificationFailed
 from .he.aggregation import CKKS, CkksClient, CkksServer, Decryptor
 from .federation import Federation
-from .identity import Identity
+from .identity import Identity, Roster
 from .masking.client import SecAggClient
 from .masking.server import SECAGG, SecAggServer
 from .rounds.plain import PLAIN, PlainClient, PlainServer
@@ -26,6 +26,7 @@ class ClientPins:
 
     federation: Federation  # the roster, the aggregator's key, the security parameters
     keyholder_fingerprint: bytes | None = None
+    allow_plain: bool = False  # the plain scheme protects nothing: a site opts in to it explicitly
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,23 @@ def _known(name: str) -> None:
 
 
 def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: ClientPins) -> ClientScheme:
-    """The client half for the scheme the aggregator runs, checked against the site's pins."""
+    """The client half for the scheme the aggregator runs, checked against the site's pins. A
+    malicious aggregator cannot downgrade a site to the plain scheme unless the site allows it."""
     _known(session.scheme)
+    if session.scheme == PLAIN and not pins.allow_plain:
+        raise VerificationFailed("the aggregator asks for the plain scheme, which sends updates unprotected; this "
+                                 "site does not allow it (allow_plain)")
     return _CLIENTS[session.scheme](session, identity, pins)
 
 
 def server_scheme(name: str, options: ServerOptions) -> ServerScheme:
     _known(name)
     return _SERVERS[name](options)
+
+
+def session_of(protection: ServerScheme, roster: Roster) -> aggregator_pb2.Session:
+    """The public parameters clients of `protection` need, for a federation of `roster`."""
+    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values,
+                                     max_clients=len(roster))
+    protection.describe(session)
+    return session

@@ -28,14 +28,14 @@ from .keyfiles import IDENTITY_PASSPHRASE_ENV
 from .lifecycle import PARENT_PID_ENV
 from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
 from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
-from .schemes import CKKS, SCHEMES
+from .schemes import CKKS, PLAIN, SCHEMES
 from .services.keyholder_client import KeyHolderClient
 from .services.psi import PsiService, join, tls_peer
 from .services.rpc import channel, start_server
 from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout",
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout", "start_keyholder",
            "local_psi", "local_psi_size", "local_psi_outcomes"]
 
 
@@ -113,6 +113,30 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode if self.process is not None else None
+
+
+def start_keyholder(workdir: Path, enrolment: NewFederation, min_clients: int, env: dict[str, str], *,
+                    insecure: bool = False, preset: str | None = None,
+                    service_args: Sequence[str] = ()) -> tuple[ServiceProcess, str, bytes]:
+    """The key-holder of `enrolment` as a service in a child process, from its files in `workdir`
+    (`federation.json`, its identity and TLS files; `env` holds their passphrase): the process,
+    its address, and the fingerprint sites pin, read here with an operator's credentials (the
+    out-of-band channel of a deployment)."""
+    transport = ["--insecure"] if insecure else ["--tls-cert", str(workdir / "keyholder.tls.crt"),
+                                                 "--tls-key", str(workdir / "keyholder.tls.key")]
+    process = ServiceProcess("keyholder", [
+        "keyholder", "serve", "--port", "0", "--federation", str(workdir / FEDERATION_FILE), *transport,
+        "--min-clients", str(min_clients), "--db", str(workdir / "keyholder.db"),
+        *(["--preset", preset] if preset else []), *service_args,
+    ], workdir, env)
+    address = f"127.0.0.1:{process.start()}"
+    operator = next(p for p in enrolment.parties if p.name.role == OPERATOR)
+    keyholder = KeyHolderClient(address, None if insecure else operator.tls(enrolment.ca),
+                                server=enrolment.federation.party(KEYHOLDER), insecure=insecure)
+    try:
+        return process, address, keyholder.public_context().fingerprint
+    finally:
+        keyholder.close()
 
 
 class LocalFederation:
@@ -214,18 +238,11 @@ class LocalFederation:
         federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
         if self.scheme == CKKS:
-            preset_args = ["--preset", self.preset] if self.preset else []
-            self.keyholder = ServiceProcess("keyholder", [
-                "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
-                "--min-clients", str(self.min_clients), "--db", str(self.workdir / "keyholder.db"), *preset_args,
-                *self.service_args,
-            ], self.workdir, env)
-            port = self.keyholder.start()
-            keyholder = KeyHolderClient(f"127.0.0.1:{port}", self.credentials(OPERATOR, "operator"),
-                                        server=self.federation.party(KEYHOLDER), insecure=self.insecure)
-            self.keyholder_fingerprint = keyholder.public_context().fingerprint  # the out-of-band pin
-            keyholder.close()
-            keyholder_args = ["--keyholder", f"127.0.0.1:{port}"]
+            assert self.enrolment is not None
+            self.keyholder, address, self.keyholder_fingerprint = start_keyholder(
+                self.workdir, self.enrolment, self.min_clients, env, insecure=self.insecure, preset=self.preset,
+                service_args=self.service_args)
+            keyholder_args = ["--keyholder", address]
         for index in range(self.shards):
             name = "aggregator" if self.shards == 1 else f"aggregator-{index}"
             shard_args = [] if self.shards == 1 else ["--shard", f"{index}/{self.shards}"]
@@ -263,7 +280,7 @@ class LocalFederation:
         addresses = [f"127.0.0.1:{aggregator.port}" for aggregator in self.aggregators]
         return connect(addresses, identity=identity, federation=self.federation,
                        tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
-                       keyholder_fingerprint=self.keyholder_fingerprint)
+                       keyholder_fingerprint=self.keyholder_fingerprint, allow_plain=self.scheme == PLAIN)
 
     def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
         """Stop the aggregator process (SIGTERM, or SIGKILL with `crash`) and start it again on
