@@ -24,7 +24,6 @@ from `python -`, a notebook or a thread."""
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +42,7 @@ from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
 from .services.rpc import channel, chunk_message, from_rpc_error, invoke, raised_by_server
-from .tensors import flatten, unflatten
+from .tensors import check_weight, flatten, unflatten
 from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -75,12 +74,12 @@ class RoundStats:
 
 class Client:
     def __init__(self, address: str, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, allow_plain: bool = False) -> None:
         if tls is not None and tls.party != PartyName(SITE, identity.client_id):
             raise InvalidInput(f"the TLS certificate names {tls.party}, not site {identity.client_id}")
         self.identity = identity
         self.federation = federation
-        self._pins = ClientPins(federation=federation)
+        self._pins = ClientPins(federation=federation, allow_plain=allow_plain)
         self._channel = channel(address, tls, server=PartyName(AGGREGATOR, federation.aggregator.party_id),
                                 insecure=insecure)
         self._stub = aggregator_pb2_grpc.AggregatorStub(self._channel)
@@ -127,8 +126,7 @@ class Client:
         named stage of an interactive scheme (e.g. secagg's advertise_keys, share_keys, submit,
         unmask), raising SimulatedDropout. `before_upload` (benchmarks) is called once the update is
         protected, just before it is sent, e.g. to start every client's upload at once."""
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
-            raise InvalidInput(f"weight must be a positive finite number, got {weight!r}")
+        weight = check_weight(weight)
         scheme = self.scheme
         vector, spec = flatten(update)
         scheme.check(vector, weight)
@@ -136,7 +134,7 @@ class Client:
         if scheme.interactive or round_id is None:
             request = aggregator_pb2.JoinRoundRequest(client_id=self.identity.client_id, round_id=round_id or "")
             round_id = _retrying(lambda: self._stub.JoinRound(request, timeout=_remaining(deadline)), deadline).round_id
-        job = scheme.start(round_id, vector, float(weight))
+        job = scheme.start(round_id, vector, weight)
         run = _Run(self, round_id, spec.hash, job, deadline, before_upload)
         started = time.perf_counter()
         if scheme.interactive:
@@ -318,9 +316,9 @@ class ShardedClient:
     receipted separately, so each shard — and the key-holder — checks exactly what it sums."""
 
     def __init__(self, addresses: Sequence[str], identity: Identity, federation: Federation,
-                 tls: TlsConfig | None = None, insecure: bool = False) -> None:
+                 tls: TlsConfig | None = None, insecure: bool = False, allow_plain: bool = False) -> None:
         self.identity = identity
-        self.shards = [Client(address, identity, federation, tls, insecure) for address in addresses]
+        self.shards = [Client(address, identity, federation, tls, insecure, allow_plain) for address in addresses]
 
     def aggregate(self, update: Mapping[str, Any] | Sequence[Any], *, weight: float = 1.0, round_id: str,
                   timeout: float | None = None) -> Any:
@@ -341,12 +339,14 @@ class ShardedClient:
 
 
 def connect(address: str | Sequence[str], *, identity: Identity, federation: Federation, tls: TlsConfig | None = None,
-            insecure: bool = False) -> Client | ShardedClient:
+            insecure: bool = False, allow_plain: bool = False) -> Client | ShardedClient:
     """A client of the aggregator at `address`, signing with `identity`, pinning what
     `federation` (the federation file) says: the roster, the aggregator's and the key-holder's
     keys, the security parameters; of sharded aggregators when `address` lists several (every
     round then needs an explicit `round_id`). `tls` is the site's TLS material; plaintext only
-    with `insecure=True`."""
+    with `insecure=True`. `allow_plain` lets the aggregator run the unprotected plain scheme
+    (measurements only)."""
     if isinstance(address, str) or len(address) == 1:
-        return Client(address if isinstance(address, str) else address[0], identity, federation, tls, insecure)
-    return ShardedClient(address, identity, federation, tls, insecure)
+        return Client(address if isinstance(address, str) else address[0], identity, federation, tls, insecure,
+                      allow_plain)
+    return ShardedClient(address, identity, federation, tls, insecure, allow_plain)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import InvalidInput
+from .errors import InvalidInput, VerificationFailed
 from .federation import Federation
 from .he.epochs import EpochVerifier
 from .he.scheme import BFV, CKKS, HeClient, HeServer, KeyHolderLink
-from .identity import Identity
+from .identity import Identity, Roster
 from .masking.client import SecAggClient
 from .masking.server import SECAGG, SecAggServer
 from .rounds.plain import PLAIN, PlainClient, PlainServer
@@ -28,6 +28,7 @@ class ClientPins:
     """What a site pins out of band and never takes from the aggregator."""
 
     federation: Federation  # the roster, the aggregator's and the key-holder's keys, the security parameters
+    allow_plain: bool = False  # the plain scheme protects nothing: a site opts in to it explicitly
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,12 @@ def _known(name: str) -> None:
 
 
 def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: ClientPins) -> ClientScheme:
-    """The client half for the scheme the aggregator runs, checked against the site's pins."""
+    """The client half for the scheme the aggregator runs, checked against the site's pins. A
+    malicious aggregator cannot downgrade a site to the plain scheme unless the site allows it."""
     _known(session.scheme)
+    if session.scheme == PLAIN and not pins.allow_plain:
+        raise VerificationFailed("the aggregator asks for the plain scheme, which sends updates unprotected; this "
+                                 "site does not allow it (allow_plain)")
     return _CLIENTS[session.scheme](session, identity, pins)
 
 
@@ -94,3 +99,11 @@ def needs_keyholder(name: str) -> bool:
     """Whether the scheme's sums are revealed by a key-holder (for launchers and simulations)."""
     _known(name)
     return name in HE_SCHEMES
+
+
+def session_of(protection: ServerScheme, roster: Roster) -> aggregator_pb2.Session:
+    """The public parameters clients of `protection` need, for a federation of `roster`."""
+    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values,
+                                     max_clients=len(roster))
+    protection.describe(session)
+    return session

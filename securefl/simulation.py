@@ -30,13 +30,13 @@ from .keyfiles import IDENTITY_PASSPHRASE_ENV, KEY_PASSPHRASE_ENV
 from .lifecycle import PARENT_PID_ENV
 from .pki import AGGREGATOR, KEYHOLDER, SITE, PartyName
 from .psi import GroupPool, JoinerParty, PsiOutcome, ServerParty, encode_ids
-from .schemes import DEFAULT_SCHEME, SCHEMES, needs_keyholder
+from .schemes import DEFAULT_SCHEME, PLAIN, SCHEMES, needs_keyholder
 from .services.psi import PsiService, join, tls_peer
 from .services.rpc import channel, start_server
 from .tls import TlsConfig
 
 _START_TIMEOUT = 60.0
-__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout",
+__all__ = ["LocalFederation", "SecAggSettings", "ServiceProcess", "SimulatedDropout", "start_keyholder",
            "local_psi", "local_psi_size", "local_psi_outcomes"]
 
 
@@ -116,6 +116,26 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode if self.process is not None else None
+
+
+def start_keyholder(workdir: Path, enrolment: NewFederation, min_clients: int, env: dict[str, str], *,
+                    scheme: str = DEFAULT_SCHEME, insecure: bool = False, preset: str | None = None,
+                    rotate_every: int = RotationPolicy.rotate_every,
+                    service_args: Sequence[str] = ()) -> tuple[ServiceProcess, str]:
+    """The key-holder of `enrolment` as a service in a child process, from its files in `workdir`
+    (`federation.json`, its identity and TLS files; `env` holds their passphrase, and the
+    keystore's, a random one by default): the process and its address. Sites need nothing from
+    it: they verify its key epochs against the key-holder key in federation.json."""
+    transport = ["--insecure"] if insecure else ["--tls-cert", str(workdir / "keyholder.tls.crt"),
+                                                 "--tls-key", str(workdir / "keyholder.tls.key")]
+    process = ServiceProcess("keyholder", [
+        "keyholder", "serve", "--port", "0", "--federation", str(workdir / FEDERATION_FILE), *transport,
+        "--identity", str(workdir / "keyholder.identity.json"), "--scheme", scheme,
+        *(["--preset", preset] if preset else []), "--min-clients", str(min_clients),
+        "--rotate-every", str(rotate_every), "--keystore", str(workdir / "keyholder.keystore"),
+        "--audit-log", str(workdir / "keyholder.audit.jsonl"), *service_args,
+    ], workdir, {KEY_PASSPHRASE_ENV: secrets.token_urlsafe(24), **env})
+    return process, f"127.0.0.1:{process.start()}"
 
 
 class LocalFederation:
@@ -216,7 +236,7 @@ class LocalFederation:
             if party.name.role in (AGGREGATOR, KEYHOLDER):
                 write_party(self.workdir, party, passphrase)
         self.federation.save(self.workdir / FEDERATION_FILE)
-        return {IDENTITY_PASSPHRASE_ENV: passphrase, KEY_PASSPHRASE_ENV: secrets.token_urlsafe(24)}
+        return {IDENTITY_PASSPHRASE_ENV: passphrase}
 
     def _transport_args(self, party_id: str) -> list[str]:
         if self.insecure:
@@ -228,15 +248,11 @@ class LocalFederation:
         federation_args = ["--federation", str(self.workdir / FEDERATION_FILE)]
         keyholder_args: list[str] = []
         if needs_keyholder(self.scheme):
-            preset_args = ["--preset", self.preset] if self.preset else []
-            self.keyholder = ServiceProcess("keyholder", [
-                "keyholder", "serve", "--port", "0", *federation_args, *self._transport_args("keyholder"),
-                "--identity", str(self.workdir / "keyholder.identity.json"), "--scheme", self.scheme, *preset_args,
-                "--min-clients", str(self.min_clients), "--rotate-every", str(self.rotate_every),
-                "--keystore", str(self.workdir / "keyholder.keystore"),
-                "--audit-log", str(self.workdir / "keyholder.audit.jsonl"), *self.service_args,
-            ], self.workdir, env)
-            keyholder_args = ["--keyholder", f"127.0.0.1:{self.keyholder.start()}"]
+            assert self.enrolment is not None
+            self.keyholder, address = start_keyholder(
+                self.workdir, self.enrolment, self.min_clients, env, scheme=self.scheme, insecure=self.insecure,
+                preset=self.preset, rotate_every=self.rotate_every, service_args=self.service_args)
+            keyholder_args = ["--keyholder", address]
         for index in range(self.shards):
             name = "aggregator" if self.shards == 1 else f"aggregator-{index}"
             shard_args = [] if self.shards == 1 else ["--shard", f"{index}/{self.shards}"]
@@ -273,7 +289,8 @@ class LocalFederation:
         with the certificate of the site its identity names unless `tls` is given."""
         addresses = [f"127.0.0.1:{aggregator.port}" for aggregator in self.aggregators]
         return connect(addresses, identity=identity, federation=self.federation,
-                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure)
+                       tls=tls or self.credentials(SITE, identity.client_id), insecure=self.insecure,
+                       allow_plain=self.scheme == PLAIN)
 
     def restart_aggregator(self, *, crash: bool = False, env: dict[str, str] | None = None) -> None:
         """Stop the aggregator process (SIGTERM, or SIGKILL with `crash`) and start it again on

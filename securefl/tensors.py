@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,47 @@ class ModelSpec:
     def check_matches(self, other: ModelSpec) -> None:
         if self.hash != other.hash:
             raise SpecMismatch("model structure (names, shapes or dtypes) differs from the round's")
+
+    def to_json(self) -> bytes:
+        """The structure, for a party that rebuilds the average without having the model (the
+        Flower strategy); it is public, like its hash in every receipt."""
+        return json.dumps({"kind": self.kind, "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors]},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ModelSpec:
+        """Parse an untrusted structure description; InvalidInput unless it is well formed."""
+        try:
+            parsed = json.loads(data)
+            kind, items = parsed["kind"], parsed["tensors"]
+            if kind not in _KINDS or not isinstance(items, list) or not 0 < len(items) <= MAX_TENSORS:
+                raise ValueError
+            tensors = tuple(_tensor_spec(*item) for item in items)
+        except (ValueError, TypeError, KeyError):
+            raise InvalidInput("not a valid model structure description") from None
+        return cls(kind, tensors)
+
+
+_KINDS = (TORCH, NUMPY_DICT, ARRAY_LIST, SINGLE_ARRAY, SINGLE_TENSOR)
+MAX_TENSORS = 100_000
+
+
+def _tensor_spec(name: object, shape: object, dtype: object) -> TensorSpec:
+    if not (isinstance(name, str) and len(name) <= 1024 and isinstance(shape, list) and isinstance(dtype, str)):
+        raise ValueError
+    if len(shape) > 32 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
+        raise ValueError
+    parsed = np.dtype(dtype)
+    if not (np.issubdtype(parsed, np.number) or parsed == np.bool_) or parsed.str != dtype:
+        raise ValueError
+    return TensorSpec(name, tuple(shape), dtype)
+
+
+def check_weight(weight: object) -> float:
+    """A contribution's weight: a positive finite number (bools are not weights)."""
+    if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+        raise InvalidInput(f"weight must be a positive finite number, got {weight!r:.40}")
+    return float(weight)
 
 
 def _is_torch_tensor(value: Any) -> bool:

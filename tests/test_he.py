@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from securefl.errors import InvalidInput, MalformedCiphertext, VerificationFailed
+from securefl.errors import InvalidInput, MalformedCiphertext
 from securefl.he.codec import decrypt_chunks, encrypt_chunks, parse_chunk
-from securefl.he.keys import SecretContext, fingerprint, load_public_context
+from securefl.he.keys import fingerprint, load_public_context
 from securefl.he.pool import EncryptionPool
 from securefl.he.presets import MAX_COEFF_BITS_128, PRESETS, CkksPreset, get_preset
 from securefl.rounds.chunks import chunk_count, chunk_length

@@ -84,9 +84,9 @@ def test_a_broken_marker_is_reported_not_skipped(broken: str, bench_copy: Path):
 
 
 def test_a_result_without_a_renderer_or_naming_a_path_is_reported(bench_copy: Path):
-    (bench_copy / "results" / "flower.json").write_text(json.dumps({"benchmark": "flower", "machine": {}}))
-    with pytest.raises(TableError, match=r"no renderer for benchmark 'flower'.*flower\.py"):
-        render_file(bench_copy / "results" / "flower.json")
+    (bench_copy / "results" / "orphan.json").write_text(json.dumps({"benchmark": "orphan", "machine": {}}))
+    with pytest.raises(TableError, match=r"no renderer for benchmark 'orphan'.*orphan\.py"):
+        render_file(bench_copy / "results" / "orphan.json")
     (bench_copy / "results" / "psi.json").write_text(json.dumps({"benchmark": "psi", "machine": {}}))
     with pytest.raises(TableError, match="the psi table cannot be rendered from it"):
         render_file(bench_copy / "results" / "psi.json")

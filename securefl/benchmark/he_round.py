@@ -27,7 +27,7 @@ from ..he.release import KeyHolderCore
 from ..identity import Identity
 from ..rounds.chunks import chunk_length
 from ..rounds.scheme import Protected, RoundConfig, ServerScheme, signed_receipt
-from ..schemes import ClientPins, ServerOptions, client_scheme, server_scheme
+from ..schemes import ClientPins, ServerOptions, client_scheme, server_scheme, session_of
 from ..v1 import aggregator_pb2, common_pb2
 from .harness import median_seconds
 
@@ -65,8 +65,7 @@ class HeRoundSetup:
                                    "benchmark passphrase", keyholder, settings, RotationPolicy())
         core = KeyHolderCore(keystore, federation.roster, clients, _NoAudit())
         server = server_scheme(scheme, ServerOptions(federation, clients, keyholder=core))
-        session = aggregator_pb2.Session(scheme=scheme, chunk_values=server.chunk_values, max_clients=clients)
-        server.describe(session)
+        session = session_of(server, federation.roster)
         return cls(scheme, identities, federation, keystore, core, server, session)
 
     def close(self) -> None:

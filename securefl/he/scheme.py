@@ -156,6 +156,11 @@ class HeClientRound:
     def protect(self, stage: Stage) -> Protected:
         return self._client.protect(self._round_id, stage, self._vector, self._weight)
 
+    def export(self) -> bytes:
+        """Nothing to keep: the round's one stage is its submission (transports that keep a
+        round between stages, `rounds.scheme.ResumableScheme`)."""
+        return b""
+
 
 class HeClient:
     interactive = True  # the submit stage carries the round's key epoch
@@ -181,6 +186,14 @@ class HeClient:
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> HeClientRound:
         return HeClientRound(self, round_id, vector, weight)
+
+    def begin(self, round_id: str) -> HeClientRound:
+        """A round starts at its submit stage, with the update: there is no stage before it."""
+        raise InvalidInput(f"the {self.name} scheme's only stage is submit, which carries the update")
+
+    def resume(self, round_id: str, exported: bytes) -> HeClientRound:
+        """A round ends with its submission: no stage follows it to resume for."""
+        raise InvalidInput(f"the {self.name} scheme has no stage after its submission in round {round_id:.64}")
 
     def protect(self, round_id: str, stage: Stage, vector: np.ndarray, weight: float) -> Protected:
         epoch = self._verified(decode(common_pb2.PublicEpoch, stage.body, f"round {round_id}'s key epoch"))

@@ -1,0 +1,1 @@
+"""Transports into federated-learning frameworks, over securefl's protocol core."""

@@ -46,7 +46,15 @@ The aggregator's alternatives all fail at a rule: too few sharers (R3), an incon
 replayed survivor set (R5: signatures bind round, view and set), a request listing i as
 dropped or a second request (R5), weaker parameters (R1). Dropouts still recover: a client
 that vanishes after any stage is either outside S (its mask key is rebuilt) or in S (its seed
-is rebuilt)."""
+is rebuilt).
+
+A client round can also be exported between stages and resumed (`SecAggClientState`), for
+transports that keep no client process alive between messages (Flower). Everything the rules
+above remember travels with it (the view, the shares dealt and held, the mask set, the signed
+survivor set, the answered request), so a resumed round keeps them; the state holds the round's
+secrets, so such a transport seals it (`securefl.rounds.sealed`). Such a transport `begin`s a
+round without the update and `provide`s it at the masked-input stage: the update is never in
+an exported state, and one masked input is sent per round."""
 
 from __future__ import annotations
 
@@ -61,7 +69,7 @@ from ..identity import Identity, Roster
 from ..quantize import FixedPoint, weighted_payload
 from ..rounds.chunks import split_array
 from ..rounds.scheme import SUBMIT, Protected, Stage, decode
-from ..v1 import aggregator_pb2, secagg_pb2
+from ..v1 import aggregator_pb2, secagg_pb2, suspended_pb2
 from . import keys, shamir
 from .policy import check_config, check_graph
 from .prg import SEED_BYTES, expand
@@ -333,11 +341,57 @@ class SecAggParticipant:
                 raise _refuse(f"survivor {owner} did not mask against this client, so its seed share stays hidden")
 
 
+    # -- kept outside the process between stages -------------------------------------------
+
+    def export(self) -> suspended_pb2.SecAggClientState:
+        state = suspended_pb2.SecAggClientState(
+            round_id=self.round_id, cipher_private_key=keys.private_bytes(self.cipher_key),
+            mask_private_key=keys.private_bytes(self.mask_key), self_seed=self.self_seed,
+            shared=sorted(self.shared), submitted=self.submitted)
+        if self.view is not None:
+            state.view.CopyFrom(self.view.participants())
+        if self.masked_with is not None:
+            state.has_mask_set, state.masked_with[:] = True, sorted(self.masked_with)
+        if self.confirmed is not None:
+            state.has_confirmed, state.confirmed[:] = True, sorted(self.confirmed)
+        for owner, (seed_share, key_share) in sorted(self.held.items()):
+            state.held.add(owner=owner, seed_share=seed_share, key_share=key_share)
+        if self._share_message is not None:
+            state.share_message.CopyFrom(self._share_message)
+        if self._mask_set is not None:
+            state.mask_set.CopyFrom(self._mask_set)
+        if self._answered is not None:
+            state.answered_request, _ = self._answered
+            state.answered_response.CopyFrom(self._answered[1])
+        return state
+
+    @classmethod
+    def restore(cls, identity: Identity, roster: Roster, config: secagg_pb2.SecAggConfig,
+                security: SecurityParameters, state: suspended_pb2.SecAggClientState) -> SecAggParticipant:
+        """The participant `export` described. The state comes from this client's own sealed
+        store, so it is trusted: the view in it was checked when it arrived."""
+        view = None
+        if state.HasField("view"):
+            view = RoundView(state.round_id, {a.client_id: a for a in state.view.clients}, state.view.degree,
+                             state.view.threshold, config.corrupt_fraction)
+        return cls(identity, roster, config, security, state.round_id,
+                   cipher_key=keys.private_key(state.cipher_private_key),
+                   mask_key=keys.private_key(state.mask_private_key), self_seed=state.self_seed, view=view,
+                   shared=frozenset(state.shared),
+                   masked_with=frozenset(state.masked_with) if state.has_mask_set else None,
+                   held={h.owner: (h.seed_share, h.key_share) for h in state.held}, submitted=state.submitted,
+                   confirmed=frozenset(state.confirmed) if state.has_confirmed else None,
+                   _share_message=state.share_message if state.HasField("share_message") else None,
+                   _mask_set=state.mask_set if state.HasField("mask_set") else None,
+                   _answered=(state.answered_request, state.answered_response) if state.answered_request else None)
+
+
 class SecAggClientRound:
     """Answers the aggregator's stages for one round; the masked input is the SUBMIT stage."""
 
-    def __init__(self, participant: SecAggParticipant, vector: np.ndarray, weight: float,
+    def __init__(self, participant: SecAggParticipant, vector: np.ndarray | None, weight: float = 0.0,
                  chunk_values: int = MASKED_CHUNK_VALUES) -> None:
+        """`vector` None: a round begun without its update (`provide` gives it)."""
         self.participant = participant
         self._vector = vector
         self._weight = weight
@@ -360,11 +414,28 @@ class SecAggClientRound:
             raise InvalidInput(f"secure aggregation has no stage {stage.name!r:.40}")
         return reply.SerializeToString()
 
+    def provide(self, vector: np.ndarray, weight: float) -> None:
+        if self._vector is not None or self.participant.submitted:
+            raise InvalidInput(f"round {self.participant.round_id} already has its update")
+        self._vector, self._weight = vector, weight
+
     def protect(self, stage: Stage) -> Protected:
         if stage.name != SUBMIT:
             raise InvalidInput(f"the masked input is sent in stage {SUBMIT}, not {stage.name!r:.40}")
+        if self.participant.submitted:
+            raise _refuse("this client already sent its masked input in this round")
+        if self._vector is None:
+            raise InvalidInput(f"round {self.participant.round_id} has no update to mask")
         masked = self.participant.masked_input(self._vector, self._weight)
+        self._vector = None
         return Protected(split_array(masked, self._chunk_values), masked.size)
+
+    def export(self) -> bytes:
+        """This round's state (secret), for `SecAggClient.resume`; never with an update in it."""
+        if self._vector is not None:
+            raise InvalidInput("a round holding its update is not exported: begin it, and provide the update "
+                               "at the masked-input stage")
+        return self.participant.export().SerializeToString()
 
 
 class SecAggClient:
@@ -385,5 +456,20 @@ class SecAggClient:
         weighted_payload(vector, weight, self._config.value_bound, self._config.max_weight)
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
-        participant = SecAggParticipant(self._identity, self._roster, self._config, self._security, round_id)
-        return SecAggClientRound(participant, vector, weight, self._chunk_values)
+        return SecAggClientRound(self._participant(round_id), vector, weight, self._chunk_values)
+
+    def begin(self, round_id: str) -> SecAggClientRound:
+        """A round whose update comes at the masked-input stage (`SecAggClientRound.provide`)."""
+        return SecAggClientRound(self._participant(round_id), None, chunk_values=self._chunk_values)
+
+    def resume(self, round_id: str, exported: bytes) -> SecAggClientRound:
+        """The client round `SecAggClientRound.export` wrote, for round `round_id`."""
+        state = suspended_pb2.SecAggClientState.FromString(exported)
+        if state.round_id != round_id:
+            raise InvalidInput(f"the kept state belongs to round {state.round_id!r:.70}, not {round_id!r:.70}")
+        return SecAggClientRound(SecAggParticipant.restore(self._identity, self._roster, self._config,
+                                                           self._security, state), None,
+                                 chunk_values=self._chunk_values)
+
+    def _participant(self, round_id: str) -> SecAggParticipant:
+        return SecAggParticipant(self._identity, self._roster, self._config, self._security, round_id)

@@ -103,6 +103,33 @@ class ClientScheme(Protocol):
         """Begin a round with the flat update `vector` and its `weight`."""
 
 
+class ExportableRound(ClientRound, Protocol):
+    def export(self) -> bytes:
+        """Everything this round needs for its next stages (secret: the caller seals it)."""
+
+    def provide(self, vector: np.ndarray, weight: float) -> None:
+        """The update of a round that `ResumableScheme.begin` started without one; refused once
+        the round has one or has sent it."""
+
+
+class ResumableScheme(ClientScheme, Protocol):
+    """What an interactive scheme's client half adds for transports that keep no client process
+    alive between stages (Flower runs a ClientApp per message): after each stage the transport
+    exports the round, keeps it sealed (`securefl.rounds.sealed`) and resumes it when the next
+    stage arrives. Such a transport may also start a round before the update exists (`begin`)
+    and `provide` it at the SUBMIT stage, so the stages before it carry no update and the
+    kept state stays small. A non-interactive round ends with its one `protect` and needs
+    none of this."""
+
+    def start(self, round_id: str, vector: np.ndarray, weight: float) -> ExportableRound: ...
+
+    def begin(self, round_id: str) -> ExportableRound:
+        """A round whose update comes later, through `ExportableRound.provide`."""
+
+    def resume(self, round_id: str, exported: bytes) -> ExportableRound:
+        """The round `export` described; refuses a state of another round."""
+
+
 class Accumulator(Protocol):
     """One round's running sum. Memory is O(model), whatever the number of clients
     (`accumulate.ChunkedSum` is the implementation every scheme uses)."""

@@ -30,7 +30,7 @@ from ..rounds.limits import RoundLimits
 from ..rounds.scheme import RoundConfig
 from ..rounds.sharding import Coordinator, ShardRole
 from ..rounds.store import RoundStore
-from ..schemes import ServerOptions, needs_keyholder, server_scheme
+from ..schemes import ServerOptions, needs_keyholder, server_scheme, session_of
 from ..telemetry import NO_METRICS, NO_RELEASE_METRICS
 from ..tls import TlsConfig
 from ..v1 import aggregator_pb2, keyholder_pb2, psi_pb2
@@ -174,8 +174,7 @@ def serve_aggregator(settings: AggregatorSettings) -> Running:
                                     insecure=settings.insecure)
     protection = server_scheme(settings.scheme.value, ServerOptions(federation, settings.min_clients, keyholder,
                                                                     settings.stage_timeout))
-    session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values, max_clients=len(roster))
-    protection.describe(session)
+    session = session_of(protection, roster)
     defaults = RoundConfig(settings.min_clients, settings.expected_clients or len(roster), settings.round_timeout,
                            settings.vector_length)
     limits = RoundLimits(settings.max_open_rounds, settings.max_open_rounds_per_site, settings.round_retention)

@@ -1,0 +1,1 @@
+"""securefl-example: Flower's PyTorch quickstart with securefl's secure aggregation."""

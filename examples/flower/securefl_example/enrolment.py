@@ -1,0 +1,30 @@
+"""Enrolment for a local simulation only.
+
+In a deployment each site keeps its own identity and TLS files (from `securefl enrol`) and
+gives their paths and the federation file through `flower-supernode --node-config`; nobody else
+ever sees its keys. A local simulation runs every node on this machine from one run config, so
+the ServerApp enrols up to `sites` simulated sites (and the aggregator and key-holder parties a
+bfv or ckks run needs) the first time, as `securefl enrol federation` would: private files 0600,
+encrypted under SECUREFL_IDENTITY_PASSPHRASE. A simulated node beyond them has no identity file
+and is left out, with an error saying which setting it lacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from securefl.enrolment import FEDERATION_FILE, create_federation, write_federation
+from securefl.errors import InvalidInput
+from securefl.federation import Federation
+from securefl.keyfiles import passphrase
+
+
+def enrol_simulated_sites(directory: Path, sites: int) -> Path:
+    """The federation file of the simulated sites, enrolled on the first run."""
+    federation = directory / FEDERATION_FILE
+    if federation.exists():
+        if len(Federation.load(federation).roster) != sites:
+            raise InvalidInput(f"{directory} enrols another number of sites; remove it to enrol {sites}")
+        return federation
+    secret = passphrase("the simulated sites' enrolment")
+    write_federation(directory, create_federation([f"site-{i}" for i in range(sites)], name="flower-example"), secret)
+    return federation

@@ -1,0 +1,275 @@
+"""securefl's Flower transport against real ClientApps in this process (`flower_local.LocalGrid`,
+no Ray): the example app as written, and the attacks on the transport — a malicious ServerApp
+replaying a stage, tampering with or moving a node's kept state, substituting the session; a
+malicious node claiming another site's identity or sending hostile replies; and a node whose
+configuration lacks what it needs."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+
+from flower_local import RUN_ID, LocalGrid  # noqa: E402
+from flower_apps import enrol_sites  # noqa: E402
+from securefl.enrolment import FEDERATION_FILE  # noqa: E402
+from securefl.identity import Identity  # noqa: E402
+from securefl.keyfiles import IDENTITY_PASSPHRASE_ENV  # noqa: E402
+from securefl.integrations.flower import SecureFedAvg, securefl_mod  # noqa: E402
+from securefl.integrations.flower import wire  # noqa: E402
+from securefl.integrations.flower.mod import STATE  # noqa: E402
+from securefl.integrations.flower.node import ALLOW_PLAIN, FEDERATION, IDENTITY  # noqa: E402
+from securefl.integrations.flower.server import SecureRounds  # noqa: E402
+from securefl.masking.server import ADVERTISE, SHARE, UNMASK  # noqa: E402
+from securefl.rounds.scheme import SUBMIT  # noqa: E402
+from securefl.rounds.sealed import unseal  # noqa: E402
+from securefl.v1 import aggregator_pb2, secagg_pb2, suspended_pb2  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flower"
+NODES = [11, 12, 13, 14]
+
+
+@pytest.fixture
+def enrolment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Four sites enrolled centrally; their files in `tmp_path`, their passphrase in the environment."""
+    monkeypatch.setenv(IDENTITY_PASSPHRASE_ENV, "flower-node-tests")
+    enrol_sites(tmp_path, len(NODES), "flower-node-tests")
+    return tmp_path
+
+
+def settings(enrolment: Path, **extra: object) -> dict:
+    return {IDENTITY: str(enrolment / "site-{partition-id}.identity.json"), FEDERATION: str(enrolment / FEDERATION_FILE),
+            "local-epochs": 1, **extra}
+
+
+def node_configs() -> dict[int, dict]:
+    return {node: {"partition-id": i, "num-partitions": len(NODES)} for i, node in enumerate(NODES)}
+
+
+def echo_train(msg: Message, context: Context) -> Message:
+    """Training that adds the node's partition id to every value, with weight 10 + id."""
+    pid = context.node_config["partition-id"]
+    arrays = {k: Array(v.numpy() + pid) for k, v in msg.content["arrays"].items()}
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": 10 + pid})}),
+                   reply_to=msg)
+
+
+def echo_app(*mods) -> ClientApp:  # noqa: ANN002
+    app = ClientApp(mods=[*mods, securefl_mod])
+    app.train()(echo_train)
+    return app
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect(logging.INFO)
+    logging.getLogger("flwr").addHandler(handler)
+    yield lines
+    logging.getLogger("flwr").removeHandler(handler)
+
+
+def start(strategy: SecureFedAvg, grid: LocalGrid, rounds: int = 1):  # noqa: ANN201
+    initial = ArrayRecord({"w": Array(np.zeros(5, np.float32))})
+    return strategy.start(grid=grid, initial_arrays=initial, num_rounds=rounds)
+
+
+def strategy(enrolment: Path, scheme: str = "secagg", **kwargs: object) -> SecureFedAvg:
+    options = {"fraction_evaluate": 0.0, "min_train_nodes": len(NODES), "min_available_nodes": len(NODES), **kwargs}
+    return SecureFedAvg(scheme, federation=enrolment / FEDERATION_FILE, **options)
+
+
+# -- the example, as written -----------------------------------------------------------------
+
+def test_the_example_app_trains_securely_with_its_one_changed_line(enrolment: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from securefl_example.client_app import app
+    from securefl_example.task import Net
+
+    grid = LocalGrid({node: app for node in NODES}, node_configs(), settings(enrolment))
+    secure = SecureFedAvg("secagg", federation=enrolment / FEDERATION_FILE, fraction_evaluate=1.0,
+                          min_train_nodes=len(NODES), min_available_nodes=len(NODES))
+    result = secure.start(grid=grid, initial_arrays=ArrayRecord(Net().state_dict()), num_rounds=2,
+                          train_config=ConfigRecord({"lr": 0.1}))
+    assert result.evaluate_metrics_clientapp[2]["eval_acc"] > result.evaluate_metrics_clientapp[1]["eval_acc"] > 0.2
+    assert set(result.train_metrics_clientapp[2]) == {"train_loss"}
+    assert "securefl_example" in sys.modules
+
+
+def test_the_average_is_the_weighted_average_of_what_train_returned(enrolment: Path):
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment), grid)
+    weights = np.array([10, 11, 12, 13])
+    expected = (weights * np.arange(4)).sum() / weights.sum()
+    assert np.allclose(result.arrays["w"].numpy(), expected, atol=1e-4)
+
+
+# -- a malicious ServerApp ---------------------------------------------------------------------
+
+def _messages(grid: LocalGrid, node: int, stage: str) -> list[Message]:
+    return [m for m in grid.delivered if m.metadata.dst_node_id == node
+            and isinstance(wire.read_request(m.content), wire.StageRequest)
+            and wire.read_request(m.content).stage == stage]
+
+
+def _resend(grid: LocalGrid, original: Message, **changes: object) -> Message:
+    request = wire.read_request(original.content)
+    fields = {**request.__dict__, **changes}
+    message = Message(wire.carrying(wire.StageRequest(**fields)), dst_node_id=original.metadata.dst_node_id,
+                      message_type=MessageType.TRAIN)
+    message.metadata.__dict__["_message_id"] = "replayed"
+    return grid.deliver(message)
+
+
+def test_a_node_deals_its_shares_once_and_answers_one_unmask_request(enrolment: Path):
+    """A server that asks again for the key shares gets the same message (never a second set of
+    shares), and one that asks for a second unmask naming other survivors, which could get both
+    secrets of a neighbour, gets nothing: the kept state remembers what the node answered."""
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    start(strategy(enrolment), grid)
+    share = _messages(grid, NODES[0], SHARE)[0]
+    again = _resend(grid, share)
+    assert wire.read_reply(again.content).body == wire.read_reply(grid.replied[share.metadata.message_id].content).body
+    first = _messages(grid, NODES[0], UNMASK)[0]
+    request = secagg_pb2.UnmaskRequest.FromString(wire.read_request(first.content).body)
+    other = secagg_pb2.UnmaskRequest()
+    other.CopyFrom(request)
+    del other.survivors[-1]
+    reply = _resend(grid, first, body=other.SerializeToString())
+    assert reply.has_error() and "refusing to continue the round" in reply.error.reason
+
+
+def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(enrolment: Path):
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE, timeout=5)
+    rounds.identify(grid, NODES)
+    digest = wire.session_digest(rounds.session)
+    for node in NODES[:2]:
+        message = Message(wire.carrying(wire.StageRequest("r-1", ADVERTISE, b"", digest)),
+                          dst_node_id=node, message_type=MessageType.TRAIN)
+        message.metadata.__dict__["_message_id"] = f"m{node}"
+        assert not grid.deliver(message).has_error()
+
+    kept = grid.context(NODES[0]).state.config_records[STATE]
+    identity = Identity.load(enrolment / "site-0.identity.json")
+    state = suspended_pb2.SecAggClientState.FromString(unseal(identity, (str(RUN_ID), str(NODES[0]), "r-1"),
+                                                              kept["sealed"]))
+    pickled = grid.contexts[NODES[0]]
+    for secret in (state.cipher_private_key, state.mask_private_key, state.self_seed):
+        assert len(secret) == 32 and secret not in pickled
+
+    def share(node: int) -> Message:
+        message = Message(wire.carrying(wire.StageRequest("r-1", SHARE, b"", digest)), dst_node_id=node,
+                          message_type=MessageType.TRAIN)
+        message.metadata.__dict__["_message_id"] = f"share{node}"
+        return message
+
+    tampered = grid.context(NODES[0])
+    sealed = bytearray(tampered.state.config_records[STATE]["sealed"])
+    sealed[-1] ^= 1
+    tampered.state.config_records[STATE]["sealed"] = bytes(sealed)
+    grid.contexts[NODES[0]] = pickle.dumps(tampered)
+    assert "does not open" in grid.deliver(share(NODES[0])).error.reason
+
+    moved = grid.context(NODES[1])  # node 1 given node 0's state: another identity and node
+    moved.state[STATE] = kept
+    grid.contexts[NODES[1]] = pickle.dumps(moved)
+    assert "does not open" in grid.deliver(share(NODES[1])).error.reason
+
+
+def test_a_substituted_or_downgraded_session_is_refused_at_the_hello(enrolment: Path, logs: list[str]):
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    plain = strategy(enrolment, "plain", timeout=1.0)
+    assert start(plain, grid).arrays.keys() == set()  # no node accepts the unprotected scheme
+    assert sum("does not allow it" in line for line in logs) == len(NODES)
+
+    rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE)
+    session = aggregator_pb2.Session.FromString(rounds.session)
+    session.scheme = "ckks"
+    session.he_epoch.scheme, session.he_epoch.context = "ckks", b"a context of the server's choosing"
+    hello = Message(wire.carrying(wire.Hello(session.SerializeToString(), b"n" * 32)), dst_node_id=NODES[0],
+                    message_type=MessageType.TRAIN)
+    hello.metadata.__dict__["_message_id"] = "hello"
+    reply = grid.deliver(hello)
+    assert reply.has_error() and "pinned key-holder" in reply.error.reason
+
+
+def test_a_stage_for_a_session_the_node_never_accepted_is_refused(enrolment: Path):
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    stage = Message(wire.carrying(wire.StageRequest("r-1", SUBMIT, b"", b"x" * 32, True),
+                                  RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(5, np.float32))})})),
+                    dst_node_id=NODES[0], message_type=MessageType.TRAIN)
+    stage.metadata.__dict__["_message_id"] = "stage"
+    reply = grid.deliver(stage)
+    assert reply.has_error() and "no hello" in reply.error.reason
+
+
+# -- malicious or broken nodes -----------------------------------------------------------------
+
+def impostor_app(real: Path) -> ClientApp:
+    """A node that answers the hello as site-0, signing with its own (site-3) key."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        own = Identity.load(real / "site-3.identity.json")
+        return Message(wire.carrying(wire.HelloReply("site-0", own.sign(b"anything"))), reply_to=msg)
+
+    return app
+
+
+def test_a_node_claiming_another_sites_identity_is_left_out(enrolment: Path, logs: list[str]):
+    apps = {node: echo_app() for node in NODES[:3]} | {NODES[3]: impostor_app(enrolment)}
+    grid = LocalGrid(apps, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment, min_train_nodes=3), grid)
+    assert any(f"node {NODES[3]} is left out" in line and "signature" in line for line in logs)
+    weights = np.array([10, 11, 12])
+    assert np.allclose(result.arrays["w"].numpy(), (weights * np.arange(3)).sum() / weights.sum(), atol=1e-4)
+
+
+def hostile_app(field: str, value: object) -> ClientApp:
+    """A node running securefl_mod whose submissions are rewritten on the way out."""
+    def rewrite(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001
+        reply = call_next(msg, context)
+        record = reply.content.config_records[wire.RECORD]
+        if record["kind"] == "submission":
+            record[field] = value
+        return reply
+
+    return echo_app(rewrite)
+
+
+@pytest.mark.parametrize("field, value, refused", [
+    ("chunks", "not a list", "list of bytes"),
+    ("spec", b'{"kind":"numpy_dict","tensors":[["arrays/w",[6],"<f4"]]}', "does not match its signed receipt"),
+    ("receipt", b"\xff\x00garbage", "not a valid Receipt"),
+])
+def test_hostile_replies_are_dropped_and_the_round_goes_on(enrolment: Path, logs: list[str], field: str,
+                                                            value: object, refused: str):
+    apps = {node: echo_app() for node in NODES[:3]} | {NODES[3]: hostile_app(field, value)}
+    grid = LocalGrid(apps, node_configs(), settings(enrolment, **{ALLOW_PLAIN: True}))
+    result = start(strategy(enrolment, "plain", min_clients=3, timeout=1.0), grid)
+    assert any(f"node {NODES[3]} is dropped" in line and refused in line for line in logs)
+    weights = np.array([10, 11, 12])
+    assert np.allclose(result.arrays["w"].numpy(), (weights * np.arange(3)).sum() / weights.sum(), atol=1e-6)
+
+
+def test_a_node_without_its_identity_setting_is_told_which_setting_to_give(enrolment: Path, logs: list[str]):
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), {FEDERATION: str(enrolment / FEDERATION_FILE)})
+    SecureRounds("secagg", federation=enrolment / FEDERATION_FILE).identify(grid, NODES[:1])
+    assert any("securefl-identity" in line and "--node-config" in line for line in logs)
