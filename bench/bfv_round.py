@@ -8,7 +8,8 @@ client and server halves, the key-holder's release core and keystore, no gRPC):
   pack, mask, encrypt, seal the seed (the client half's `protect`);
 * bytes per client against float32;
 * aggregator work per submission: admit the receipt, validate every chunk, add it in place;
-* key-holder decryption, and unmasking + range checks of the sum, apart; and the whole release
+* key-holder decryption (in its process, and on 2 decryption workers: `decryption_workers`), and
+  unmasking + range checks of the sum, apart; and the whole release
   (`KeyHolderCore.release`: receipts, seals, the durable round record, decryption, checks);
 * the error of the released average against the exact weighted average, and its bound.
 
@@ -78,6 +79,10 @@ def tables(report: dict) -> list[Table]:
             compared(f"{name}: bytes sent per client", r["bytes_per_client"], r["bytes_per_client"] / r["bytes_ratio_to_float32"],
                      byte_size),
             compared(f"{name}: aggregator add per submission", r["aggregator_seconds_per_submission"], None, duration),
+            compared(f"{name}: key-holder decryption alone, in its process", r["keyholder_decrypt_seconds"], None,
+                     duration),
+            compared(f"{name}: key-holder decryption alone, on 2 decryption workers",
+                     r["keyholder_decrypt_seconds_on_2_workers"], None, duration),
             compared(f"{name}: key-holder decrypt + unmask + checks", r["keyholder_decrypt_unmask_seconds"], None, duration),
             compared(f"{name}: key-holder whole release (receipts, seals, durable record, decrypt, checks)",
                      r["keyholder_whole_release_seconds"], None, duration),

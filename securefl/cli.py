@@ -80,6 +80,7 @@ def keyholder_serve(
     min_clients: Optional[int] = setting(KeyHolderSettings, "min_clients", min=1),
     keystore: Optional[Path] = setting(KeyHolderSettings, "keystore", dir_okay=False),
     audit_log: Optional[Path] = setting(KeyHolderSettings, "audit_log", dir_okay=False),
+    decryption_workers: Optional[int] = setting(KeyHolderSettings, "decryption_workers", min=0),
     host: Optional[str] = setting(KeyHolderSettings, "host"),
     port: Optional[int] = setting(KeyHolderSettings, "port", **PORT),
     tls_cert: Optional[Path] = setting(KeyHolderSettings, "tls_cert", **INPUT_FILE),

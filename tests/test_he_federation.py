@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -47,13 +48,13 @@ def updates(rng, n=3):
     return [{"w": rng.normal(size=SHAPE).astype(np.float32), "b": rng.normal(size=7)} for _ in range(n)]
 
 
-def tolerance(federation: LocalFederation, weights: list[float], expected: np.ndarray) -> np.ndarray:
+def tolerance(federation: LocalFederation, weights: list[float], expected: np.ndarray, length: int = 6008) -> np.ndarray:
     """The stated bound on each averaged value: bfv, one quantization step per client and field
     (stochastic rounding) in the weighted sum and the weight sum; ckks, six standard deviations
     of the flooding plus the decryption tolerance."""
     codec = EpochSettings.of(RawAggregator(federation).session.he_epoch).codec(federation.rotate_every)
     m = len(weights)
-    per_sum = m / codec.plan.scale if codec.scheme == "bfv" else 6 * codec.flooding_sigma(m, 6008) + codec.tolerance(m)
+    per_sum = m / codec.plan.scale if codec.scheme == "bfv" else 6 * codec.flooding_sigma(m, length) + codec.tolerance(m)
     return per_sum * (1 + np.abs(expected)) / sum(weights)
 
 
@@ -86,6 +87,22 @@ def test_torch_state_dict_in_torch_state_dict_out(federation):
     assert isinstance(averaged["0.weight"], torch.Tensor)
     assert np.all(np.abs(averaged["0.weight"].numpy() - expected) <= tolerance(federation, [1, 2, 3], expected))
     assert averaged["1.num_batches_tracked"].dtype == torch.int64 and averaged["1.num_batches_tracked"].item() == 1
+
+
+def test_a_keyholder_with_decryption_workers_decrypts_a_large_aggregate_on_them(federation, rng, monkeypatch):
+    """With `decryption_workers` the key-holder decrypts above eight ciphertexts on its own
+    children (each holding the secret key for one release only); the release is what it would
+    decrypt itself."""
+    monkeypatch.setenv("SECUREFL_KEYHOLDER_DECRYPTION_WORKERS", "2")
+    ups = [{"w": rng.normal(size=(300, 600)).astype(np.float32)} for _ in range(3)]  # 11 BFV, 44 CKKS ciphertexts
+    weights = [1.0, 2.0, 3.5]
+    with LocalFederation(3, scheme=federation.scheme, secagg=SETTINGS) as with_workers:
+        result = run_round(with_workers.clients, ups, weights)[0]
+        children = psutil.Process(with_workers.keyholder.process.pid).children()
+        workers = [child.cmdline()[-3:] for child in children]
+        expected = weighted_average([u["w"] for u in ups], weights)
+        assert np.all(np.abs(result["w"] - expected) <= tolerance(with_workers, weights, expected, 180_001))
+    assert len(workers) == 2 and all(cmdline == ["-m", "securefl.he.worker", "--decrypt"] for cmdline in workers)
 
 
 def _garbage_chunk(s, raw):

@@ -23,6 +23,7 @@ from ..he.codec import decrypt_chunks
 from ..he.epochs import EpochSettings
 from ..he.keystore import KeyStore, RotationPolicy
 from ..he.masks import open_seed
+from ..he.pool import DecryptionPool, Decryptor
 from ..he.release import KeyHolderCore
 from ..identity import Identity
 from ..rounds.chunks import chunk_length
@@ -104,7 +105,8 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
                              for i, chunk in enumerate(update.chunks)])
 
     _, add_seconds = timed(add_all)
-    decrypt_seconds, unmask_seconds = _keyholder_components(setup, accumulator.snapshot(), receipts, length)
+    decrypt_seconds, pooled_seconds, unmask_seconds = _keyholder_components(setup, accumulator.snapshot(), receipts,
+                                                                            length, repeat)
     released, release_seconds = timed(lambda: server_round.reveal(accumulator, length, SPEC_HASH, receipts))
 
     clipped = [np.clip(v.astype(np.float64), -setup.federation.security.value_bound,
@@ -118,6 +120,7 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
         "bytes_ratio_to_float32": upload / (4 * length),
         "aggregator_seconds_per_submission": add_seconds / len(vectors),
         "keyholder_decrypt_seconds": decrypt_seconds,
+        "keyholder_decrypt_seconds_on_2_workers": pooled_seconds,
         "keyholder_unmask_check_seconds": unmask_seconds,
         "keyholder_decrypt_unmask_seconds": decrypt_seconds + unmask_seconds,
         "keyholder_whole_release_seconds": release_seconds,
@@ -127,16 +130,25 @@ def measure(setup: HeRoundSetup, vectors: list[np.ndarray], weights: list[float]
 
 
 def _keyholder_components(setup: HeRoundSetup, sums: list[bytes], receipts: list[common_pb2.Receipt],
-                          length: int) -> tuple[float, float]:
-    """The key-holder's decryption, and its unmasking and range checks, timed apart (on copies:
-    the release that follows decrypts the round for real)."""
+                          length: int, repeat: int) -> tuple[float, float, float]:
+    """The key-holder's decryption (in its process, and on two decryption workers), and its
+    unmasking and range checks, timed apart (on copies: the release that follows decrypts the
+    round for real)."""
     epoch = setup.keystore.epoch_of_round(ROUND)
     codec = epoch.codec(setup.keystore.policy.rotate_every)
     parsed = [codec.parse_chunk(epoch.secret.context, total) for total in sums]
     seeds = [open_seed(r.sealed_seed, epoch.sealing_key, ROUND, r.client_id, epoch.number) for r in receipts]
     decrypted, decrypt_seconds = timed(lambda: decrypt_chunks(epoch.secret.context, parsed))
+    pool = DecryptionPool(workers=2)
+    try:
+        on_workers = Decryptor(pool)
+        if not np.array_equal(on_workers.decrypt(epoch.secret, setup.scheme, sums, parsed), decrypted):  # workers up
+            raise RuntimeError("the decryption workers disagree with the key-holder's own decryption")
+        pooled_seconds, _ = median_seconds(lambda: on_workers.decrypt(epoch.secret, setup.scheme, sums, parsed), repeat)
+    finally:
+        pool.shutdown()
     _, unmask_seconds = timed(lambda: codec.reveal(decrypted, seeds, length))
-    return decrypt_seconds, unmask_seconds
+    return decrypt_seconds, pooled_seconds, unmask_seconds
 
 
 def error_bound(setup: HeRoundSetup, clients: int, length: int, total_weight: float) -> float:

@@ -32,6 +32,7 @@ def encrypt_bfv_chunks(context: ts.Context, vector: np.ndarray, slots: int) -> l
 
 
 CHUNK_ENCRYPTORS = {"ckks": encrypt_chunks, "bfv": encrypt_bfv_chunks}
+_CHUNK_LOADERS = {"ckks": ts.ckks_vector_from, "bfv": ts.bfv_vector_from}
 
 
 def parse_chunk(context: ts.Context, preset: Preset, data: bytes, expected_values: int) -> HEVector:
@@ -69,3 +70,8 @@ def decrypt_chunks(secret_context: ts.Context, chunks: list[HEVector]) -> np.nda
         dtype = np.int64 if isinstance(chunk, ts.BFVVector) else np.float64
         parts.append(np.asarray(chunk.decrypt(), dtype=dtype))
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def decrypt_serialized(secret_context: ts.Context, scheme: str, chunks: list[bytes]) -> np.ndarray:
+    """`decrypt_chunks` of serialized chunks that the caller has already validated (`parse_chunk`)."""
+    return decrypt_chunks(secret_context, [_CHUNK_LOADERS[scheme](secret_context, chunk) for chunk in chunks])

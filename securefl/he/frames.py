@@ -1,6 +1,7 @@
-"""The frames HE encryption workers speak (`worker.py`, `pool.py`): 8-byte big-endian length,
-then the payload. Requests: `K` fingerprint context (load a public context), `E` fingerprint
-scheme slots values (encrypt). Replies: `O` count (length ciphertext)*, or `X` message."""
+"""The frames HE workers speak (`worker.py`, `pool.py`): 8-byte big-endian length, then the
+payload. Encryption requests: `K` fingerprint context (load a public context), `E` fingerprint
+scheme slots values (encrypt). Decryption request: `D` scheme (secret context, ciphertext*) as
+chunks. Replies: `O` count (length chunk)*, or `X` message."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-LOAD, ENCRYPT, OK, FAILED = b"K", b"E", b"O", b"X"
+LOAD, ENCRYPT, DECRYPT, OK, FAILED = b"K", b"E", b"D", b"O", b"X"
 SCHEME_CODES = {"ckks": b"c", "bfv": b"b"}
-VALUE_DTYPES = {b"c": np.dtype("<f8"), b"b": np.dtype("<u8")}
+VALUE_DTYPES = {b"c": np.dtype("<f8"), b"b": np.dtype("<u8")}  # what is encrypted
+DECRYPTED_DTYPES = {b"c": np.dtype("<f8"), b"b": np.dtype("<i8")}  # what decryption gives
 FINGERPRINT_BYTES = 32
 
 

@@ -31,6 +31,14 @@ def load_public_context(data: bytes) -> ts.Context:
     return context
 
 
+def load_secret_context(data: bytes) -> ts.Context:
+    """Parse a context with its secret key, as the key-holder hands it to its decryption workers."""
+    context = ts.context_from(data, n_threads=1)
+    if not context.is_private():
+        raise InvalidInput("a decryption needs a context with its secret key")
+    return context
+
+
 def public_bytes_of(context: ts.Context) -> bytes:
     """The public key alone: what clients encrypt with and the aggregator adds under."""
     return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)

@@ -17,7 +17,8 @@ decryption, so it reveals nothing key-dependent):
   epoch's parameters (one ciphertext, two polynomials, the data level);
 * every receipt's sealed seed opens for this round, client and epoch.
 
-Then the round is marked decrypted (durably, with the request's digest), the aggregate decrypted, the receipted clients'
+Then the round is marked decrypted (durably, with the request's digest), the aggregate decrypted
+(in this process, or on the key-holder's own decryption workers: `pool.Decryptor`), the receipted clients'
 masks removed and every field range-checked (`bfv.py`, `ckks.py`: why a ciphertext other than
 the honest sum of those clients' ciphertexts fails these checks). If all pass, the sum is
 released (CKKS: flooded). Otherwise nothing is released, the refusal is audited with the
@@ -45,10 +46,11 @@ from ..rounds.chunks import ChunkDigest
 from ..rounds.scheme import MAX_VECTOR_LENGTH
 from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2
-from .codec import decrypt_chunks
+from .codec import HEVector
 from .keystore import KeyEpoch, KeyStore
 from .masks import open_seed
 from .packing import ReleaseCheckFailed
+from .pool import Decryptor
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ def receipts_summary(receipts: Sequence[common_pb2.Receipt]) -> str:
 
 class KeyHolderCore:
     def __init__(self, keystore: KeyStore, roster: Roster, min_clients: int, audit: AuditLog,
-                 metrics: ReleaseMetrics = NO_RELEASE_METRICS) -> None:
+                 metrics: ReleaseMetrics = NO_RELEASE_METRICS, decryptor: Decryptor = Decryptor()) -> None:
+        """`decryptor` decrypts in this process, or on the key-holder's decryption workers."""
         if min_clients < 1:
             raise InvalidInput("min_clients must be at least 1")
         self.keystore = keystore
@@ -83,6 +86,7 @@ class KeyHolderCore:
         self._min_clients = min_clients
         self._audit = audit
         self._metrics = metrics
+        self._decryptor = decryptor
         self._lock = threading.Lock()
 
     def current_epoch(self) -> common_pb2.PublicEpoch:
@@ -112,7 +116,7 @@ class KeyHolderCore:
                 codec = epoch.codec(self.keystore.policy.rotate_every)
                 self._check_receipts(epoch, round_id, vector_length, spec_hash, receipts)
                 digest = ChunkDigest()
-                parsed = self._parse(epoch, codec, vector_length, chunks, digest)
+                raw, parsed = self._parse(epoch, codec, vector_length, chunks, digest)
                 seeds = [open_seed(r.sealed_seed, epoch.sealing_key, round_id, r.client_id, epoch.number)
                          for r in receipts]
                 request = request_digest(round_id, vector_length, spec_hash, receipts, digest)
@@ -126,8 +130,8 @@ class KeyHolderCore:
                 log.warning("refused to decrypt round %s for %s: %s", round_id, requester or "a caller", refusal)
                 raise
             try:
-                total = codec.reveal(decrypt_chunks(epoch.secret.context, parsed), seeds, vector_length,
-                                     epoch.release_seed(request))
+                decrypted = self._decryptor.decrypt(epoch.secret, epoch.public.scheme, raw, parsed)
+                total = codec.reveal(decrypted, seeds, vector_length, epoch.release_seed(request))
             except ReleaseCheckFailed as failure:
                 self.keystore.retire(epoch)
                 self._audit.audit(round_id, "refused after decryption",
@@ -173,15 +177,18 @@ class KeyHolderCore:
             )
 
     @staticmethod
-    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes], digest: ChunkDigest) -> list:
-        """Parse exactly the ciphertexts `vector_length` needs, reading no more than one extra."""
+    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes],
+               digest: ChunkDigest) -> tuple[list[bytes], list[HEVector]]:
+        """Parse exactly the ciphertexts `vector_length` needs, reading no more than one extra;
+        the validated ciphertexts as received and as parsed."""
         expected = codec.chunk_count(vector_length)
-        parsed = []
+        raw, parsed = [], []
         for data in chunks:
             if len(parsed) == expected:
                 raise InvalidInput(f"more than the {expected} ciphertexts length {vector_length} needs")
             parsed.append(codec.parse_chunk(epoch.secret.context, data))
+            raw.append(data)
             digest.update(len(parsed) - 1, data)
         if len(parsed) != expected:
             raise InvalidInput(f"{len(parsed)} ciphertexts; length {vector_length} needs {expected}")
-        return parsed
+        return raw, parsed

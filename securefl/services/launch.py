@@ -20,6 +20,7 @@ from ..federation import Federation
 from ..he.audit import AuditFile
 from ..he.epochs import EpochSettings
 from ..he.keystore import KeyStore, RotationPolicy
+from ..he.pool import DecryptionPool, Decryptor
 from ..he.release import KeyHolderCore
 from ..identity import Identity
 from ..pki import AGGREGATOR, KEYHOLDER
@@ -132,13 +133,14 @@ def serve_keyholder(settings: KeyHolderSettings) -> Running:
                                           settings.preset.value if settings.preset else None, settings.precision_bits)
     metrics = KeyHolderMetrics() if settings.metrics_port is not None else None
     endpoint = _metrics_endpoint(settings, metrics.registry) if metrics else None
-    keystore = None
+    keystore = decryption = None
     try:
         audit = AuditFile(settings.audit_log)
         keystore = KeyStore.open_or_create(settings.keystore, passphrase, identity, epochs,
                                            RotationPolicy(rotate_every=settings.rotate_every))
+        decryption = DecryptionPool(settings.decryption_workers) if settings.decryption_workers else None
         core = KeyHolderCore(keystore, federation.roster, settings.min_clients or federation.security.min_participants,
-                             audit, metrics or NO_RELEASE_METRICS)
+                             audit, metrics or NO_RELEASE_METRICS, Decryptor(decryption))
         service = KeyHolderService(core, federation, audit, metrics or NO_RELEASE_METRICS)
         health = Health(service_name(keyholder_pb2, "KeyHolder"))
         server, bound = start_server(service.register, settings.host, settings.port, tls=tls,
@@ -146,13 +148,21 @@ def serve_keyholder(settings: KeyHolderSettings) -> Running:
     except BaseException:
         if keystore is not None:
             keystore.close()
+        if decryption is not None:
+            decryption.shutdown()
         if endpoint is not None:
             endpoint.close()
         raise
     epoch = keystore.current.public
     log.info("key-holder: %s epoch %d (preset %s) signed by %s, rotating every %d rounds", epoch.scheme, epoch.epoch,
              epoch.preset, identity.client_id, settings.rotate_every)
-    return Running("key-holder", server, bound, health, endpoint, close_hooks=[lambda _: keystore.close()])
+
+    def close(_: float) -> None:
+        keystore.close()
+        if decryption is not None:
+            decryption.shutdown()
+
+    return Running("key-holder", server, bound, health, endpoint, close_hooks=[close])
 
 
 def serve_aggregator(settings: AggregatorSettings) -> Running:

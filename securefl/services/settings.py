@@ -220,6 +220,9 @@ class KeyHolderSettings(InsecureOption, MetricsOptions, ServiceSettings):
         f"${KEY_PASSPHRASE_ENV})."))
     audit_log: Path = Field(Path("keyholder.audit.jsonl"), description=(
         "Audit log: every release or refusal, with who asked (JSON lines, 0600)."))
+    decryption_workers: int = Field(0, ge=0, description=(
+        "Child processes that decrypt large aggregates in parallel (0: in the key-holder's process; worth it "
+        "only with more than two cores, see docs/operations.md)."))
     key_passphrase: Optional[SecretStr] = Field(None, validation_alias=KEY_PASSPHRASE_ENV, description=(
         "Opens the keystore."))
 
