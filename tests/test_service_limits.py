@@ -157,3 +157,25 @@ def test_a_late_contributor_fetches_the_result_of_an_evicted_round(federation, r
     average = np.frombuffer(b"".join(m.chunk.data for m in late[1:]), dtype=late[0].header.dtype or "<f8")
     assert average.size == 4 and np.allclose(average, 1.0)
     assert raw.round_info("evicted").state == "complete"
+
+
+def test_on_a_plaintext_server_the_sites_of_one_process_are_not_one_party():
+    """The clients of one process share one connection, so a plaintext server (which has no
+    TLS identity to go by) must not take them for one party: six sites upload at once, over
+    the per-site limits of streams (2) and waits (4) had they been one, and every round ends."""
+    with LocalFederation(6, scheme="plain", insecure=True) as fed:
+        barrier = threading.Barrier(len(fed.clients))
+        updates = [np.full(500_000, float(i), np.float32) for i in range(len(fed.clients))]
+        for round_number in range(3):
+            results = [None] * len(fed.clients)
+
+            def take_part(i: int) -> None:
+                results[i] = fed.clients[i].aggregate(updates[i], weight=1.0, round_id=f"shared-{round_number}",
+                                                      before_upload=barrier.wait, timeout=60)
+
+            threads = [threading.Thread(target=take_part, args=(i,)) for i in range(len(fed.clients))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert all(result is not None and np.allclose(result, 2.5) for result in results)

@@ -117,14 +117,19 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
         with contextlib.ExitStack() as held:
             with self._refusal_counted():
-                caller = self._site(context, "", "submit")  # before reading anything
-                held.enter_context(self._streams.hold(caller or context.peer()))
+                caller = self._site(context, "", "submit")
+                if caller is not None:
+                    held.enter_context(self._streams.hold(caller))  # before reading anything
                 first = next(request_iterator, None)
                 if first is None or not first.HasField("header"):
                     raise InvalidInput("a submission starts with its header")
                 receipt = first.header.receipt
                 # The TLS peer and the signed receipt must name the same site.
                 self._site(context, receipt.client_id or "-", f"submit for {receipt.client_id!r:.70}")
+                if caller is None:
+                    # A plaintext server knows a site only by the receipt it sends. Not by its
+                    # connection: the clients of one process share one.
+                    held.enter_context(self._streams.hold(receipt.client_id))
             round_, contributors = self._engine.submit(receipt, first.header.chunk_count, _chunks(request_iterator),
                                                        active=context.is_active)
         return aggregator_pb2.SubmitAck(
@@ -154,7 +159,9 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         round_ = self._engine.get(request.round_id)
         if client_id is not None:
             self._engine.check_contributor(round_, client_id)
-        with self._waits.hold(client_id or context.peer()):
+        # A plaintext server cannot tell whose wait this is (the clients of one process share a
+        # connection, and the request names no site), so only TLS servers count waits per site.
+        with self._waits.hold(client_id) if client_id is not None else contextlib.nullcontext():
             while not self._engine.wait(round_, timeout=0.5):
                 if not context.is_active():
                     return
