@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 def timed_round(federation: LocalFederation, pool: ThreadPoolExecutor, updates: list[np.ndarray]) -> float:
     started = time.perf_counter()
-    list(pool.map(lambda i: federation.clients[i].aggregate(updates[i], weight=1.0 + i), range(len(updates))))
+    list(pool.map(lambda i: federation.clients[i].aggregate(updates[i], weight=1.0 + i, timeout=300), range(len(updates))))
     return time.perf_counter() - started
 
 
@@ -72,8 +72,8 @@ def main() -> None:
     parser = benchmark_parser(__doc__, HERE / "results" / "tls_cost.json")
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=9, help="Measured rounds per transport (after a warm-up).")
-    parser.add_argument("--schemes", default="plain,ckks")
+    parser.add_argument("--rounds", type=int, default=15, help="Measured rounds per transport (after a warm-up).")
+    parser.add_argument("--schemes", default="plain,bfv,ckks")
     parser.add_argument("--note", default="", help="Conditions of the run (e.g. other load on the machine).")
     args = parser.parse_args()
 
