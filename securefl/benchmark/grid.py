@@ -17,7 +17,7 @@ from ..schemes import BFV, CKKS, PLAIN, SECAGG
 from ..simulation import LocalFederation, SecAggSettings
 from .numbers import MISSING, byte_size, compact_count, duration, ratio, significant
 from .process import DiskWrites, PeakMemory, ingest_mb_per_s
-from .tables import Table
+from .table import Table
 
 # Parameter counts of real architectures: the PyTorch tutorial CIFAR-10 CNN and torchvision's ResNet-18.
 MODEL_SIZES = {"10k": 10_000, "small-cnn": 62_006, "1M": 1_000_000, "resnet18": 11_689_512}

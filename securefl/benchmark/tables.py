@@ -22,11 +22,11 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .numbers import MISSING, times
+from .table import Table
 
 Report = dict[str, Any]
 
@@ -37,27 +37,6 @@ OPENING = re.compile(r"^<!-- table:.*$", re.M)  # markers stand on their own lin
 
 class TableError(Exception):
     """A marker, a JSON file or a renderer that cannot produce the table asked for."""
-
-
-@dataclass
-class Table:
-    """One result table: `name` selects it in a marker; the first `text_columns` columns are
-    text (left-aligned), the others numbers (right-aligned)."""
-
-    name: str
-    columns: Sequence[str]
-    rows: Sequence[Sequence[str]]
-    caption: str = ""
-    text_columns: int = 1
-
-    def markdown(self) -> str:
-        def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-        rule = ["---" if i < self.text_columns else "---:" for i in range(len(self.columns))]
-        lines = [self.caption, ""] if self.caption else []
-        lines += [line(self.columns), line(rule), *(line(row) for row in self.rows)]
-        return "\n".join(lines)
 
 
 Renderer = Callable[[Report], list[Table]]
