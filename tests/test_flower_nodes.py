@@ -23,6 +23,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flower_local import RUN_ID, LocalGrid  # noqa: E402
 from flower_apps import enrol_sites  # noqa: E402
 from securefl.enrolment import FEDERATION_FILE  # noqa: E402
+from securefl.errors import InvalidInput  # noqa: E402
 from securefl.identity import Identity  # noqa: E402
 from securefl.keyfiles import IDENTITY_PASSPHRASE_ENV  # noqa: E402
 from securefl.integrations.flower import SecureFedAvg, securefl_mod  # noqa: E402
@@ -273,3 +274,19 @@ def test_a_node_without_its_identity_setting_is_told_which_setting_to_give(enrol
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), {FEDERATION: str(enrolment / FEDERATION_FILE)})
     SecureRounds("secagg", federation=enrolment / FEDERATION_FILE).identify(grid, NODES[:1])
     assert any("securefl-identity" in line and "--node-config" in line for line in logs)
+
+
+def test_the_examples_simulated_enrolment_is_made_once_and_refuses_a_stale_directory(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.setenv(IDENTITY_PASSPHRASE_ENV, "example passphrase")
+    from securefl_example.enrolment import enrol_simulated_sites
+
+    first = enrol_simulated_sites(tmp_path / "sites", 3)
+    assert enrol_simulated_sites(tmp_path / "sites", 3) == first  # the next run reuses it
+    assert not list(tmp_path.glob("*.partial-*"))
+    stale = tmp_path / "older"
+    stale.mkdir()
+    (stale / "site-0.identity.json").write_text("{}")
+    with pytest.raises(InvalidInput, match=r"no federation.json \(an older or interrupted enrolment\); remove it"):
+        enrol_simulated_sites(stale, 3)

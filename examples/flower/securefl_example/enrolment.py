@@ -10,6 +10,7 @@ and is left out, with an error saying which setting it lacks."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from securefl.enrolment import FEDERATION_FILE, create_federation, write_federation
@@ -25,6 +26,12 @@ def enrol_simulated_sites(directory: Path, sites: int) -> Path:
         if len(Federation.load(federation).roster) != sites:
             raise InvalidInput(f"{directory} enrols another number of sites; remove it to enrol {sites}")
         return federation
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInput(f"{directory} holds files but no {FEDERATION_FILE} (an older or interrupted enrolment); "
+                           "remove it to enrol the simulated sites anew")
     secret = passphrase("the simulated sites' enrolment")
-    write_federation(directory, create_federation([f"site-{i}" for i in range(sites)], name="flower-example"), secret)
+    # Enrolled beside it, then renamed into place: an interrupted run leaves no half enrolment.
+    partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
+    write_federation(partial, create_federation([f"site-{i}" for i in range(sites)], name="flower-example"), secret)
+    partial.replace(directory)
     return federation
