@@ -345,10 +345,16 @@ class Decryptor:
 
     pool: DecryptionPool | None = None
 
+    def uses_workers(self, n_chunks: int) -> bool:
+        """Whether an aggregate of `n_chunks` ciphertexts goes to the workers, which need them
+        as received (the caller keeps them only then)."""
+        return self.pool is not None and n_chunks > INLINE_MAX_CHUNKS
+
     def decrypt(self, secret: SecretContext, scheme: str, chunks: Sequence[bytes],
                 parsed: list[HEVector]) -> np.ndarray:
-        """`parsed` are `chunks` as the release core validated them, linked to their context."""
-        if self.pool is None or len(chunks) <= INLINE_MAX_CHUNKS:
+        """`parsed` are the validated ciphertexts, linked to their context; `chunks` the same as
+        received, needed only if `uses_workers`."""
+        if not self.uses_workers(len(parsed)):
             return decrypt_chunks(secret.context, parsed)
         try:
             return self.pool.decrypt(secret, scheme, chunks)

@@ -116,7 +116,8 @@ class KeyHolderCore:
                 codec = epoch.codec(self.keystore.policy.rotate_every)
                 self._check_receipts(epoch, round_id, vector_length, spec_hash, receipts)
                 digest = ChunkDigest()
-                raw, parsed = self._parse(epoch, codec, vector_length, chunks, digest)
+                raw, parsed = self._parse(epoch, codec, vector_length, chunks, digest,
+                                          keep_raw=self._decryptor.uses_workers(codec.chunk_count(vector_length)))
                 seeds = [open_seed(r.sealed_seed, epoch.sealing_key, round_id, r.client_id, epoch.number)
                          for r in receipts]
                 request = request_digest(round_id, vector_length, spec_hash, receipts, digest)
@@ -177,17 +178,18 @@ class KeyHolderCore:
             )
 
     @staticmethod
-    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes],
-               digest: ChunkDigest) -> tuple[list[bytes], list[HEVector]]:
+    def _parse(epoch: KeyEpoch, codec, vector_length: int, chunks: Iterable[bytes], digest: ChunkDigest,
+               keep_raw: bool) -> tuple[list[bytes], list[HEVector]]:
         """Parse exactly the ciphertexts `vector_length` needs, reading no more than one extra;
-        the validated ciphertexts as received and as parsed."""
+        the validated ciphertexts as received (with `keep_raw`; else none) and as parsed."""
         expected = codec.chunk_count(vector_length)
         raw, parsed = [], []
         for data in chunks:
             if len(parsed) == expected:
                 raise InvalidInput(f"more than the {expected} ciphertexts length {vector_length} needs")
             parsed.append(codec.parse_chunk(epoch.secret.context, data))
-            raw.append(data)
+            if keep_raw:
+                raw.append(data)
             digest.update(len(parsed) - 1, data)
         if len(parsed) != expected:
             raise InvalidInput(f"{len(parsed)} ciphertexts; length {vector_length} needs {expected}")
