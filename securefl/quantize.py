@@ -10,14 +10,17 @@ BFV offsets them into packed fields instead (`securefl.he.packing`)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InvalidInput
-from .masking.prg import uniform_floats
+from .masking.prg import SEED_BYTES, expand
 
 MIN_FRAC_BITS = 8
+BLOCK_VALUES = 1 << 15  # values encoded at a time: their float64 working copies stay in cache
+UNIT_32 = 1.0 / (1 << 32)
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,20 @@ class FixedPoint:
         return cls(bits, frac_bits, value_bound, max_weight)
 
     def encode(self, vector: np.ndarray, weight: float) -> np.ndarray:
-        """Clip, weight, append the weight, scale and round stochastically; returns dtype ints."""
-        payload = weighted_payload(vector, weight, self.value_bound, self.max_weight)
-        return stochastic_round(payload * float(2**self.frac_bits)).astype(self.dtype)
+        """Clip, weight, append the weight, scale and round stochastically; returns dtype ints.
+        Works through the update in cache-sized blocks: one float64 block at a time, never a
+        float64 copy of the whole update."""
+        check_payload(vector, weight, self.max_weight)
+        flat = np.asarray(vector).reshape(-1)
+        encoded = np.empty(flat.size + 1, dtype=self.dtype)
+        factor = weight * float(2**self.frac_bits)
+        for start in range(0, flat.size, BLOCK_VALUES):
+            stop = min(start + BLOCK_VALUES, flat.size)
+            scaled = np.clip(flat[start:stop].astype(np.float64), -self.value_bound, self.value_bound)
+            scaled *= factor
+            np.copyto(encoded[start:stop], stochastic_round(scaled), casting="unsafe")
+        np.copyto(encoded[-1:], stochastic_round(np.array([factor])), casting="unsafe")
+        return encoded
 
     def decode(self, total: np.ndarray) -> np.ndarray:
         """Two's complement sum -> float64 (the weighted sum, weight sum last)."""
@@ -65,19 +79,28 @@ def check_bounds(value_bound: float, max_weight: float) -> None:
         raise InvalidInput("value_bound and max_weight must be positive and finite")
 
 
-def weighted_payload(vector: np.ndarray, weight: float, value_bound: float, max_weight: float) -> np.ndarray:
-    """`clip(vector, ±value_bound) · weight` with the weight appended, as float64. Refuses a
-    weight outside (0, max_weight] and NaN or infinite values (they would round to garbage)."""
+def check_payload(vector: np.ndarray, weight: float, max_weight: float) -> None:
+    """Refuses a weight outside (0, max_weight] and NaN or infinite values (they would round to
+    garbage)."""
     if not 0 < weight <= max_weight:
         raise InvalidInput(f"weight {weight} is outside (0, {max_weight}] set for this round")
-    vector = np.asarray(vector, dtype=np.float64)
     if not np.all(np.isfinite(vector)):
         raise InvalidInput("the update holds NaN or infinite values")
+
+
+def weighted_payload(vector: np.ndarray, weight: float, value_bound: float, max_weight: float) -> np.ndarray:
+    """`clip(vector, ±value_bound) · weight` with the weight appended, as float64 (checked as
+    `check_payload` does)."""
+    check_payload(vector, weight, max_weight)
+    vector = np.asarray(vector, dtype=np.float64)
     return np.append(np.clip(vector, -value_bound, value_bound) * weight, weight)
 
 
 def stochastic_round(scaled: np.ndarray) -> np.ndarray:
-    """Round each value to floor or ceil with probabilities making it unbiased (AES-CTR
-    randomness under a fresh key); |result| <= ceil(|value|)."""
-    floor = np.floor(scaled)
-    return (floor + (uniform_floats(scaled.size) < (scaled - floor))).astype(np.int64)
+    """Round each value to floor or ceil with probabilities making it unbiased (to 2^-32: 32
+    bits of AES-CTR randomness under a fresh key per value); |result| <= ceil(|value|), and a
+    value that is already an integer stays."""
+    rounded = np.floor(scaled)
+    uniforms = expand(os.urandom(SEED_BYTES), scaled.size, np.uint32) * UNIT_32
+    rounded += uniforms < (scaled - rounded)
+    return rounded.astype(np.int64)

@@ -11,7 +11,7 @@ from securefl.errors import InvalidInput, RoundClosed, RoundFailed, Verification
 from securefl.masking import keys, shamir
 from securefl.masking.graph import choose_params, graph_seed, neighbours
 from securefl.masking.policy import confirmation_quorum
-from securefl.masking.prg import expand
+from securefl.masking.prg import BLOCK_BYTES, apply_masks, expand
 from securefl.masking.statements import share_associated_data
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.quantize import FixedPoint
@@ -28,6 +28,14 @@ def test_encoding_round_trips_within_its_resolution(rng):
     values = rng.uniform(-5, 5, size=1000)
     decoded = encoding.decode(encoding.encode(values, 3.0))
     assert np.all(np.abs(decoded[:-1] - 3.0 * values) <= 2.0**-encoding.frac_bits) and decoded[-1] == 3.0
+
+
+def test_an_update_longer_than_one_encoding_block_round_trips(rng):
+    encoding = FixedPoint.for_round(10, value_bound=1.0, max_weight=2.0)
+    values = rng.uniform(-1.5, 1.5, size=100_003).astype(np.float32)  # float32 in, several blocks, clipped
+    decoded = encoding.decode(encoding.encode(values, 2.0))
+    expected = 2.0 * np.clip(values.astype(np.float64), -1.0, 1.0)
+    assert np.all(np.abs(decoded[:-1] - expected) <= 2.0**-encoding.frac_bits) and decoded[-1] == 2.0
 
 
 def test_stochastic_rounding_is_unbiased():
@@ -61,6 +69,25 @@ def test_masks_are_deterministic_per_seed_and_fill_the_range():
     assert np.array_equal(a, expand(b"k" * 32, 100_000, np.uint32))
     assert not np.array_equal(a, expand(b"j" * 32, 100_000, np.uint32))
     assert abs(a.mean() / 2**32 - 0.5) < 0.01 and expand(b"k" * 32, 3, np.uint64).dtype == np.uint64
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_block_by_block_masks_equal_whole_keystreams_added_and_subtracted(dtype):
+    count = 3 * BLOCK_BYTES // np.dtype(dtype).itemsize + 12_345  # blocks that do not divide the update
+    values = np.arange(count, dtype=dtype)
+    plus, minus = [b"a" * 32, b"b" * 32], [b"c" * 32]
+    expected = values + expand(plus[0], count, dtype) + expand(plus[1], count, dtype) - expand(minus[0], count, dtype)
+    apply_masks(values, plus, minus)
+    assert np.array_equal(values, expected)
+    apply_masks(values, minus, plus)
+    assert np.array_equal(values, np.arange(count, dtype=dtype))
+
+
+def test_masks_apply_only_to_contiguous_unsigned_integers():
+    with pytest.raises(ValueError):
+        apply_masks(np.zeros(10, np.int32), [b"a" * 32])
+    with pytest.raises(ValueError):
+        apply_masks(np.zeros(10, np.uint32)[::2], [b"a" * 32])
 
 
 @given(threshold=st.integers(1, 8), extra=st.integers(0, 5), secret=st.binary(min_size=32, max_size=32))

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..masking.prg import uniform_floats, unit_floats
-from ..quantize import check_bounds, weighted_payload
+from ..quantize import check_bounds, check_payload, weighted_payload
 from .masked import WholeCiphertexts
 from .masks import uniform_reals
 from .packing import ReleaseCheckFailed
@@ -91,7 +91,7 @@ class CkksCodec(WholeCiphertexts):
         return -(-vector_length // self.slots)
 
     def check(self, vector: np.ndarray, weight: float) -> None:
-        weighted_payload(vector, weight, self.value_bound, self.max_weight)
+        check_payload(vector, weight, self.max_weight)
 
     def error_std(self, contributors: int) -> float:
         return math.sqrt(contributors) * 2.0 ** (ERROR_STD_BITS - self.preset.scale_bits)

@@ -66,13 +66,13 @@ import numpy as np
 from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation, SecurityParameters
 from ..identity import Identity, Roster
-from ..quantize import FixedPoint, weighted_payload
+from ..quantize import FixedPoint, check_payload
 from ..rounds.chunks import split_array
 from ..rounds.scheme import SUBMIT, Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2, suspended_pb2
 from . import keys, shamir
 from .policy import check_config, check_graph
-from .prg import SEED_BYTES, expand
+from .prg import SEED_BYTES, apply_masks
 from .server import ADVERTISE, CONFIRM, MASK_SET, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_associated_data, share_commitment,
@@ -236,25 +236,17 @@ class SecAggParticipant:
 
     def masked_input(self, vector: np.ndarray, weight: float) -> np.ndarray:
         """encode(w·x, w) + PRG(self seed) + Σ ± PRG(pairwise seed) over the stated mask set."""
-        masked = self.mask(self.encoding.encode(vector, weight))
-        self.submitted = True
-        return masked
-
-    def mask(self, encoded: np.ndarray) -> np.ndarray:
         if self.masked_with is None:
             raise _refuse("the masked input comes before the incoming shares")
         view = self._view()
-        masked = encoded.copy()
-        count, dtype = masked.size, masked.dtype
-        masked += expand(self.self_seed, count, dtype)
+        masked = self.encoding.encode(vector, weight)
+        added, subtracted = [self.self_seed], []
         for peer in sorted(self.masked_with):
             seed = keys.derive(self.mask_key, view.adverts[peer].mask_public_key, keys.MASK_SEED_LABEL,
                                self.round_id, self.client_id, peer)
-            mask = expand(seed, count, dtype)
-            if self.client_id < peer:
-                masked += mask
-            else:
-                masked -= mask
+            (added if self.client_id < peer else subtracted).append(seed)
+        apply_masks(masked, added, subtracted)
+        self.submitted = True
         return masked
 
     # -- consistency and unmasking -------------------------------------------------------------
@@ -453,7 +445,7 @@ class SecAggClient:
         self._roster = federation.roster
 
     def check(self, vector: np.ndarray, weight: float) -> None:
-        weighted_payload(vector, weight, self._config.value_bound, self._config.max_weight)
+        check_payload(vector, weight, self._config.max_weight)
 
     def start(self, round_id: str, vector: np.ndarray, weight: float) -> SecAggClientRound:
         return SecAggClientRound(self._participant(round_id), vector, weight, self._chunk_values)

@@ -46,7 +46,7 @@ from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params
 from .policy import secagg_config
-from .prg import expand
+from .prg import apply_masks
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_commitment, survivors_message, unsigned,
 )
@@ -397,9 +397,7 @@ class SecAggRound:
     def _remove_masks(self, total: np.ndarray, reveals: dict[str, secagg_pb2.UnmaskResponse]) -> None:
         """Subtract every survivor's self mask and the pairwise masks survivors share with
         dropped clients; the pairwise masks between survivors cancel by construction."""
-        dtype, count = total.dtype, total.size
-        for survivor in self.survivors:
-            total -= expand(self._reconstruct(survivor, SEED_SHARE, reveals), count, dtype)
+        added, subtracted = [], [self._reconstruct(survivor, SEED_SHARE, reveals) for survivor in self.survivors]
         for gone in self.dropped:
             mask_key = self._reconstruct(gone, KEY_SHARE, reveals)
             for survivor in self._graph()[gone]:  # each masked against it (its checked mask set says so)
@@ -407,8 +405,5 @@ class SecAggRound:
                     continue
                 seed = keys.derive(mask_key, self.adverts[survivor].mask_public_key, keys.MASK_SEED_LABEL,
                                    self.round_id, survivor, gone)
-                mask = expand(seed, count, dtype)
-                if survivor < gone:
-                    total -= mask
-                else:
-                    total += mask
+                (subtracted if survivor < gone else added).append(seed)
+        apply_masks(total, added, subtracted)
