@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import InvalidInput, PermissionDenied
-from .identity import Identity, Roster, check_identifier, raw_public_key
+from .identity import Identity, Roster, check_identifier, raw_public_key, signature_valid
 from .pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE, PartyName
 
 FORMAT_VERSION = 1
@@ -96,11 +96,7 @@ class PartyKey:
     public_key: bytes
 
     def verify(self, signature: bytes, message: bytes) -> bool:
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
-        except Exception:
-            return False
-        return True
+        return signature_valid(self.public_key, signature, message)
 
     def matches(self, identity: Identity) -> bool:
         return identity.client_id == self.party_id and identity.public_bytes == self.public_key

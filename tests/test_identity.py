@@ -1,7 +1,7 @@
 import pytest
 
 from securefl.errors import InvalidInput, UnknownClient, VerificationFailed
-from securefl.identity import Identity, Roster, check_identifier, sign_receipt, verify_receipt
+from securefl.identity import Identity, Roster, check_identifier, sign_receipt, signature_valid, verify_receipt
 from securefl.v1 import common_pb2
 
 
@@ -13,6 +13,17 @@ def make_receipt(identity: Identity, **overrides) -> common_pb2.Receipt:
     for key, value in overrides.items():
         setattr(receipt, key, value)
     return receipt
+
+
+def test_a_signature_verifies_for_its_key_and_message_only():
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    signature = alice.sign(b"message")
+    assert signature_valid(alice.public_bytes, signature, b"message")
+    tampered = bytes([signature[0] ^ 1]) + signature[1:]
+    for key, sig, message in [(bob.public_bytes, signature, b"message"), (alice.public_bytes, signature, b"messagf"),
+                              (alice.public_bytes, tampered, b"message"), (alice.public_bytes, signature[:63], b"message"),
+                              (alice.public_bytes[:31], signature, b"message"), (alice.public_bytes, b"", b"message")]:
+        assert not signature_valid(key, sig, message)
 
 
 def test_a_signed_receipt_verifies_against_the_roster():

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import tenseal as ts
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation
-from ..identity import length_prefixed
+from ..identity import length_prefixed, signature_valid
 from ..masking.prg import SEED_BYTES
 from ..v1 import common_pb2
 from .bfv import BfvCodec
@@ -127,10 +126,8 @@ class VerifiedEpoch:
 
 def verify_signature(keyholder_public_key: bytes, epoch: common_pb2.PublicEpoch) -> None:
     """VerificationFailed unless the epoch carries the key-holder's signature."""
-    try:
-        Ed25519PublicKey.from_public_bytes(keyholder_public_key).verify(epoch.signature, epoch_message(epoch))
-    except (InvalidSignature, ValueError):
-        raise VerificationFailed("the key-holder epoch does not carry the pinned key-holder's signature") from None
+    if not signature_valid(keyholder_public_key, epoch.signature, epoch_message(epoch)):
+        raise VerificationFailed("the key-holder epoch does not carry the pinned key-holder's signature")
 
 
 class EpochVerifier:

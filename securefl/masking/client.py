@@ -115,6 +115,7 @@ class SecAggParticipant:
     _share_message: secagg_pb2.ShareKeysRequest | None = field(default=None, repr=False)
     _mask_set: secagg_pb2.MaskSet | None = None
     _answered: tuple[bytes, secagg_pb2.UnmaskResponse] | None = field(default=None, repr=False)
+    _channel_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # derived again after a restore
 
     @property
     def client_id(self) -> str:
@@ -194,8 +195,11 @@ class SecAggParticipant:
         return request
 
     def _channel_key(self, peer: str) -> bytes:
-        return keys.derive(self.cipher_key, self._view().adverts[peer].cipher_public_key, keys.SHARE_KEY_LABEL,
-                           self.round_id, self.client_id, peer)
+        """The AES-GCM key of the shares this client and `peer` deal each other (one per pair)."""
+        if peer not in self._channel_keys:
+            self._channel_keys[peer] = keys.derive(self.cipher_key, self._view().adverts[peer].cipher_public_key,
+                                                   keys.SHARE_KEY_LABEL, self.round_id, self.client_id, peer)
+        return self._channel_keys[peer]
 
     # -- masked input --------------------------------------------------------------------
 

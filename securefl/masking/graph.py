@@ -20,6 +20,7 @@ before all participants have advertised their keys for this round."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 
@@ -49,8 +50,10 @@ def is_secure(n: int, degree: int, threshold: int, corrupt_fraction: float) -> b
     return complete or _tail_at_least(degree, corrupt_fraction, threshold) <= 2.0**-SECURITY_BITS / n
 
 
+@functools.lru_cache(maxsize=256)
 def choose_params(n: int, dropout_fraction: float, corrupt_fraction: float) -> tuple[int, int]:
-    """(k, t) for n participants; k = n - 1 means the complete graph."""
+    """(k, t) for n participants; k = n - 1 means the complete graph. Cached: every client
+    checks the aggregator's graph against it, and the search evaluates binomial tails."""
     if n < 2:
         raise InvalidInput("secure aggregation needs at least two participants")
     check_fractions(dropout_fraction, corrupt_fraction)
