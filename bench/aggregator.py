@@ -14,8 +14,11 @@ on localhost (LocalFederation), with its store on disk.
 * the aggregator's peak resident memory in the first round of many clients sending at once;
 * bytes the aggregator wrote to disk per round, over the size of one submission.
 
-All clients share this machine's cores with the services, so round times include the
-clients' own protection work. The key-holder's protocol changed after the baseline (issue 8:
+The clients run in one worker process per core (`SiteProcesses`, threads within each), not as
+threads of this process: fifty sites taking turns at one interpreter lock cost a round up to
+1.8x the CPU a site on its own machine spends (measured here before the switch). They share
+this machine's cores with the services, so round times include the clients' own protection
+work. The key-holder's protocol changed after the baseline (issue 8:
 signed key epochs, rounds registered to them), so today's clients cannot run CKKS against a
 baseline key-holder and aggregator: CKKS is measured after only, unless the baseline speaks the
 same protocol (`--baseline` at or after issue 8).
@@ -29,18 +32,15 @@ import os
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
 
 from securefl.benchmark.harness import benchmark_parser, envelope, publish
 from securefl.benchmark.numbers import MISSING, duration, ratio, significant
 from securefl.benchmark.process import DiskWrites, PeakMemory, ingest_mb_per_s
+from securefl.benchmark.sites import SiteProcesses
 from securefl.benchmark.tables import Table
 from securefl.simulation import LocalFederation, SecAggSettings
 
@@ -60,7 +60,6 @@ TARGETS = {  # issue 11, on this 2-core machine
     "peak_plain": ("≤ 400 MiB", lambda v: v <= 400), "peak_ckks": ("≤ 600 MiB", lambda v: v <= 600),
     "disk_plain": ("≤ 3×", lambda v: v <= 3), "disk_secagg": ("≤ 3×", lambda v: v <= 3), "disk_ckks": ("≤ 3×", lambda v: v <= 3),
 }
-
 
 @contextmanager
 def aggregator_code(revision: str | None) -> Iterator[str]:
@@ -89,66 +88,58 @@ def aggregator_code(revision: str | None) -> Iterator[str]:
                 else:
                     os.environ[name] = value
 
-
 def speaks_epochs(revision: str) -> bool:
     """Whether the key-holder of `revision` has today's protocol (signed key epochs, issue 8)."""
     found = subprocess.run(["git", "-C", str(HERE.parent), "cat-file", "-e", f"{revision}:securefl/he/scheme.py"],
                            capture_output=True)
     return found.returncode == 0
 
-
 def federation(scheme: str, n: int) -> LocalFederation:
     settings = SecAggSettings(stage_timeout=300.0, value_bound=10.0, max_weight=float(n + 1))
     return LocalFederation(n, scheme=scheme, secagg=settings)
 
-
-def one_round(fed: LocalFederation, pool: ThreadPoolExecutor, params: int, round_id: str, together: bool = False) -> dict:
+def one_round(fed: LocalFederation, sites: SiteProcesses, params: int, round_id: str, together: bool = False) -> dict:
     """All clients aggregate at once; with `together`, their uploads start at once, after every
     client protected its update."""
-    n = len(fed.clients)
-    rng = np.random.default_rng(len(round_id))
-    updates = [rng.uniform(-1, 1, size=params).astype(np.float32) for _ in range(n)]
-    barrier = threading.Barrier(n) if together else None
     with PeakMemory(fed.aggregator.pid) as memory, DiskWrites(fed.aggregator.pid) as disk:
         started = time.perf_counter()
-        list(pool.map(lambda i: fed.clients[i].aggregate(updates[i], weight=1.0 + i % 4, round_id=round_id,
-                                                        before_upload=barrier.wait if barrier else None),
-                      range(n)))
+        stats = sites.aggregate(round_id, params, together)
         wall = time.perf_counter() - started
         time.sleep(0.2)  # writes the round caused after the clients had their result (e.g. purging)
-    stats = [client.last_stats for client in fed.clients]
     submission = stats[0].bytes_sent
     return {"round_seconds": wall, "ingest_mb_per_s": ingest_mb_per_s(stats), "peak_mib": memory.peak_mb,
             "disk_bytes": disk.bytes, "submission_bytes": submission, "disk_per_submission": disk.bytes / submission}
 
+@contextmanager
+def running(scheme: str, n: int) -> Iterator[tuple[LocalFederation, SiteProcesses]]:
+    """A federation of n sites whose clients run in one worker process per core, after a
+    warm-up round."""
+    with federation(scheme, n) as fed, SiteProcesses(fed, os.cpu_count() or 2) as sites:
+        one_round(fed, sites, 1000, "warm-up")
+        yield fed, sites
 
-def measure(config: dict, pool_size: int, he: bool) -> dict:
+def measure(config: dict, he: bool) -> dict:
     """Every measurement, against whichever aggregator code is active; CKKS only with `he`."""
     results: dict = {}
-    with ThreadPoolExecutor(pool_size) as pool:
-        for scheme in ("plain", "secagg", "ckks") if he else ("plain", "secagg"):
-            with federation(scheme, config["ingest_clients"]) as fed:
-                one_round(fed, pool, 1000, "warm-up")
-                rounds = [one_round(fed, pool, config["ingest_params"][scheme], f"ingest-{i}", together=True)
-                          for i in range(REPEAT)]
-                results[f"ingest_{scheme}"] = median(rounds, "ingest_mb_per_s")
-        for scheme in ("plain", "secagg"):
-            with federation(scheme, config["round_clients"]) as fed:
-                one_round(fed, pool, config["round_params"], "warm-up")  # a training loop's steady state
-                rounds = [one_round(fed, pool, config["round_params"], f"round-{i}") for i in range(REPEAT)]
-                results[f"round_{scheme}"] = median(rounds, "round_seconds")
-        for scheme, n in config["memory_clients"].items():
-            if scheme == "ckks" and not he:
-                continue
-            with federation(scheme, n) as fed:
-                one_round(fed, pool, 1000, "warm-up")
-                results[f"memory_{scheme}"] = one_round(fed, pool, config["memory_params"], "memory", together=True)
+    for scheme in ("plain", "secagg", "ckks") if he else ("plain", "secagg"):
+        with running(scheme, config["ingest_clients"]) as (fed, sites):
+            rounds = [one_round(fed, sites, config["ingest_params"][scheme], f"ingest-{i}", together=True)
+                      for i in range(REPEAT)]
+            results[f"ingest_{scheme}"] = median(rounds, "ingest_mb_per_s")
+    for scheme in ("plain", "secagg"):
+        with running(scheme, config["round_clients"]) as (fed, sites):
+            one_round(fed, sites, config["round_params"], "steady")  # a training loop's steady state
+            rounds = [one_round(fed, sites, config["round_params"], f"round-{i}") for i in range(REPEAT)]
+            results[f"round_{scheme}"] = median(rounds, "round_seconds")
+    for scheme, n in config["memory_clients"].items():
+        if scheme == "ckks" and not he:
+            continue
+        with running(scheme, n) as (fed, sites):
+            results[f"memory_{scheme}"] = one_round(fed, sites, config["memory_params"], "memory", together=True)
     return results
-
 
 def median(rounds: list[dict], key: str) -> dict:
     return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
-
 
 def headline(results: dict) -> dict[str, float | None]:
     """The numbers the targets are about (None: not measured in that run)."""
@@ -160,7 +151,6 @@ def headline(results: dict) -> dict[str, float | None]:
         "disk_secagg": ("round_secagg", "disk_per_submission"), "disk_ckks": ("memory_ckks", "disk_per_submission"),
     }
     return {key: results[run][value] if run in results else None for key, (run, value) in sources.items()}
-
 
 def tables(report: dict) -> list[Table]:
     """One table: each headline number before and after, their ratio, and the issue's target."""
@@ -194,7 +184,6 @@ def tables(report: dict) -> list[Table]:
                f"same clients, same run. Load average at the start: {report['machine'].get('load_average_1min', '?')}.")
     return [Table("aggregator", ("measure", "before", "after", "after / before", "target"), rows, caption)]
 
-
 def main() -> None:
     parser = benchmark_parser(__doc__, HERE / "results" / "aggregator.json")
     parser.add_argument("--baseline", default=BASELINE, help="Commit of the 'before' aggregator (default: %(default)s).")
@@ -203,14 +192,12 @@ def main() -> None:
     config = QUICK if args.quick else FULL
     report = envelope("aggregator")
     report["config"] = config
-    pool_size = max(config["memory_clients"].values())
     for label, revision in (("before", args.baseline), ("after", None)):
         with aggregator_code(revision) as commit:
             print(f"measuring the aggregator {label} ({commit[:10]}) ...", flush=True)
             he = revision is None or speaks_epochs(revision)
-            report[label] = {"commit": commit, "results": measure(config, pool_size, he)}
+            report[label] = {"commit": commit, "results": measure(config, he)}
     publish(report, tables, args)
-
 
 if __name__ == "__main__":
     main()

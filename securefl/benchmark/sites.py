@@ -1,0 +1,116 @@
+"""The sites of a LocalFederation run from worker processes, for benchmarks.
+
+LocalFederation's clients live in the caller's process, so fifty sites are fifty threads taking
+turns at one interpreter lock and one set of caches: a cost no deployment has (each site is a
+process on a machine of its own). `SiteProcesses` runs the same sites, from the same enrolment,
+in a few worker processes instead (one per core by default, threads within each); they still
+share this machine's cores with the services, so a round's time still includes every site's
+own protection work."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from ..client import RoundStats, connect
+from ..enrolment import FEDERATION_FILE, write_party
+from ..federation import Federation
+from ..identity import Identity
+from ..pki import SITE
+from ..schemes import PLAIN
+from ..simulation import LocalFederation
+from ..tls import TlsConfig
+
+
+def site_update(index: int, round_id: str, params: int) -> np.ndarray:
+    """Site `index`'s update in round `round_id`: the same whichever process makes it."""
+    return np.random.default_rng([index, len(round_id)]).uniform(-1, 1, size=params).astype(np.float32)
+
+
+def site_weight(index: int) -> float:
+    return 1.0 + index % 4
+
+
+def _serve(connection: Connection, address: str, workdir: str, sites: list[tuple[int, list[str]]], passphrase: str,
+           allow_plain: bool, barrier: threading.Barrier) -> None:
+    """A worker process: connect its sites, then run one round per request until told to stop."""
+    federation = Federation.load(Path(workdir) / FEDERATION_FILE)
+    clients = {}
+    for index, (identity_file, key_file, certificate_file) in sites:
+        tls = TlsConfig.from_files(Path(certificate_file), Path(key_file), federation.ca_certificate, passphrase)
+        clients[index] = connect(address, identity=Identity.load(Path(identity_file), passphrase),
+                                 federation=federation, tls=tls, allow_plain=allow_plain)
+    connection.send("ready")
+    with ThreadPoolExecutor(len(clients)) as pool:
+        while (request := connection.recv()) is not None:
+            round_id, params, together = request
+            updates = {i: site_update(i, round_id, params) for i in clients}
+
+            def run(index: int) -> RoundStats:
+                client = clients[index]
+                client.aggregate(updates[index], weight=site_weight(index), round_id=round_id,
+                                 before_upload=barrier.wait if together else None)
+                return client.last_stats
+
+            try:
+                connection.send({i: stats for i, stats in zip(clients, pool.map(run, clients))})
+            except Exception as exc:  # the parent reports it; this worker goes on
+                connection.send(exc)
+
+
+class SiteProcesses:
+    """`with SiteProcesses(fed) as sites: sites.aggregate(round_id, params)`: every site of `fed`
+    takes part in the round, from `processes` worker processes."""
+
+    def __init__(self, fed: LocalFederation, processes: int = 2) -> None:
+        assert fed.enrolment is not None
+        passphrase = secrets.token_urlsafe(16)
+        directory = fed.workdir / "sites"
+        directory.mkdir(mode=0o700)
+        parties = [p for p in fed.enrolment.parties if p.name.role == SITE]
+        files = [(index, [str(f) for f in write_party(directory, party, passphrase)])
+                 for index, party in enumerate(parties)]
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(len(parties))
+        self._workers: list[tuple[multiprocessing.Process, Connection]] = []
+        for share in range(min(processes, len(parties))):
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, daemon=True, args=(
+                child, fed.aggregator_address, str(fed.workdir), files[share::processes], passphrase,
+                fed.scheme == PLAIN, barrier))
+            process.start()
+            self._workers.append((process, parent))
+        for _, connection in self._workers:
+            connection.recv()
+
+    def aggregate(self, round_id: str, params: int, together: bool = False) -> list[RoundStats]:
+        """One round of every site; with `together`, uploads start at once after every site
+        protected its update. The sites' statistics, by site index."""
+        for _, connection in self._workers:
+            connection.send((round_id, params, together))
+        stats: dict[int, RoundStats] = {}
+        for _, connection in self._workers:
+            answer = connection.recv()
+            if isinstance(answer, Exception):
+                raise answer
+            stats.update(answer)
+        return [stats[i] for i in sorted(stats)]
+
+    def close(self) -> None:
+        for process, connection in self._workers:
+            connection.send(None)
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+    def __enter__(self) -> SiteProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
