@@ -15,10 +15,10 @@ on localhost (LocalFederation), with its store on disk.
 * bytes the aggregator wrote to disk per round, over the size of one submission.
 
 The clients run in one worker process per core (`SiteProcesses`, threads within each), not as
-threads of this process: fifty sites taking turns at one interpreter lock cost a round up to
-1.8x the CPU a site on its own machine spends (measured here before the switch). They share
-this machine's cores with the services, so round times include the clients' own protection
-work. The key-holder's protocol changed after the baseline (issue 8:
+threads of this process: fifty sites taking turns at one interpreter lock spent about 1.5x the
+CPU per SecAgg+ round that the same sites spend in two processes (6.0-7.4 against 4.4-4.8 CPU-s
+for 50 x 1M, measured when switching). They share this machine's cores with the services, so
+round times include the clients' own protection work. The key-holder's protocol changed after the baseline (issue 8:
 signed key epochs, rounds registered to them), so today's clients cannot run CKKS against a
 baseline key-holder and aggregator: CKKS is measured after only, unless the baseline speaks the
 same protocol (`--baseline` at or after issue 8).
