@@ -18,10 +18,10 @@ The clients run in one worker process per core (`SiteProcesses`, threads within 
 threads of this process: fifty sites taking turns at one interpreter lock spent about 1.5x the
 CPU per SecAgg+ round that the same sites spend in two processes (6.0-7.4 against 4.4-4.8 CPU-s
 for 50 x 1M, measured when switching). They share this machine's cores with the services, so
-round times include the clients' own protection work. The key-holder's protocol changed after the baseline (issue 8:
-signed key epochs, rounds registered to them), so today's clients cannot run CKKS against a
-baseline key-holder and aggregator: CKKS is measured after only, unless the baseline speaks the
-same protocol (`--baseline` at or after issue 8).
+round times include the clients' own protection work. The key-holder's protocol changed after
+the baseline (issue 8: signed key epochs, rounds registered to them), so today's clients cannot
+run CKKS against a baseline key-holder and aggregator: CKKS is measured after only, unless the
+baseline speaks the same protocol (`--baseline` at or after issue 8).
 
 Run: python bench/aggregator.py [--baseline REV] [--quick] [--out PATH] [--markdown PATH]"""
 
