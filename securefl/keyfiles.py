@@ -96,7 +96,7 @@ def passphrase(purpose: str, env: str = IDENTITY_PASSPHRASE_ENV, confirm: bool =
     value = os.environ.get(env)
     if value:
         return value
-    if not sys.stdin.isatty():
+    if not _typed_at_this_terminal():
         raise InvalidInput(f"{purpose} needs a passphrase: set {env}")
     value = getpass.getpass(f"passphrase for {purpose}: ")
     if confirm and getpass.getpass("again: ") != value:
@@ -104,6 +104,17 @@ def passphrase(purpose: str, env: str = IDENTITY_PASSPHRASE_ENV, confirm: bool =
     if not value:
         raise InvalidInput(f"{purpose} needs a non-empty passphrase")
     return value
+
+
+def _typed_at_this_terminal() -> bool:
+    """True when someone can answer a prompt: stdin is a terminal and this process is its
+    foreground job. A process that merely inherited the terminal (a service sent to the
+    background, or an app run by Flower's SuperLink in its own session) would hang on a prompt
+    nobody can answer, so it is told which variable to set instead."""
+    try:
+        return sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (AttributeError, OSError, ValueError):  # not our controlling terminal, or no stdin
+        return False
 
 
 class PassphraseBox:

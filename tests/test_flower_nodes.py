@@ -290,3 +290,14 @@ def test_the_examples_simulated_enrolment_is_made_once_and_refuses_a_stale_direc
     (stale / "site-0.identity.json").write_text("{}")
     with pytest.raises(InvalidInput, match=r"no federation.json \(an older or interrupted enrolment\); remove it"):
         enrol_simulated_sites(stale, 3)
+
+
+def test_the_examples_enrolment_without_a_passphrase_names_where_to_set_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.delenv(IDENTITY_PASSPHRASE_ENV, raising=False)
+    from securefl_example.enrolment import enrol_simulated_sites
+
+    with pytest.raises(InvalidInput, match=f"set {IDENTITY_PASSPHRASE_ENV} before Flower's local SuperLink starts"):
+        enrol_simulated_sites(tmp_path / "sites", 3)
+    assert not list(tmp_path.iterdir())  # nothing enrolled

@@ -29,7 +29,11 @@ def enrol_simulated_sites(directory: Path, sites: int) -> Path:
     if directory.exists() and any(directory.iterdir()):
         raise InvalidInput(f"{directory} holds files but no {FEDERATION_FILE} (an older or interrupted enrolment); "
                            "remove it to enrol the simulated sites anew")
-    secret = passphrase("the simulated sites' enrolment")
+    try:
+        secret = passphrase("the simulated sites' enrolment")
+    except InvalidInput as error:  # the variable is read where Flower's local SuperLink started
+        raise InvalidInput(f"{error} before Flower's local SuperLink starts (a running one keeps the "
+                           "environment it started with: stop it, then run again)") from None
     # Enrolled beside it, then renamed into place: an interrupted run leaves no half enrolment.
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     write_federation(partial, create_federation([f"site-{i}" for i in range(sites)], name="flower-example"), secret)
