@@ -18,7 +18,10 @@ The clients run in one worker process per core (`SiteProcesses`, threads within 
 threads of this process: fifty sites taking turns at one interpreter lock spent about 1.5x the
 CPU per SecAgg+ round that the same sites spend in two processes (6.0-7.4 against 4.4-4.8 CPU-s
 for 50 x 1M, measured when switching). They share this machine's cores with the services, so
-round times include the clients' own protection work. The key-holder's protocol changed after
+round times include the clients' own protection work; they run at a lower scheduling priority
+(niceness 10), so when the aggregator and a site both want a core the aggregator gets it, as it
+would on a machine of its own (this took a plaintext round from 1.5–1.8 to 1.3–1.45 s and a
+SecAgg+ round from 3.2–3.6 to 3.0–3.3 s). The key-holder's protocol changed after
 the baseline (issue 8: signed key epochs, rounds registered to them), so today's clients cannot
 run CKKS against a baseline key-holder and aggregator: CKKS is measured after only, unless the
 baseline speaks the same protocol (`--baseline` at or after issue 8).

@@ -5,11 +5,13 @@ turns at one interpreter lock and one set of caches: a cost no deployment has (e
 process on a machine of its own). `SiteProcesses` runs the same sites, from the same enrolment,
 in a few worker processes instead (one per core by default, threads within each); they still
 share this machine's cores with the services, so a round's time still includes every site's
-own protection work."""
+own protection work, but at a lower scheduling priority: when the aggregator and a site both
+want a core, the aggregator gets it, as it would on a machine of its own."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,9 @@ from ..simulation import LocalFederation
 from ..tls import TlsConfig
 
 
+SITE_NICENESS = 10  # the services come first when both want a core: they would have cores of their own
+
+
 def site_update(index: int, round_id: str, params: int) -> np.ndarray:
     """Site `index`'s update in round `round_id`: the same whichever process makes it."""
     return np.random.default_rng([index, len(round_id)]).uniform(-1, 1, size=params).astype(np.float32)
@@ -40,6 +45,7 @@ def site_weight(index: int) -> float:
 def _serve(connection: Connection, address: str, workdir: str, sites: list[tuple[int, list[str]]], passphrase: str,
            allow_plain: bool, barrier: threading.Barrier) -> None:
     """A worker process: connect its sites, then run one round per request until told to stop."""
+    os.nice(SITE_NICENESS)
     federation = Federation.load(Path(workdir) / FEDERATION_FILE)
     clients = {}
     for index, (identity_file, key_file, certificate_file) in sites:
