@@ -155,6 +155,23 @@ def test_a_node_deals_its_shares_once_and_answers_one_unmask_request(enrolment: 
     assert reply.has_error() and "refusing to continue the round" in reply.error.reason
 
 
+def test_a_server_asking_a_node_to_train_and_submit_at_the_wrong_stage_gets_no_update(enrolment: Path):
+    """The mask set and the masked input travel in one exchange; a ServerApp that asks for the
+    update with another stage (here the key shares, replayed with the model to train) gets an
+    error from the node's scheme, never a submission."""
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    start(strategy(enrolment), grid)
+    share = _messages(grid, NODES[0], SHARE)[0]
+    request = wire.read_request(share.content)
+    model = RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(5, np.float32))})})
+    fields = {**request.__dict__, "train": True}
+    message = Message(wire.carrying(wire.StageRequest(**fields), model), dst_node_id=NODES[0],
+                      message_type=MessageType.TRAIN)
+    message.metadata.__dict__["_message_id"] = "train-at-share"
+    reply = grid.deliver(message)
+    assert reply.has_error() and "already has its update" in reply.error.reason
+
+
 def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(enrolment: Path):
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
     rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE, timeout=5)

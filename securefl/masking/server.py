@@ -148,7 +148,7 @@ class SecAggRound:
         if self.stage == MASKED:
             self._require(client_id in self.shares, f"client {client_id} did not share keys in time and counts as dropped")
             if client_id not in self.mask_sets:
-                return Stage(MASK_SET, self._incoming_shares(client_id))
+                return Stage(MASK_SET, self._incoming_shares(client_id), submit_follows=True)
             return None if submitted else Stage(SUBMIT)
         if self.stage == CONFIRM:
             self._require(client_id in self.survivors, f"the masked input of {client_id} was not part of round {self.round_id}")

@@ -63,10 +63,14 @@ def decode(message_type: type[M], body: bytes, what: str) -> M:
 
 @dataclass(frozen=True)
 class Stage:
-    """What a client must do next in a round: a stage name and its scheme-defined body."""
+    """What a client must do next in a round: a stage name and its scheme-defined body.
+    `submit_follows`: the client's answer is followed at once by its submission (a SUBMIT stage
+    without a body), nothing in between, so a transport may carry the two in one exchange (the
+    client still answers first)."""
 
     name: str
     body: bytes = b""
+    submit_follows: bool = False
 
 
 @dataclass

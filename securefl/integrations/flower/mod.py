@@ -11,8 +11,10 @@ installed the mod never sends a plaintext update, whatever the ServerApp asks. E
 query messages pass through untouched.
 
 The scheme's session (public parameters) is checked against this node's pins (`node.py`) at the
-hello and kept, public, in `Context.state`. The user's training runs at the submit stage, so
-the stages before it (SecAgg+'s key exchange) carry no update. Between stages of a round, the
+hello and kept, public, in `Context.state`. The user's training runs at the submit stage (for
+SecAgg+, in the same exchange as the mask set it follows: the node answers that stage first,
+then trains and masks), so the key exchange before it carries no update; a request to train
+earlier ends in the scheme's refusal to protect an update out of order. Between stages of a round, the
 client round (keys, self-mask seed, the shares held for neighbours) is exported and kept in
 `Context.state` only sealed under a key derived from this site's identity key
 (`securefl.rounds.sealed`): Flower holds and, in simulation, pickles that state; it never holds
@@ -82,24 +84,24 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
     session = kept.get("session") if kept is not None else None
     if not isinstance(session, bytes) or wire.session_digest(session) != request.session_digest:
         raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
-    if request.train != (request.stage == SUBMIT):
-        raise InvalidInput("a node trains in the submit stage, and only there")
+    if request.stage == SUBMIT and not request.train:
+        raise InvalidInput("a node submits only the update its train function returns in that exchange")
     scheme = _scheme(session, identity, context)
     binding = (str(context.run_id), str(context.node_id), request.round_id)
     job = _kept_round(kept, scheme, identity, binding, request)
     stage = Stage(request.stage, request.body)
-    if stage.name == SUBMIT:
+    answer = None if stage.name == SUBMIT else wire.Answer(request.round_id, stage.name, job.answer(stage))
+    reply: wire.Answer | wire.Submission | None = answer
+    if request.train:  # the submit stage, or the stage answered just before it (`Stage.submit_follows`)
         vector, weight, spec = _train(request, msg, context, call_next)
         if job is None:
             job = scheme.start(request.round_id, vector, weight)
         else:
             job.provide(vector, weight)
-        protected = job.protect(stage)
+        protected = job.protect(stage if stage.name == SUBMIT else Stage(SUBMIT))
         receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected)
-        reply: wire.Answer | wire.Submission = wire.Submission(request.round_id, receipt, protected.chunks,
-                                                               spec.to_json())
-    else:
-        reply = wire.Answer(request.round_id, stage.name, job.answer(stage))
+        reply = wire.Submission(request.round_id, receipt, protected.chunks, spec.to_json(), answer)
+    assert reply is not None
     state = ConfigRecord({"session": session})
     if scheme.interactive:
         state.update({"round": request.round_id, "sealed": seal(identity, binding, job.export())})

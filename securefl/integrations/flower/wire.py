@@ -66,12 +66,14 @@ class Answer:
 @dataclass(frozen=True)
 class Submission:
     """Node → server: the protected update, its signed receipt, and the public structure of the
-    update (names, shapes, dtypes) so the server can rebuild the average."""
+    update (names, shapes, dtypes) so the server can rebuild the average; `answer`: the node's
+    answer to the stage whose submission follows at once (`Stage.submit_follows`), sent with it."""
 
     round_id: str
     receipt: common_pb2.Receipt
     chunks: list[bytes]
     spec: bytes
+    answer: Answer | None = None
 
 
 def session_digest(session: bytes) -> bytes:
@@ -108,6 +110,8 @@ def _record(message: Hello | StageRequest | HelloReply | Answer | Submission) ->
     else:
         values = {"kind": "submission", "round": message.round_id, "receipt": message.receipt.SerializeToString(),
                   "chunks": message.chunks, "spec": message.spec}
+        if message.answer is not None:
+            values.update({"answer-stage": message.answer.stage, "answer-body": message.answer.body})
     return ConfigRecord(values, keep_input=True)
 
 
@@ -150,7 +154,11 @@ def read_reply(content: RecordDict) -> HelloReply | Answer | Submission:
             receipt = common_pb2.Receipt.FromString(_field(record, "receipt", bytes))
         except Exception:
             raise InvalidInput("a submission's receipt is not a valid Receipt message") from None
-        return Submission(_field(record, "round", str), receipt, chunks, _field(record, "spec", bytes))
+        round_id = _field(record, "round", str)
+        answer = None
+        if "answer-stage" in record:
+            answer = Answer(round_id, _field(record, "answer-stage", str), _field(record, "answer-body", bytes))
+        return Submission(round_id, receipt, chunks, _field(record, "spec", bytes), answer)
     raise InvalidInput(f"unknown securefl reply {kind!r:.40}")
 
 
