@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInput
-from .masking.prg import SEED_BYTES, expand
+from .prg import SEED_BYTES, expand
 
 MIN_FRAC_BITS = 8
 BLOCK_VALUES = 1 << 15  # values encoded at a time: their float64 working copies stay in cache

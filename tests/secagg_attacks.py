@@ -24,7 +24,7 @@ from securefl.masking.client import SecAggClient, SecAggClientRound, SecAggParti
 from securefl.masking.server import SecAggServer
 from securefl.pki import AGGREGATOR, SITE
 from securefl.masking.statements import self_seed_commitment, share_associated_data, sign_stage_message
-from securefl.masking.prg import SEED_BYTES
+from securefl.prg import SEED_BYTES
 from securefl.rounds.engine import Round, RoundEngine
 from securefl.rounds.scheme import RoundConfig, Stage
 from securefl.rounds.store import RoundStore

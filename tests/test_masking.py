@@ -11,7 +11,7 @@ from securefl.errors import InvalidInput, RoundClosed, RoundFailed, Verification
 from securefl.masking import keys, shamir
 from securefl.masking.graph import choose_params, graph_seed, neighbours
 from securefl.masking.policy import confirmation_quorum
-from securefl.masking.prg import BLOCK_BYTES, apply_masks, expand
+from securefl.prg import BLOCK_BYTES, apply_masks, expand
 from securefl.masking.statements import share_associated_data
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.quantize import FixedPoint

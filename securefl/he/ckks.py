@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from ..errors import InvalidInput
-from ..masking.prg import uniform_floats, unit_floats
+from ..prg import uniform_floats, unit_floats
 from ..quantize import check_bounds, check_payload, weighted_payload
 from .masked import WholeCiphertexts
 from .masks import uniform_reals

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation
 from ..identity import length_prefixed, signature_valid
-from ..masking.prg import SEED_BYTES
+from ..prg import SEED_BYTES
 from ..v1 import common_pb2
 from .bfv import BfvCodec
 from .ckks import CkksCodec

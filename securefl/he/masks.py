@@ -8,7 +8,7 @@ AEAD's associated data). The key is used once, so the derived nonce never repeat
 holder of the epoch's sealing key opens a seed, and only for the round, client and epoch it
 was sealed for; a seal moved to another receipt does not open (AES-GCM fails).
 
-Masks are AES-256-CTR keystreams (`masking/prg.py`) keyed by the seed, so client and
+Masks are AES-256-CTR keystreams (`securefl/prg.py`) keyed by the seed, so client and
 key-holder expand the same mask from 32 bytes:
 
 * BFV: uniform integers modulo the plaintext prime t, by rejection sampling of 40-bit
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import VerificationFailed
 from ..identity import length_prefixed
-from ..masking.prg import SEED_BYTES, expand, unit_floats
+from ..prg import SEED_BYTES, expand, unit_floats
 
 SEAL_LABEL = b"securefl/he/v1/mask-seed"
 _PUBLIC_BYTES, _TAG_BYTES = 32, 16

@@ -46,7 +46,7 @@ from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params
 from .policy import secagg_config
-from .prg import apply_masks
+from ..prg import apply_masks
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_commitment, survivors_message, unsigned,
 )

@@ -1,4 +1,6 @@
-"""Masks from AES-256-CTR keystreams (`cryptography`), straight into numpy arrays.
+"""Pseudo-random masks and uniforms from AES-256-CTR keystreams (`cryptography`), straight into
+numpy arrays: SecAgg+'s pairwise and self masks, the HE schemes' masks and noise, and the
+randomness of stochastic rounding.
 
 A seed is used for exactly one mask: pairwise seeds are derived per round and pair, self-mask
 seeds are fresh per round, so the all-zero nonce never repeats under one key.
