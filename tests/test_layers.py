@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "securefl"
 CORE = ["rounds", "he", "masking", "psi", "errors.py", "identity.py", "quantize.py", "tensors.py", "federation.py",
-        "pki.py", "keyfiles.py", "schemes.py", "telemetry.py"]
+        "pki.py", "keyfiles.py", "prg.py", "schemes.py", "telemetry.py"]
 FORBIDDEN = ("grpc", "flwr", "prometheus_client", "securefl.services", "securefl.integrations")
 
 
