@@ -13,9 +13,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ def site_weight(index: int) -> float:
 
 
 def _serve(connection: Connection, address: str, workdir: str, sites: list[tuple[int, list[str]]], passphrase: str,
-           allow_plain: bool, barrier: threading.Barrier) -> None:
+           allow_plain: bool, barrier: Barrier) -> None:
     """A worker process: connect its sites, then run one round per request until told to stop."""
     os.nice(SITE_NICENESS)
     federation = Federation.load(Path(workdir) / FEDERATION_FILE)
