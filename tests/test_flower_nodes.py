@@ -287,6 +287,22 @@ def test_hostile_replies_are_dropped_and_the_round_goes_on(enrolment: Path, logs
     assert np.allclose(result.arrays["w"].numpy(), (weights * np.arange(3)).sum() / weights.sum(), atol=1e-6)
 
 
+@pytest.mark.parametrize("field, value, refused", [
+    ("answer-stage", "confirm_survivors", "is late or early and refused"),
+    ("answer-body", b"\xff\x00garbage", "not a valid"),
+])
+def test_a_submission_whose_bundled_answer_is_refused_is_not_counted(enrolment: Path, logs: list[str], field: str,
+                                                                     value: object, refused: str):
+    """SecAgg+'s mask set rides with the masked input; a node that tampers with it is dropped
+    before its input is counted, and the others' sum is recovered without it."""
+    apps = {node: echo_app() for node in NODES[:3]} | {NODES[3]: hostile_app(field, value)}
+    grid = LocalGrid(apps, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment, "secagg", min_clients=3, timeout=1.0), grid)
+    assert any(f"node {NODES[3]} is dropped" in line and refused in line for line in logs)
+    weights = np.array([10, 11, 12])
+    assert np.allclose(result.arrays["w"].numpy(), (weights * np.arange(3)).sum() / weights.sum(), atol=1e-4)
+
+
 def test_a_node_without_its_identity_setting_is_told_which_setting_to_give(enrolment: Path, logs: list[str]):
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), {FEDERATION: str(enrolment / FEDERATION_FILE)})
     SecureRounds("secagg", federation=enrolment / FEDERATION_FILE).identify(grid, NODES[:1])
