@@ -555,37 +555,53 @@ class RoundEngine:
         round_.checkpointed_at, round_.checkpointed_count = now, len(contributors)
 
     def _begin_close(self, round_: Round) -> None:
-        """Checkpoint the sum with its contributors, move the round to closing and reveal the
-        sum on a thread of its own. The caller holds the round's lock."""
+        """Move the round to closing (it refuses new submissions from now on), then checkpoint
+        its sum and reveal it on a thread of its own. The caller holds the round's lock.
+
+        The submission that filled the round is acknowledged without waiting for the close
+        checkpoint: it is durable in the round's log already. A crash before the checkpoint is
+        recorded leaves an open round whose last clients are owed and resend, as a crash just
+        before the close would."""
         if round_.state != OPEN or self._draining.is_set():  # a draining engine leaves it to the next start
             return
         round_.record.state = CLOSING  # refuses new submissions while the adds in progress finish
-        self._quiesce(round_)
-        contributors = sorted(round_.receipts)
         round_.now = self.clock()
-        try:
-            self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot(),
-                                       closed=Event(CLOSED, round_.now))
-        except Exception as exc:
-            log.exception("cannot checkpoint round %s for closing", round_.round_id)
-            round_.record.state = OPEN
-            self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: {exc}"))
-            return
-        pause_point("round.closing")
-        self.metrics.stage_finished(COLLECT, max(0.0, self.clock() - round_.record.opened_at))
-        round_.scheme_round.begin_reveal(contributors)
-        round_.changed.notify_all()
-        self._reveal_in_background(round_)
+        self._reveal_in_background(round_, checkpoint=True)
 
-    def _reveal_in_background(self, round_: Round) -> None:
-        closer = threading.Thread(target=self._close, args=(round_,), name=f"close-{round_.round_id}", daemon=True)
+    def _checkpoint_close(self, round_: Round) -> bool:
+        """Once the adds in progress are done, record the sum with its contributors and the
+        round as closing, in one step; False if the round ended instead."""
+        with round_.changed:
+            self._quiesce(round_)
+            if round_.ended:
+                return False
+            contributors = sorted(round_.receipts)
+            try:
+                self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot(),
+                                           closed=Event(CLOSED, round_.now))
+            except Exception as exc:
+                log.exception("cannot checkpoint round %s for closing", round_.round_id)
+                self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: "
+                                               f"{exc}"))
+                return False
+            pause_point("round.closing")
+            self.metrics.stage_finished(COLLECT, max(0.0, self.clock() - round_.record.opened_at))
+            round_.scheme_round.begin_reveal(contributors)
+            round_.changed.notify_all()
+        return True
+
+    def _reveal_in_background(self, round_: Round, checkpoint: bool = False) -> None:
+        """`checkpoint`: the close is not recorded yet (a round recovered as closing has it)."""
+        closer = threading.Thread(target=self._close, args=(round_, checkpoint), name=f"close-{round_.round_id}",
+                                  daemon=True)
         with self._lock:
             self._closing.add(closer)
         closer.start()
 
-    def _close(self, round_: Round) -> None:
+    def _close(self, round_: Round, checkpoint: bool) -> None:
         try:
-            self._reveal(round_)
+            if not checkpoint or self._checkpoint_close(round_):
+                self._reveal(round_)
         finally:
             with self._lock:
                 self._closing.discard(threading.current_thread())
