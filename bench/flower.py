@@ -15,8 +15,9 @@ round time is the cost of moving and aggregating the update. Per configuration: 
 slow), the bytes each node sends and receives (every Flower object of every message, counted at
 the ServerApp's grid in a separate round), and the node CPU time per round (CPU time of each
 ClientApp call, its thread's and its process's children's, summed over the round's messages,
-per node). Each node count runs in a
-child process of its own: Ray does not restart reliably within one process.
+per node). The nodes' ClientApp is `flower_nodes.app` (beside this script, so that it travels
+to Ray's workers by name, as under `flwr run`). Each node count runs in a child process of its
+own: Ray does not restart reliably within one process.
 
 Run: python bench/flower.py [--nodes 10 50] [--params N] [--rounds N] [--out PATH] [--markdown PATH]"""
 
@@ -44,62 +45,6 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = ("fedavg", "securefl-secagg", "securefl-ckks", "legacy-fedavg", "secaggplus")
 LABELS = {"fedavg": "Flower FedAvg (plaintext)", "securefl-secagg": "securefl secagg", "securefl-ckks": "securefl ckks",
           "legacy-fedavg": "Flower legacy FedAvg (plaintext)", "secaggplus": "Flower SecAgg+"}
-SCENARIO, CPU_LOG = "SECUREFL_BENCH_SCENARIO", "SECUREFL_BENCH_CPU_LOG"
-EXAMPLES = 100
-
-
-# -- the nodes -----------------------------------------------------------------------------------
-
-def _node_apps():  # noqa: ANN202 - the ClientApp (flwr imported only in the child)
-    import psutil
-    from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.client import NumPyClient
-    from flwr.client.mod import secaggplus_mod
-    from flwr.clientapp import ClientApp
-
-    from securefl.integrations.flower import securefl_mod
-
-    def scenario() -> dict:
-        return json.loads(Path(os.environ[SCENARIO]).read_text())
-
-    def cpu_seconds() -> float:
-        """This thread's CPU time and that of this process's children (CKKS encrypts on a pool)."""
-        children = psutil.Process().children(recursive=True)
-        return time.thread_time() + sum(sum(child.cpu_times()[:2]) for child in children)
-
-    def metered(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001
-        """CPU time of this ClientApp call, logged with the phase it belongs to."""
-        s = scenario()
-        node_context = Context(context.run_id, context.node_id, context.node_config, context.state,
-                               {**context.run_config, **s["settings"]})
-        started = cpu_seconds()
-        mod = {"securefl": securefl_mod, "secaggplus": secaggplus_mod}.get(s["mod"])
-        try:
-            return mod(msg, node_context, call_next) if mod else call_next(msg, node_context)
-        finally:
-            with open(os.environ[CPU_LOG], "a") as log:
-                log.write(f"{s['phase']}\t{context.node_id}\t{cpu_seconds() - started}\n")
-
-    class Legacy(NumPyClient):
-        def __init__(self, pid: int) -> None:
-            self.pid = pid
-
-        def fit(self, parameters, config):  # noqa: ANN001, ANN201
-            return [p + np.float32(1e-3 * self.pid) for p in parameters], EXAMPLES, {}
-
-    legacy = ClientApp(client_fn=lambda context: Legacy(int(context.node_config["partition-id"])).to_client())
-    app = ClientApp(mods=[metered])
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        if "arrays" not in msg.content:  # a legacy workflow's FitIns
-            return legacy(msg, context)
-        offset = np.float32(1e-3 * int(context.node_config["partition-id"]))
-        arrays = ArrayRecord({k: Array(v.numpy() + offset) for k, v in msg.content["arrays"].items()})
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": EXAMPLES})}),
-                       reply_to=msg)
-
-    return app
 
 
 # -- one node count, in a child process ------------------------------------------------------------
@@ -115,6 +60,9 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
     from flwr.server.workflow.default_workflows import default_fit_workflow
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
+
+    import flower_nodes
+    from flower_nodes import CPU_LOG, SCENARIO
 
     from securefl.integrations.flower import SecureFedAvg
     from securefl.integrations.flower.metering import MeteredGrid
@@ -199,7 +147,7 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
                                      timed_rounds, warm_up=False)
 
     try:
-        run_simulation(server, _node_apps(), num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
+        run_simulation(server, flower_nodes.app, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
     finally:
         keyholder.stop()
     cpu: dict[str, float] = defaultdict(float)
