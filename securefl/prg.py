@@ -24,17 +24,21 @@ BLOCK_BYTES = 1 << 18  # a scratch block that stays in the L2 cache of the machi
 _SLACK = 16  # update_into wants a block of slack after the output
 
 
-_zeros = b""
+_zeros = bytes(BLOCK_BYTES)
 _zeros_lock = threading.Lock()
 
 
 def _zero_bytes(length: int) -> memoryview:
-    """A shared read-only run of zero bytes to encrypt (allocating it per mask costs 4x the AES)."""
+    """A shared read-only run of zero bytes to encrypt (allocating it per mask costs 4x the AES).
+    It only ever grows, and is replaced whole: a block's worth needs no lock."""
     global _zeros
-    with _zeros_lock:
-        if len(_zeros) < length:
-            _zeros = bytes(length)
-        return memoryview(_zeros)[:length]
+    zeros = _zeros
+    if len(zeros) < length:
+        with _zeros_lock:
+            if len(_zeros) < length:
+                _zeros = bytes(length)
+            zeros = _zeros
+    return memoryview(zeros)[:length]
 
 
 class Keystream:

@@ -35,9 +35,14 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def settled_rss_mib(pid: int, seconds: float = 1.0) -> float:
+def settled_rss_mib(pid: int, seconds: float = 1.0, samples: int = 5) -> float:
+    """The least resident memory of `samples` readings over 0.1 s each, after `seconds`."""
     time.sleep(seconds)
-    return rss_mib(pid)
+    readings = []
+    for _ in range(samples):
+        readings.append(rss_mib(pid))
+        time.sleep(0.1)
+    return min(readings)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +82,18 @@ def test_an_enrolled_client_announcing_a_huge_vector_is_refused_before_anything_
 
 
 def test_resending_a_valid_chunk_past_the_announced_length_holds_at_most_one_submission(federation):
+    """Measured on the second such stream: the first one's connection and allocator set-up
+    (up to 6 MiB seen) stays whatever the aggregator does with the stream."""
     raw = RawAggregator(federation)
     pid = federation.aggregator.pid
-    before = settled_rss_mib(pid, 0.2)
     values = 3 * raw.session.chunk_values  # 12 MiB as float32: within the 16 MiB budget
+    attack(raw, federation.identities[1], "resent-chunks-warm-up", values, 1500)
+    before = settled_rss_mib(pid, 0.2)
     with PeakMemory(pid) as memory:
         refused = attack(raw, federation.identities[1], "resent-chunks", values, 1500)
     assert isinstance(refused, InvalidInput) and "expected chunk 3 of 3" in str(refused)
     assert memory.peak_mb - before < BUDGET_MB + 8
-    assert settled_rss_mib(pid) - before < 12  # and given back: the 12 MiB it held does not stay (up to 6 seen)
+    assert settled_rss_mib(pid) - before < 6  # and given back: under half of the 12 MiB it held stays
 
 
 def test_many_concurrent_clients_wait_for_memory_instead_of_being_buffered(rng):

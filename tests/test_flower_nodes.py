@@ -172,6 +172,19 @@ def test_a_server_asking_a_node_to_train_and_submit_at_the_wrong_stage_gets_no_u
     assert reply.has_error() and "already has its update" in reply.error.reason
 
 
+def test_a_server_asking_for_a_submission_without_training_gets_no_update(enrolment: Path):
+    """A node submits only what its train function returns in the same exchange: a submit stage
+    without the train flag (an update the node would have to have kept) gets an error."""
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    start(strategy(enrolment), grid)
+    request = wire.read_request(_messages(grid, NODES[0], SHARE)[0].content)
+    fields = {**request.__dict__, "round_id": "another-round", "stage": SUBMIT, "body": b"", "train": False}
+    message = Message(wire.carrying(wire.StageRequest(**fields)), dst_node_id=NODES[0], message_type=MessageType.TRAIN)
+    message.metadata.__dict__["_message_id"] = "submit-untrained"
+    reply = grid.deliver(message)
+    assert reply.has_error() and "submits only the update its train function returns" in reply.error.reason
+
+
 def test_kept_state_is_sealed_bound_to_its_node_and_never_pickled_in_the_clear(enrolment: Path):
     grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
     rounds = SecureRounds("secagg", federation=enrolment / FEDERATION_FILE, timeout=5)

@@ -84,14 +84,12 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
     session = kept.get("session") if kept is not None else None
     if not isinstance(session, bytes) or wire.session_digest(session) != request.session_digest:
         raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
-    if request.stage == SUBMIT and not request.train:
-        raise InvalidInput("a node submits only the update its train function returns in that exchange")
     scheme = _scheme(session, identity, context)
     binding = (str(context.run_id), str(context.node_id), request.round_id)
     job = _kept_round(kept, scheme, identity, binding, request)
     stage = Stage(request.stage, request.body)
     answer = None if stage.name == SUBMIT else wire.Answer(request.round_id, stage.name, job.answer(stage))
-    reply: wire.Answer | wire.Submission | None = answer
+    reply: wire.Answer | wire.Submission
     if request.train:  # the submit stage, or the stage answered just before it (`Stage.submit_follows`)
         vector, weight, spec = _train(request, msg, context, call_next)
         if job is None:
@@ -101,7 +99,10 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
         protected = job.protect(stage if stage.name == SUBMIT else Stage(SUBMIT))
         receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected)
         reply = wire.Submission(request.round_id, receipt, protected.chunks, spec.to_json(), answer)
-    assert reply is not None
+    elif answer is not None:
+        reply = answer
+    else:  # asked to submit without training: nothing leaves but what train returns in the exchange
+        raise InvalidInput("a node submits only the update its train function returns in that exchange")
     state = ConfigRecord({"session": session})
     if scheme.interactive:
         state.update({"round": request.round_id, "sealed": seal(identity, binding, job.export())})
