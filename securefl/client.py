@@ -41,7 +41,7 @@ from .rounds.chunks import join_array
 from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
-from .services.rpc import channel, chunk_message, from_rpc_error, invoke, raised_by_server
+from .services.rpc import channel, chunk_runs, from_rpc_error, invoke, raised_by_server
 from .tensors import check_weight, flatten, unflatten
 from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -305,8 +305,7 @@ def _retrying(call: Callable[[], T], deadline: float | None, after_outage: Calla
 
 def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
     yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
-    for index, data in enumerate(chunks):
-        yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
+    yield from chunk_runs(aggregator_pb2.SubmitMessage, chunks)
 
 
 class ShardedClient:

@@ -16,7 +16,7 @@ from securefl.identity import Identity, sign_receipt
 from securefl.pki import AGGREGATOR, OPERATOR, SITE
 from securefl.rounds.chunks import ChunkDigest, chunk_count
 from securefl.rounds.scheme import SUBMIT
-from securefl.services.rpc import channel, chunk_message
+from securefl.services.rpc import channel, chunk_runs
 from securefl.simulation import LocalFederation
 from securefl.tensors import flatten
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -27,12 +27,15 @@ class Submission:
     receipt: common_pb2.Receipt
     chunks: list[bytes]
     chunk_count: int = field(default=-1)
+    runs: list[tuple[int, list[bytes]]] | None = None  # (first index, chunks) per message; None: as a client sends
 
     def messages(self):
         count = len(self.chunks) if self.chunk_count < 0 else self.chunk_count
         yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=self.receipt, chunk_count=count))
-        for index, data in enumerate(self.chunks):
-            yield chunk_message(aggregator_pb2.SubmitMessage, index, data)
+        if self.runs is None:
+            yield from chunk_runs(aggregator_pb2.SubmitMessage, self.chunks)
+        for first, data in self.runs or []:
+            yield aggregator_pb2.SubmitMessage(chunks={"first_index": first, "data": data})
 
 
 class RawAggregator:

@@ -18,7 +18,7 @@ from securefl.errors import InvalidInput, LengthMismatch, PayloadTooLarge
 from securefl.identity import sign_receipt
 from securefl.pki import SITE
 from securefl.rounds.chunks import ChunkDigest
-from securefl.services.rpc import chunk_message, from_rpc_error
+from securefl.services.rpc import from_rpc_error
 from securefl.simulation import LocalFederation
 from securefl.v1 import aggregator_pb2, common_pb2
 from tests.conftest import run_round
@@ -63,7 +63,7 @@ def attack(raw: RawAggregator, identity, round_id: str, vector_length: int, rese
     def messages():
         yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=count))
         for index in range(resends):
-            yield chunk_message(aggregator_pb2.SubmitMessage, index, chunk)
+            yield aggregator_pb2.SubmitMessage(chunks={"first_index": index, "data": [chunk]})
 
     with pytest.raises(grpc.RpcError) as refused:
         raw.stub_as(SITE, identity.client_id).Submit(messages(), timeout=60)

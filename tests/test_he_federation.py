@@ -128,6 +128,13 @@ def _another_key_epoch(s, raw):
     s.receipt.key_epoch += 1
 
 
+def _runs(make):
+    """Stream the (unchanged, validly signed) chunks in the runs `make` makes of them."""
+    def tamper(s, raw):
+        s.runs = make(s.chunks)
+    return tamper
+
+
 BAD_SUBMISSIONS = {
     # name: (identity index or "outsider", tamper, sign after tampering, expected error, expected status)
     "duplicate": (0, None, True, DuplicateSubmission, grpc.StatusCode.ALREADY_EXISTS),
@@ -141,6 +148,11 @@ BAD_SUBMISSIONS = {
     "malformed_ciphertext": (1, _garbage_chunk, True, MalformedCiphertext, grpc.StatusCode.INVALID_ARGUMENT),
     "truncated_stream": (1, _truncate, False, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     "chunks_not_matching_signed_digest": (1, _replace_chunk_with_another_valid_one, False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
+    "run_not_starting_at_the_next_chunk": (1, _runs(lambda c: [(1, c)]), False, InvalidInput,
+                                           grpc.StatusCode.INVALID_ARGUMENT),
+    "empty_run": (1, _runs(lambda c: [(0, []), (0, c)]), False, InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    "chunk_repeated_at_the_end_of_a_run": (1, _runs(lambda c: [(0, c + c[:1])]), False, InvalidInput,
+                                           grpc.StatusCode.INVALID_ARGUMENT),
     "forged_signature": (1, _set("signature", bytes(64)), False, VerificationFailed, grpc.StatusCode.UNAUTHENTICATED),
     "oversized_vector": (1, _set("vector_length", 1 << 40), True, PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     "unknown_client": ("outsider", None, True, PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from securefl.pki import OPERATOR, SITE
+from securefl.services.rpc import RUN_BYTES, chunk_runs, run_chunks
 from securefl.simulation import LocalFederation
 from securefl.v1 import aggregator_pb2
 from tests.submissions import RawAggregator
@@ -113,7 +114,7 @@ def test_a_site_cannot_stream_two_copies_of_its_submission_to_one_round(federati
     release = threading.Event()
     first, submission = held_submission(raw, 1, "one-stream", release)
     copy = list(submission.messages())
-    copy[1].chunk.data = bytes(len(copy[1].chunk.data))
+    copy[1].chunks.data[0] = bytes(len(copy[1].chunks.data[0]))
     try:
         assert refused_once_held("site-2", raw, copy) == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
@@ -179,3 +180,14 @@ def test_on_a_plaintext_server_the_sites_of_one_process_are_not_one_party():
             for thread in threads:
                 thread.join()
             assert all(result is not None and np.allclose(result, 2.5) for result in results)
+
+
+@pytest.mark.parametrize("sizes", [[100, 600_000, 600_000, 2_000_000, 10, 10], [131_217] * 20, [1 << 20] * 3, [5]])
+def test_chunks_travel_in_runs_of_at_most_a_mebibyte_and_arrive_whole_and_in_order(sizes):
+    chunks = [bytes([index]) * size for index, size in enumerate(sizes)]
+    messages = list(chunk_runs(aggregator_pb2.SubmitMessage, chunks))
+    assert [data for message in messages for _, data in run_chunks(message.chunks)] == chunks
+    assert [index for message in messages for index, _ in run_chunks(message.chunks)] == list(range(len(chunks)))
+    for message in messages:  # a chunk over the limit travels alone; else a run stays within it
+        assert len(message.chunks.data) == 1 or sum(map(len, message.chunks.data)) <= RUN_BYTES
+    assert len(messages) < len(chunks) or all(a + b > RUN_BYTES for a, b in zip(sizes, sizes[1:]))

@@ -35,7 +35,7 @@ from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc
 from .caps import CallCaps
-from .rpc import authorize, chunk_message, translate_errors
+from .rpc import authorize, chunk_message, run_chunks, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,11 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
 
 def _chunks(request_iterator) -> Iterator[tuple[int, bytes]]:
     for message in request_iterator:
-        if not message.HasField("chunk"):
+        if not message.HasField("chunks"):
             raise InvalidInput("a submission's header comes once, before its chunks")
-        yield message.chunk.index, message.chunk.data
+        if not message.chunks.data:  # else a stream could go on for ever without a chunk counted
+            raise InvalidInput("a message of a submission carries at least one chunk")
+        yield from run_chunks(message.chunks)
 
 
 def _round_info(round_: Round) -> aggregator_pb2.RoundInfo:

@@ -92,12 +92,12 @@ class SubmissionHeader(_message.Message):
     def __init__(self, receipt: _Optional[_Union[_common_pb2.Receipt, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class SubmitMessage(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunks")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     header: SubmissionHeader
-    chunk: _common_pb2.Chunk
-    def __init__(self, header: _Optional[_Union[SubmissionHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ...) -> None: ...
+    chunks: _common_pb2.ChunkRun
+    def __init__(self, header: _Optional[_Union[SubmissionHeader, _Mapping]] = ..., chunks: _Optional[_Union[_common_pb2.ChunkRun, _Mapping]] = ...) -> None: ...
 
 class SubmitAck(_message.Message):
     __slots__ = ("round_id", "client_id", "contributors", "aggregator_key", "aggregator_signature")

@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -57,3 +58,11 @@ class Chunk(_message.Message):
     index: int
     data: bytes
     def __init__(self, index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ChunkRun(_message.Message):
+    __slots__ = ("first_index", "data")
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    first_index: int
+    data: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, first_index: _Optional[int] = ..., data: _Optional[_Iterable[bytes]] = ...) -> None: ...
