@@ -41,7 +41,7 @@ from .rounds.chunks import join_array
 from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
-from .services.rpc import channel, chunk_runs, from_rpc_error, invoke, raised_by_server
+from .services.rpc import channel, chunk_message, chunk_runs, from_rpc_error, invoke, raised_by_server
 from .tensors import check_weight, flatten, unflatten
 from .tls import TlsConfig
 from .v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -227,8 +227,9 @@ class _Run:
     def _send(self) -> None:
         assert self._protected is not None and self._receipt is not None
         protected, receipt, stub = self._protected, self._receipt, self._client._stub
-        ack = _retrying(lambda: stub.Submit(_submission(receipt, protected.chunks), timeout=_remaining(self.deadline)),
-                        self.deadline)
+        run_bytes = self._client.session.chunk_run_bytes
+        ack = _retrying(lambda: stub.Submit(_submission(receipt, protected.chunks, run_bytes),
+                                            timeout=_remaining(self.deadline)), self.deadline)
         self._client._check_ack(ack, receipt)
         self.bytes_sent = sum(len(c) for c in protected.chunks)
 
@@ -303,9 +304,15 @@ def _retrying(call: Callable[[], T], deadline: float | None, after_outage: Calla
             after_outage()
 
 
-def _submission(receipt: common_pb2.Receipt, chunks: list[bytes]) -> Iterator[aggregator_pb2.SubmitMessage]:
+def _submission(receipt: common_pb2.Receipt, chunks: list[bytes],
+                run_bytes: int) -> Iterator[aggregator_pb2.SubmitMessage]:
+    """The header, then the chunks: in runs of up to `run_bytes` (the session's), or one per
+    message to an aggregator that names no run size (one from before runs)."""
     yield aggregator_pb2.SubmitMessage(header=aggregator_pb2.SubmissionHeader(receipt=receipt, chunk_count=len(chunks)))
-    yield from chunk_runs(aggregator_pb2.SubmitMessage, chunks)
+    if run_bytes:
+        yield from chunk_runs(aggregator_pb2.SubmitMessage, chunks, run_bytes)
+    else:
+        yield from (chunk_message(aggregator_pb2.SubmitMessage, index, data) for index, data in enumerate(chunks))
 
 
 class ShardedClient:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from securefl.pki import OPERATOR, SITE
-from securefl.services.rpc import RUN_BYTES, chunk_runs, run_chunks
+from securefl.services.rpc import RUN_BYTES, chunk_message, chunk_runs, run_chunks
 from securefl.simulation import LocalFederation
 from securefl.v1 import aggregator_pb2
 from tests.submissions import RawAggregator
@@ -191,3 +191,15 @@ def test_chunks_travel_in_runs_of_at_most_a_mebibyte_and_arrive_whole_and_in_ord
     for message in messages:  # a chunk over the limit travels alone; else a run stays within it
         assert len(message.chunks.data) == 1 or sum(map(len, message.chunks.data)) <= RUN_BYTES
     assert len(messages) < len(chunks) or all(a + b > RUN_BYTES for a, b in zip(sizes, sizes[1:]))
+
+
+def test_a_client_from_before_chunk_runs_sending_one_chunk_per_message_is_counted(federation, raw):
+    """The session names the run size; a client that does not know it sends a Chunk per
+    message, as before runs, and the aggregator still counts its submission."""
+    assert raw.session.chunk_run_bytes == RUN_BYTES
+    submission = raw.build(federation.identities[0], np.ones(600_000), 1.0, "single-chunks")
+    assert len(submission.chunks) > 1
+    messages = [next(submission.messages())] + [chunk_message(aggregator_pb2.SubmitMessage, index, data)
+                                                for index, data in enumerate(submission.chunks)]
+    ack = raw.stub_as(SITE, submission.receipt.client_id).Submit(iter(messages), timeout=30)
+    assert ack.contributors == 1 and raw.round_info("single-chunks").contributors == 1

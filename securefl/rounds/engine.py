@@ -103,6 +103,7 @@ class Round:
         self.checkpointed_at = record.opened_at
         self.checkpointed_count = 0
         self.resume_until = 0.0  # after a restart: owed clients may resend until then, whatever the deadline
+        self.close_pending = False  # closing, its checkpoint not yet recorded: no stage follows until it is
         self.aggregation_seconds = 0.0  # operational metrics, not persisted
         self.reveal_seconds = 0.0
 
@@ -565,6 +566,7 @@ class RoundEngine:
         if round_.state != OPEN or self._draining.is_set():  # a draining engine leaves it to the next start
             return
         round_.record.state = CLOSING  # refuses new submissions while the adds in progress finish
+        round_.close_pending = True
         round_.now = self.clock()
         self._reveal_in_background(round_, checkpoint=True)
 
@@ -572,22 +574,29 @@ class RoundEngine:
         """Once the adds in progress are done, record the sum with its contributors and the
         round as closing, in one step; False if the round ended instead."""
         with round_.changed:
-            self._quiesce(round_)
-            if round_.ended:
-                return False
-            contributors = sorted(round_.receipts)
             try:
-                self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot(),
-                                           closed=Event(CLOSED, round_.now))
-            except Exception as exc:
-                log.exception("cannot checkpoint round %s for closing", round_.round_id)
-                self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: "
-                                               f"{exc}"))
-                return False
-            pause_point("round.closing")
-            self.metrics.stage_finished(COLLECT, max(0.0, self.clock() - round_.record.opened_at))
-            round_.scheme_round.begin_reveal(contributors)
-            round_.changed.notify_all()
+                return self._record_close(round_)
+            finally:
+                round_.close_pending = False
+                round_.changed.notify_all()
+
+    def _record_close(self, round_: Round) -> bool:
+        """`_checkpoint_close`'s work; the caller holds the round's lock."""
+        self._quiesce(round_)
+        if round_.ended:
+            return False
+        contributors = sorted(round_.receipts)
+        try:
+            self.store.save_checkpoint(round_.record, contributors, round_.accumulator.snapshot(),
+                                       closed=Event(CLOSED, round_.now))
+        except Exception as exc:
+            log.exception("cannot checkpoint round %s for closing", round_.round_id)
+            self._fail(round_, RoundFailed(f"the aggregator could not record the close of round {round_.round_id}: "
+                                           f"{exc}"))
+            return False
+        pause_point("round.closing")
+        self.metrics.stage_finished(COLLECT, max(0.0, self.clock() - round_.record.opened_at))
+        round_.scheme_round.begin_reveal(contributors)
         return True
 
     def _reveal_in_background(self, round_: Round, checkpoint: bool = False) -> None:
@@ -737,6 +746,13 @@ class RoundEngine:
         """Block until the round ends or `timeout` passes; True when it ended."""
         with round_.changed:
             return round_.changed.wait_for(lambda: round_.ended, timeout)
+
+    def settle(self, round_: Round, timeout: float) -> bool:
+        """Block until a close under way is recorded (and its next stage, if any, is up), or
+        `timeout` passes; True when nothing is pending. For drivers with a manual clock, which
+        must not move time past a stage that is about to begin."""
+        with round_.changed:
+            return round_.changed.wait_for(lambda: not round_.close_pending, timeout)
 
     def result(self, round_: Round) -> Result:
         if round_.state == FAILED:

@@ -87,6 +87,9 @@ class InProcessFederation:
         played: dict[str, int] = {}
         sent: dict[str, Protected] = {}  # each client's protected update, kept for resends
         for _ in range(max_steps):
+            # A close being recorded (on the engine's thread) is not a client that cannot move:
+            # its next stage must be up before the clock may jump past its deadline.
+            self.engine.settle(self.engine.get(round_id), 30.0)
             moved = False
             for cid in sorted(active):
                 stage = self.engine.await_stage(round_id, cid, 0)

@@ -35,7 +35,7 @@ from ..rounds.engine import Round, RoundEngine
 from ..rounds.scheme import RoundConfig
 from ..v1 import aggregator_pb2, aggregator_pb2_grpc
 from .caps import CallCaps
-from .rpc import authorize, chunk_message, run_chunks, translate_errors
+from .rpc import RUN_BYTES, authorize, chunk_message, run_chunks, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         and `max_streams`: concurrent long polls and submission streams per site."""
         self._engine = engine
         self._federation = federation
-        self._session = session
+        self._session = aggregator_pb2.Session()
+        self._session.CopyFrom(session)
+        self._session.chunk_run_bytes = RUN_BYTES
         self._signer = signer
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, list[aggregator_pb2.ResultMessage]] = OrderedDict()
@@ -190,6 +192,9 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
 
 def _chunks(request_iterator) -> Iterator[tuple[int, bytes]]:
     for message in request_iterator:
+        if message.HasField("chunk"):  # from a client older than chunk runs
+            yield message.chunk.index, message.chunk.data
+            continue
         if not message.HasField("chunks"):
             raise InvalidInput("a submission's header comes once, before its chunks")
         if not message.chunks.data:  # else a stream could go on for ever without a chunk counted

@@ -12,20 +12,22 @@ class SessionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("scheme", "chunk_values", "max_abs_sum", "max_clients", "secagg", "he_epoch")
+    __slots__ = ("scheme", "chunk_values", "max_abs_sum", "max_clients", "secagg", "he_epoch", "chunk_run_bytes")
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     CHUNK_VALUES_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_SUM_FIELD_NUMBER: _ClassVar[int]
     MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     SECAGG_FIELD_NUMBER: _ClassVar[int]
     HE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_RUN_BYTES_FIELD_NUMBER: _ClassVar[int]
     scheme: str
     chunk_values: int
     max_abs_sum: float
     max_clients: int
     secagg: _secagg_pb2.SecAggConfig
     he_epoch: _common_pb2.PublicEpoch
-    def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ...) -> None: ...
+    chunk_run_bytes: int
+    def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ..., chunk_run_bytes: _Optional[int] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
     __slots__ = ("min_clients", "expected_clients", "timeout_seconds", "vector_length")
@@ -92,12 +94,14 @@ class SubmissionHeader(_message.Message):
     def __init__(self, receipt: _Optional[_Union[_common_pb2.Receipt, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class SubmitMessage(_message.Message):
-    __slots__ = ("header", "chunks")
+    __slots__ = ("header", "chunk", "chunks")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     header: SubmissionHeader
+    chunk: _common_pb2.Chunk
     chunks: _common_pb2.ChunkRun
-    def __init__(self, header: _Optional[_Union[SubmissionHeader, _Mapping]] = ..., chunks: _Optional[_Union[_common_pb2.ChunkRun, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[SubmissionHeader, _Mapping]] = ..., chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., chunks: _Optional[_Union[_common_pb2.ChunkRun, _Mapping]] = ...) -> None: ...
 
 class SubmitAck(_message.Message):
     __slots__ = ("round_id", "client_id", "contributors", "aggregator_key", "aggregator_signature")
