@@ -61,8 +61,7 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
 
-    import flower_nodes
-    from flower_nodes import CPU_LOG, SCENARIO
+    from flower_nodes import CPU_LOG, SCENARIO, app as node_app
 
     from securefl.integrations.flower import SecureFedAvg
     from securefl.integrations.flower.metering import MeteredGrid
@@ -147,7 +146,7 @@ def measure(nodes: int, params: int, rounds: int) -> dict:
                                      timed_rounds, warm_up=False)
 
     try:
-        run_simulation(server, flower_nodes.app, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
+        run_simulation(server, node_app, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
     finally:
         keyholder.stop()
     cpu: dict[str, float] = defaultdict(float)

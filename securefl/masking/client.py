@@ -66,13 +66,13 @@ import numpy as np
 from ..errors import InvalidInput, VerificationFailed
 from ..federation import Federation, SecurityParameters
 from ..identity import Identity, Roster
+from ..prg import SEED_BYTES, apply_masks
 from ..quantize import FixedPoint, check_payload
 from ..rounds.chunks import split_array
 from ..rounds.scheme import SUBMIT, Protected, Stage, decode
 from ..v1 import aggregator_pb2, secagg_pb2, suspended_pb2
 from . import keys, shamir
 from .policy import check_config, check_graph
-from ..prg import SEED_BYTES, apply_masks
 from .server import ADVERTISE, CONFIRM, MASK_SET, MASKED_CHUNK_VALUES, SECAGG, SHARE, UNMASK
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_associated_data, share_commitment,

@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import InvalidInput, MalformedCiphertext, ProtocolViolation, RoundClosed, RoundFailed
 from ..federation import Federation
 from ..identity import Roster
+from ..prg import apply_masks
 from ..quantize import FixedPoint
 from ..rounds.accumulate import ChunkedSum, array_ops
 from ..rounds.scheme import DONE, SUBMIT, RoundConfig, Stage, decode
@@ -46,7 +47,6 @@ from ..v1 import aggregator_pb2, common_pb2, secagg_pb2
 from . import keys, shamir
 from .graph import choose_params
 from .policy import secagg_config
-from ..prg import apply_masks
 from .statements import (
     KEY_SHARE, SEED_SHARE, mask_set_message, self_seed_commitment, share_commitment, survivors_message, unsigned,
 )
