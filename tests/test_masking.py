@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings, strategies as st
 
 from securefl.errors import InvalidInput, RoundClosed, RoundFailed, VerificationFailed
 from securefl.masking import keys, shamir
 from securefl.masking.graph import choose_params, graph_seed, neighbours
 from securefl.masking.policy import confirmation_quorum
-from securefl.prg import BLOCK_BYTES, apply_masks, expand
+from securefl.prg import BLOCK_BYTES, Keystream, apply_masks, expand
 from securefl.masking.statements import share_associated_data
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.quantize import FixedPoint
@@ -69,6 +70,39 @@ def test_masks_are_deterministic_per_seed_and_fill_the_range():
     assert np.array_equal(a, expand(b"k" * 32, 100_000, np.uint32))
     assert not np.array_equal(a, expand(b"j" * 32, 100_000, np.uint32))
     assert abs(a.mean() / 2**32 - 0.5) < 0.01 and expand(b"k" * 32, 3, np.uint64).dtype == np.uint64
+
+
+def aes256_ctr_from_zero(seed: bytes, length: int) -> bytes:
+    """The reference keystream: AES-256-CTR, counter blocks 0, 1, 2, ... (what other
+    implementations of securefl's masks must reproduce)."""
+    return Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(length))
+
+
+def read_in_pieces(stream: Keystream, pieces: list[int]) -> bytes:
+    out = b""
+    for length in pieces:
+        buffer = np.empty(length + 16, np.uint8)
+        stream.read_into(buffer, length)
+        out += buffer[:length].tobytes()
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=6))
+def test_keystreams_are_aes256_ctr_from_block_zero_however_they_are_read(pieces):
+    seed = bytes(range(32))
+    assert read_in_pieces(Keystream(seed), pieces) == aes256_ctr_from_zero(seed, sum(pieces))
+    assert expand(seed, 1000, np.uint32).tobytes() == aes256_ctr_from_zero(seed, 4000)
+
+
+@pytest.mark.parametrize("segment", [32, 48, 4096])
+def test_keystreams_continue_with_ctr_where_gcm_would_stop(monkeypatch, segment):
+    """Past GCM's block limit (2^36 bytes, too long for a test; moved here to `segment`) the
+    stream goes on with CTR at the same counter block."""
+    monkeypatch.setattr(Keystream, "SEGMENT_BYTES", segment)
+    seed = b"s" * 32
+    pieces = [7, 30, 11, 1, 15, segment, 3 * segment + 5]
+    assert read_in_pieces(Keystream(seed), pieces) == aes256_ctr_from_zero(seed, sum(pieces))
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
