@@ -10,7 +10,9 @@ on localhost (LocalFederation), with its store on disk.
   of all uploads over the time from the first upload's start to the last acknowledgement
   (median of three rounds);
 * whole rounds, as a training loop sees them from its second round on: 50 clients × 1M
-  parameters, plain and SecAgg+ (median of three, after a round of the same size);
+  parameters, plain and SecAgg+ (median of three, after a round of the same size), from every
+  site calling aggregate with its update ready (made before the clock starts, as training is)
+  to the last site holding the result;
 * the aggregator's peak resident memory in the first round of many clients sending at once;
 * bytes the aggregator wrote to disk per round, over the size of one submission.
 
@@ -104,9 +106,10 @@ def federation(scheme: str, n: int) -> LocalFederation:
 def one_round(fed: LocalFederation, sites: SiteProcesses, params: int, round_id: str, together: bool = False) -> dict:
     """All clients aggregate at once; with `together`, their uploads start at once, after every
     client protected its update."""
+    sites.prepare(round_id, params)  # the updates exist before the round, as after training
     with PeakMemory(fed.aggregator.pid) as memory, DiskWrites(fed.aggregator.pid) as disk:
         started = time.perf_counter()
-        stats = sites.aggregate(round_id, params, together)
+        stats = sites.aggregate(round_id, together)
         wall = time.perf_counter() - started
         time.sleep(0.2)  # writes the round caused after the clients had their result (e.g. purging)
     submission = stats[0].bytes_sent
