@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from securefl.benchmark.harness import command_line, envelope, machine_description, write_results
+from securefl.benchmark.sites import SiteProcesses
 from securefl.benchmark.tables import Table, render_file, render_markdown
+from securefl.simulation import LocalFederation
 
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE_KEYS = {"python", "platform", "processor", "cpus", "numpy", "tenseal", "load_average_1min"}
@@ -72,3 +74,14 @@ def test_bench_script_writes_json_with_the_run_description_and_its_tables(script
     # The README tool finds the script beside its results and renders the JSON to the same tables.
     (bench / script).write_text((ROOT / "bench" / script).read_text())
     assert render_file(bench / "results" / f"{name}.json") == markdown
+
+
+def test_benchmark_sites_run_a_round_only_with_the_updates_prepared_for_it():
+    """The sites make their updates before a round is timed; a round asked for without them is
+    refused by every worker, and the workers stay in step for the next request."""
+    with LocalFederation(4, scheme="plain") as fed, SiteProcesses(fed, 2) as sites:
+        sites.prepare("round-a", 100)
+        with pytest.raises(RuntimeError, match="round 'round-b' has no updates"):
+            sites.aggregate("round-b")
+        stats = sites.aggregate("round-a")
+        assert len(stats) == 4 and all(s.bytes_sent > 0 for s in stats)

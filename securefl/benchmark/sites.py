@@ -44,7 +44,8 @@ def site_weight(index: int) -> float:
 
 def _serve(connection: Connection, address: str, workdir: str, sites: list[tuple[int, list[str]]], passphrase: str,
            allow_plain: bool, barrier: Barrier) -> None:
-    """A worker process: connect its sites, then run one round per request until told to stop."""
+    """A worker process: connect its sites, then per request make their updates for a round
+    ("prepare") or run that round ("run"), until told to stop."""
     os.nice(SITE_NICENESS)
     federation = Federation.load(Path(workdir) / FEDERATION_FILE)
     clients = {}
@@ -53,15 +54,19 @@ def _serve(connection: Connection, address: str, workdir: str, sites: list[tuple
         clients[index] = connect(address, identity=Identity.load(Path(identity_file), passphrase),
                                  federation=federation, tls=tls, allow_plain=allow_plain)
     connection.send("ready")
+    prepared: str | None = None
     updates: dict[int, np.ndarray] = {}
     with ThreadPoolExecutor(len(clients)) as pool:
         while (request := connection.recv()) is not None:
             if request[0] == "prepare":
-                _, round_id, params = request
-                updates = {i: site_update(i, round_id, params) for i in clients}
+                _, prepared, params = request
+                updates = {i: site_update(i, prepared, params) for i in clients}
                 connection.send("prepared")
                 continue
             _, round_id, together = request
+            if round_id != prepared:
+                connection.send(RuntimeError(f"round {round_id!r} has no updates: call prepare first"))
+                continue
 
             def run(index: int) -> RoundStats:
                 client = clients[index]
@@ -104,24 +109,27 @@ class SiteProcesses:
         """Make every site's update for the next round (`site_update`), as training would before
         a site calls aggregate: not part of the round (25 updates of 1M values take a worker
         about 0.13 s, during which no site would have started)."""
-        for _, connection in self._workers:
-            connection.send(("prepare", round_id, params))
-        for _, connection in self._workers:
-            connection.recv()
+        self._ask_every_worker(("prepare", round_id, params))
 
     def aggregate(self, round_id: str, together: bool = False) -> list[RoundStats]:
         """One round of every site, with the updates `prepare` made; with `together`, uploads
         start at once after every site protected its update. The sites' statistics, by site
         index."""
-        for _, connection in self._workers:
-            connection.send(("run", round_id, together))
         stats: dict[int, RoundStats] = {}
-        for _, connection in self._workers:
-            answer = connection.recv()
-            if isinstance(answer, Exception):
-                raise answer
+        for answer in self._ask_every_worker(("run", round_id, together)):
             stats.update(answer)
         return [stats[i] for i in sorted(stats)]
+
+    def _ask_every_worker(self, request: tuple) -> list:
+        """Every worker's answer to `request`; a worker's exception is raised once all have
+        answered (so no answer is left behind for the next request)."""
+        for _, connection in self._workers:
+            connection.send(request)
+        answers = [connection.recv() for _, connection in self._workers]
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def close(self) -> None:
         for process, connection in self._workers:
