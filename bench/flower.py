@@ -15,9 +15,9 @@ round time is the cost of moving and aggregating the update. Per configuration: 
 slow), the bytes each node sends and receives (every Flower object of every message, counted at
 the ServerApp's grid in a separate round), and the node CPU time per round (CPU time of each
 ClientApp call, its thread's and securefl's HE encryption workers', summed over the round's
-messages, per node). The nodes' ClientApp is `flower_nodes.app` (beside this script, so that it travels
-to Ray's workers by name, as under `flwr run`). Each node count runs in a child process of its
-own: Ray does not restart reliably within one process.
+messages, per node). The nodes' ClientApp is `flower_nodes.app` (beside this script, so that
+it travels to Ray's workers by name, as under `flwr run`). Each node count runs in a child
+process of its own: Ray does not restart reliably within one process.
 
 Run: python bench/flower.py [--nodes 10 50] [--params N] [--rounds N] [--out PATH] [--markdown PATH]"""
 
