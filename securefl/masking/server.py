@@ -133,6 +133,12 @@ class SecAggRound:
     def threshold(self) -> int:
         return self.view.threshold if self.view else 0
 
+    @property
+    def phase(self) -> str:
+        """Only a stage's opening (which also counts the late clients as dropped) changes what
+        a client other than the one answering must do."""
+        return self.stage
+
     def _graph(self) -> dict[str, list[str]]:
         assert self.view is not None
         return self.view.graph

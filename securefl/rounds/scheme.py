@@ -158,6 +158,12 @@ class ServerRound(Protocol):
 
     failure: Exception | None
 
+    @property
+    def phase(self) -> str:
+        """Changes whenever `stage_for` may change for a client other than the one whose call
+        changed the round (a new stage opens, clients are counted as dropped): the engine wakes
+        the clients waiting for their next stage only then."""
+
     def stage_for(self, client_id: str, submitted: bool) -> Stage | None:
         """What `client_id` must do now; None while it has nothing to do. Raises when the
         client takes no further part (e.g. counted as dropped)."""
@@ -219,6 +225,7 @@ class SingleStageRound:
     round's configuration alone decides when it closes, and revealing needs no stage."""
 
     failure: Exception | None = None
+    phase = SUBMIT  # a client's stage depends on its own submission only
 
     def stage_for(self, client_id: str, submitted: bool) -> Stage | None:
         return None if submitted else Stage(SUBMIT)
