@@ -363,9 +363,10 @@ class RoundEngine:
     def _wake(self, round_: Round) -> None:
         """Wake the engine's own waits on every change, and the clients' long polls (a thread
         each, waiting for a next stage or the result) only when the round's state or its
-        scheme's phase moved. Woken on every change, each of a SecAgg+ round's n clients woke
-        at every other client's answer: O(n^2) thread switches, a fifth of a 50-client round's
-        aggregator CPU. The caller holds the round's lock."""
+        scheme's phase moved. Woken on every change, each of a SecAgg+ round's n waiting
+        clients woke at every other client's answer and every deadline tick: O(n^2) thread
+        wake-ups per stage (a 50-client round: 1.41 against 1.32 aggregator CPU-s). The caller
+        holds the round's lock."""
         round_.changed.notify_all()
         position = (round_.state, round_.scheme_round.phase if round_.scheme_round is not None else None)
         if position != round_.position:
