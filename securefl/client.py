@@ -246,22 +246,27 @@ class _Run:
         """Ask the aggregator what to do next and do it, until the round is done."""
         stub, client_id = self._client._stub, self._client.identity.client_id
         request = aggregator_pb2.StageRequest(round_id=self.round_id, client_id=client_id)
+        message = aggregator_pb2.StageMessage()  # the next stage, when an answer's acknowledgement brought it
         while True:
-            message = _retrying(lambda: stub.AwaitStage(request, timeout=STAGE_CALL_SECONDS), self.deadline)
             if not message.stage:
-                continue
+                message = _retrying(lambda: stub.AwaitStage(request, timeout=STAGE_CALL_SECONDS), self.deadline)
+                if not message.stage:
+                    continue
             if message.stage == DONE:
                 return
             if message.stage == drop_at:
                 raise SimulatedDropout(message.stage)
             stage = Stage(message.stage, message.body)
+            message = aggregator_pb2.StageMessage()
             if stage.name == SUBMIT:
                 self.submit(stage)
             else:
                 answer = aggregator_pb2.StageMessage(round_id=self.round_id, client_id=client_id, stage=stage.name,
-                                                     body=self._timed(stage.name, self._job.answer, stage))
+                                                     body=self._timed(stage.name, self._job.answer, stage),
+                                                     await_next=True)
                 try:
-                    _retrying(lambda: stub.AnswerStage(answer, timeout=STAGE_CALL_SECONDS), self.deadline)
+                    message = _retrying(lambda: stub.AnswerStage(answer, timeout=STAGE_CALL_SECONDS),
+                                        self.deadline).next
                 except RoundClosed:
                     continue  # e.g. a retried answer the round took before it ended: the next stage says
 

@@ -12,6 +12,7 @@ from securefl.errors import QuorumTimeout, RoundClosed, RoundFailed
 from securefl.masking.server import ADVERTISE, CONFIRM, MASK_SET, MASKED, SHARE, UNMASK
 from securefl.masking.statements import sign_stage_message
 from securefl.pki import AGGREGATOR, SITE
+from securefl.rounds.scheme import Stage
 from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropout
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, secagg_pb2
 from securefl.services.rpc import channel
@@ -102,3 +103,36 @@ def test_clients_that_never_show_up_count_as_dropouts_after_the_deadline(rng):
         updates = [rng.normal(size=50) for _ in range(3)]
         results = run_with_dropouts(fed, updates, [1.0, 1.0, 1.0], {})  # the fourth client never calls
         assert np.abs(results[0] - np.mean(updates, axis=0)).max() <= tolerance(fed)
+
+
+def test_an_answer_that_asks_for_the_next_stage_is_acknowledged_with_it_once_it_opens(federation):
+    """One call per stage instead of two (AnswerStage with await_next); an answer without it is
+    acknowledged at once, as before."""
+    round_id = "answers-bring-next-stages"
+    sites = [identity.client_id for identity in federation.identities]
+    stubs = {site: aggregator_pb2_grpc.AggregatorStub(channel(
+        federation.aggregator_address, federation.credentials(SITE, site),
+        server=federation.federation.party(AGGREGATOR))) for site in sites}
+    bodies = {}
+    for client, site in zip(federation.clients, sites):
+        stubs[site].JoinRound(aggregator_pb2.JoinRoundRequest(client_id=site, round_id=round_id), timeout=10)
+        stage = stubs[site].AwaitStage(aggregator_pb2.StageRequest(round_id=round_id, client_id=site), timeout=10)
+        assert stage.stage == ADVERTISE
+        job = client.scheme.start(round_id, np.zeros(3), 1.0)
+        bodies[site] = job.answer(Stage(stage.stage, stage.body))
+
+    def answer(site: str, await_next: bool) -> aggregator_pb2.StageAck:
+        return stubs[site].AnswerStage(aggregator_pb2.StageMessage(
+            round_id=round_id, client_id=site, stage=ADVERTISE, body=bodies[site], await_next=await_next), timeout=30)
+
+    *waiting, last = sites
+    with ThreadPoolExecutor(len(waiting)) as pool:
+        acks = [pool.submit(answer, site, True) for site in waiting]
+        plain_ack = answer(last, False)  # the last answer opens the share stage
+        acks = [ack.result(timeout=30) for ack in acks]
+    assert plain_ack.stage == ADVERTISE and not plain_ack.next.stage
+    participants = secagg_pb2.Participants.FromString(acks[0].next.body)
+    assert sorted(a.client_id for a in participants.clients) == sorted(sites)
+    assert [(ack.next.stage, ack.next.round_id, ack.next.client_id) for ack in acks] == [
+        (SHARE, round_id, site) for site in waiting]
+

@@ -142,18 +142,32 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
     @translate_errors
     def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
         client_id = self._site(context, request.client_id, f"follow stages as {request.client_id!r:.70}") or ""
-        with self._waits.hold(client_id or context.peer()):
-            stage = self._engine.await_stage(request.round_id, client_id, STAGE_POLL_SECONDS)
-        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=client_id)
-        if stage is not None:
-            reply.stage, reply.body = stage.name, stage.body
-        return reply
+        return self._next_stage(request.round_id, client_id, context)
 
     @translate_errors
     def AnswerStage(self, request, context) -> aggregator_pb2.StageAck:
+        """With `await_next`, the acknowledgement also carries the client's next stage, waited
+        for as AwaitStage waits. Only the answer decides the call's status: whatever ends the
+        wait early (a failed round, the site's cap on long polls) leaves the next stage empty,
+        and the client's AwaitStage then hears it."""
         client_id = self._site(context, request.client_id, f"answer stages as {request.client_id!r:.70}") or ""
         self._engine.answer_stage(request.round_id, client_id, request.stage, request.body)
-        return aggregator_pb2.StageAck(stage=request.stage)
+        ack = aggregator_pb2.StageAck(stage=request.stage)
+        if request.await_next:
+            try:
+                ack.next.CopyFrom(self._next_stage(request.round_id, client_id, context))
+            except SecureFLError:
+                pass
+        return ack
+
+    def _next_stage(self, round_id: str, client_id: str, context) -> aggregator_pb2.StageMessage:
+        """The client's next stage, waited for up to STAGE_POLL_SECONDS (an empty stage: none yet)."""
+        with self._waits.hold(client_id or context.peer()):
+            stage = self._engine.await_stage(round_id, client_id, STAGE_POLL_SECONDS)
+        reply = aggregator_pb2.StageMessage(round_id=round_id, client_id=client_id)
+        if stage is not None:
+            reply.stage, reply.body = stage.name, stage.body
+        return reply
 
     @translate_errors
     def AwaitResult(self, request, context) -> Iterator[aggregator_pb2.ResultMessage]:

@@ -152,19 +152,23 @@ class StageRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class StageMessage(_message.Message):
-    __slots__ = ("round_id", "client_id", "stage", "body")
+    __slots__ = ("round_id", "client_id", "stage", "body", "await_next")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
+    AWAIT_NEXT_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     client_id: str
     stage: str
     body: bytes
-    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., stage: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+    await_next: bool
+    def __init__(self, round_id: _Optional[str] = ..., client_id: _Optional[str] = ..., stage: _Optional[str] = ..., body: _Optional[bytes] = ..., await_next: bool = ...) -> None: ...
 
 class StageAck(_message.Message):
-    __slots__ = ("stage",)
+    __slots__ = ("stage", "next")
     STAGE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     stage: str
-    def __init__(self, stage: _Optional[str] = ...) -> None: ...
+    next: StageMessage
+    def __init__(self, stage: _Optional[str] = ..., next: _Optional[_Union[StageMessage, _Mapping]] = ...) -> None: ...
