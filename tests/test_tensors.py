@@ -20,6 +20,19 @@ def test_torch_state_dict_round_trips_with_integer_buffers():
     assert rebuilt["1.num_batches_tracked"].dtype == torch.int64
 
 
+@pytest.mark.parametrize("dtypes, expected", [
+    ((np.float32,), np.float32), ((np.float32, np.float16, np.int16, np.bool_), np.float32),
+    ((np.float32, np.float64), np.float64), ((np.float32, np.int32), np.float64), ((np.int64,), np.float64),
+])
+def test_a_model_flattens_to_the_narrowest_float_that_holds_every_value_exactly(dtypes, expected):
+    arrays = {f"t{i}": np.array([-(2**15) + 1, 3, 2**15 - 1]).astype(dtype) for i, dtype in enumerate(dtypes)}
+    vector, spec = flatten(arrays)
+    assert vector.dtype == expected
+    rebuilt = unflatten(vector, spec)
+    assert all(rebuilt[name].dtype == array.dtype and np.array_equal(rebuilt[name], array)
+               for name, array in arrays.items())
+
+
 def test_integer_tensors_are_rounded_back_to_their_dtype():
     vector, spec = flatten({"count": np.array([3], dtype=np.int64), "w": np.zeros(2, dtype=np.float32)})
     rebuilt = unflatten(vector + 0.4, spec)
