@@ -8,9 +8,9 @@ on localhost (LocalFederation), with its store on disk.
 
 * ingest: every client protects its update first, then all upload at once; MB/s is the bytes
   of all uploads over the time from the first upload's start to the last acknowledgement
-  (median of three rounds);
+  (median of five rounds);
 * whole rounds, as a training loop sees them from its second round on: 50 clients × 1M
-  parameters, plain and SecAgg+ (median of three, after a round of the same size), from every
+  parameters, plain and SecAgg+ (median of five, after a round of the same size), from every
   site calling aggregate with its update ready (made before the clock starts, as training is)
   to the last site holding the result;
 * the aggregator's peak resident memory in the first round of many clients sending at once;
@@ -51,7 +51,8 @@ from securefl.simulation import LocalFederation, SecAggSettings
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "3caacce"  # main when issue 11 was merged into it (mutual TLS, federation file)
-REPEAT = 3  # measured rounds per configuration; the round with the median value is kept
+REPEAT = 5  # measured rounds per configuration; the round with the median value is kept (rounds
+# of one run spread by ±5 % here, ingest rounds of a quarter second by more)
 FULL = {"ingest_clients": 8, "ingest_params": {"plain": 4_000_000, "secagg": 4_000_000, "ckks": 1_000_000},
         "round_clients": 50, "round_params": 1_000_000, "memory_clients": {"plain": 100, "ckks": 30},
         "memory_params": 1_000_000}

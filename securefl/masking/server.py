@@ -371,18 +371,26 @@ class SecAggRound:
         """Close the unmask stage (later reveals are refused) and remove the masks: the exact
         sum of the survivors' encoded inputs, decoded."""
         self.stage = DONE
-        reveals = dict(self.reveals)
         total = accumulator.concatenated()
-        self._remove_masks(total, reveals)
+        self._remove_masks(total, self._revealed_shares())
         return self.scheme.encoding.decode(total)
 
-    def _reconstruct(self, owner: str, kind: bytes, reveals: dict[str, secagg_pb2.UnmaskResponse]) -> bytes:
+    def _revealed_shares(self) -> dict[tuple[bytes, str], dict[int, bytes]]:
+        """(kind, owner) -> {holder's position: share}, from every unmask response, in one pass."""
+        assert self.view is not None
+        shares: dict[tuple[bytes, str], dict[int, bytes]] = {}
+        for holder, response in sorted(self.reveals.items()):
+            position = self.view.positions[holder]
+            for kind, revealed in ((SEED_SHARE, response.seed_shares), (KEY_SHARE, response.key_shares)):
+                for share in revealed:
+                    shares.setdefault((kind, share.owner), {})[position] = share.share
+        return shares
+
+    def _reconstruct(self, owner: str, kind: bytes, revealed: dict[tuple[bytes, str], dict[int, bytes]]) -> bytes:
         """The owner's secret from t commitment-checked shares; a dealer whose shares do not
         rebuild what it committed to is named."""
         assert self.view is not None
-        field_name = "seed_shares" if kind == SEED_SHARE else "key_shares"
-        shares = {self.view.positions[holder]: s.share for holder, response in sorted(reveals.items())
-                  for s in getattr(response, field_name) if s.owner == owner}
+        shares = revealed.get((kind, owner), {})
         if len(shares) < self.threshold:
             raise RoundFailed(f"round {self.round_id} aborted: only {len(shares)} of the {self.threshold} shares "
                               f"needed to unmask {owner} arrived (too many dropouts)")
@@ -400,12 +408,12 @@ class SecAggRound:
                                     f"its committed {'self-mask seed' if kind == SEED_SHARE else 'mask key'}")
         return secret
 
-    def _remove_masks(self, total: np.ndarray, reveals: dict[str, secagg_pb2.UnmaskResponse]) -> None:
+    def _remove_masks(self, total: np.ndarray, revealed: dict[tuple[bytes, str], dict[int, bytes]]) -> None:
         """Subtract every survivor's self mask and the pairwise masks survivors share with
         dropped clients; the pairwise masks between survivors cancel by construction."""
-        added, subtracted = [], [self._reconstruct(survivor, SEED_SHARE, reveals) for survivor in self.survivors]
+        added, subtracted = [], [self._reconstruct(survivor, SEED_SHARE, revealed) for survivor in self.survivors]
         for gone in self.dropped:
-            mask_key = self._reconstruct(gone, KEY_SHARE, reveals)
+            mask_key = self._reconstruct(gone, KEY_SHARE, revealed)
             for survivor in self._graph()[gone]:  # each masked against it (its checked mask set says so)
                 if survivor not in self.survivors:
                     continue
