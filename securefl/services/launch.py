@@ -273,18 +273,30 @@ class _ShardLink:
         return [], ShardRole(index, count, client)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
+ARENA_BUFFERS_BYTES = 32 * MIB  # buffers up to this size come from the arenas, not fresh mappings
+KEPT_FREE_BYTES = 64 * MIB  # freed memory an arena keeps during a burst, until malloc_trim
+
+
 def tune_allocator() -> Callable[[], None] | None:
     """Make glibc's allocator suit a server that receives megabytes per stream on many threads
     (Linux/glibc; elsewhere nothing). Two arenas instead of 8 per core: with one arena per
     gRPC thread, freed chunk buffers stay cached in every arena and the process keeps several
-    times its working set. Returns `malloc_trim`, which hands freed memory back to the
-    operating system; the engine calls it whenever no submission is held. (Forcing every buffer
-    through mmap returns memory at once too, but doubled the aggregator's CPU per byte.)"""
+    times its working set. Message buffers come from the arenas and freed ones are reused
+    during a burst: by default each 1 MiB message had a fresh mapping whose pages the kernel
+    faulted in and zeroed, 12 % of the aggregator's CPU while ingesting (8 SecAgg+ clients x 16
+    MB at once: 503-555 MB/s before, 582-595 after; aggregator CPU per round 0.68 -> 0.53-0.62
+    s; 100 plain clients at once peak at 283 MiB instead of 264). Returns `malloc_trim`, which
+    hands freed memory back to the operating system; the engine calls it whenever no
+    submission is held. (Forcing every buffer through mmap returns memory at once too, but
+    doubled the aggregator's CPU per byte.)"""
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(_M_ARENA_MAX, 2)
+        libc.mallopt(_M_MMAP_THRESHOLD, ARENA_BUFFERS_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
     except (OSError, AttributeError):
         return None
     return lambda: libc.malloc_trim(0)
