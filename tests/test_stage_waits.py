@@ -10,7 +10,8 @@ from securefl.rounds.engine import RoundEngine
 from securefl.rounds.scheme import RoundConfig
 from securefl.rounds.store import RoundStore
 
-from secagg_rounds import Enrolment
+from tests.secagg_attacks import wait_for
+from tests.secagg_rounds import Enrolment
 
 
 def test_a_waiting_client_looks_for_its_next_stage_when_a_stage_opens_not_at_every_other_answer():
@@ -42,7 +43,7 @@ def test_a_waiting_client_looks_for_its_next_stage_when_a_stage_opens_not_at_eve
         scheme_round.stage_for = counted_stage_for
         with ThreadPoolExecutor(len(waiting)) as pool:
             next_stages = [pool.submit(engine.await_stage, "r1", client_id, 30) for client_id in waiting]
-            assert _eventually(lambda: len(looked_up) == len(waiting))  # each looked once, found nothing, waits
+            assert wait_for(lambda: len(looked_up) == len(waiting))  # each looked once, found nothing, waits
             for client_id in answering:  # the last answer opens the share stage
                 engine.answer_stage("r1", client_id, ADVERTISE, adverts[client_id])
                 time.sleep(0.1)  # time for a woken client to look again (and for two deadline ticks)
@@ -51,11 +52,3 @@ def test_a_waiting_client_looks_for_its_next_stage_when_a_stage_opens_not_at_eve
     finally:
         engine.stop()
 
-
-def _eventually(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
