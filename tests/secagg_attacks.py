@@ -98,26 +98,34 @@ class LyingAggregator(AggregatorService):
     @translate_errors
     def AwaitStage(self, request, context) -> aggregator_pb2.StageMessage:
         client_id = self._site(context, request.client_id, "follow stages")
-        round_ = self.engine.get(request.round_id)
-        reply = aggregator_pb2.StageMessage(round_id=request.round_id, client_id=client_id)
-        stage = self.lie.inject(client_id, round_, self.sent)
-        if stage is None:
-            stage = self.engine.await_stage(request.round_id, client_id, POLL_SECONDS)
-            if stage is not None:
-                stage = self.lie.rewrite(client_id, stage, round_)
-        if stage is not None:
-            reply.stage, reply.body = stage.name, stage.body
-        return reply
+        return self._lying_next_stage(request.round_id, client_id)
 
     @translate_errors
     def AnswerStage(self, request, context) -> aggregator_pb2.StageAck:
+        """The lies reach a client through both ways it learns its next stage: AwaitStage and
+        the acknowledgement of its previous answer (`await_next`)."""
         client_id = self._site(context, request.client_id, "answer stages")
         with self.sent.lock:
             self.sent.answers.append((client_id, request.stage, request.body))
         round_ = self.engine.get(request.round_id)
         if not self.lie.swallow(client_id, request.stage, request.body, round_):
             self.engine.answer_stage(request.round_id, client_id, request.stage, request.body)
-        return aggregator_pb2.StageAck(stage=request.stage)
+        ack = aggregator_pb2.StageAck(stage=request.stage)
+        if request.await_next:
+            ack.next.CopyFrom(self._lying_next_stage(request.round_id, client_id))
+        return ack
+
+    def _lying_next_stage(self, round_id: str, client_id: str) -> aggregator_pb2.StageMessage:
+        round_ = self.engine.get(round_id)
+        reply = aggregator_pb2.StageMessage(round_id=round_id, client_id=client_id)
+        stage = self.lie.inject(client_id, round_, self.sent)
+        if stage is None:
+            stage = self.engine.await_stage(round_id, client_id, POLL_SECONDS)
+            if stage is not None:
+                stage = self.lie.rewrite(client_id, stage, round_)
+        if stage is not None:
+            reply.stage, reply.body = stage.name, stage.body
+        return reply
 
     def Submit(self, request_iterator, context) -> aggregator_pb2.SubmitAck:
         first = next(request_iterator, None)
