@@ -248,10 +248,8 @@ class _Run:
         request = aggregator_pb2.StageRequest(round_id=self.round_id, client_id=client_id)
         message = aggregator_pb2.StageMessage()  # the next stage, when an answer's acknowledgement brought it
         while True:
-            if not message.stage:
+            while not message.stage:
                 message = _retrying(lambda: stub.AwaitStage(request, timeout=STAGE_CALL_SECONDS), self.deadline)
-                if not message.stage:
-                    continue
             if message.stage == DONE:
                 return
             if message.stage == drop_at:

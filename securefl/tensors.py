@@ -135,8 +135,8 @@ def flatten(update: Mapping[str, Any] | Sequence[Any] | np.ndarray) -> tuple[np.
     spec = ModelSpec(
         kind, tuple(TensorSpec(str(n), tuple(a.shape), a.dtype.str) for (n, _), a in zip(items, arrays))
     )
-    dtype = np.result_type(np.float32, *(a.dtype for a in arrays))
-    vector = np.concatenate([a.reshape(-1) for a in arrays], dtype=dtype)
+    dtype = np.float32 if all(np.can_cast(a.dtype, np.float32) for a in arrays) else np.float64
+    vector = np.concatenate([a.reshape(-1).astype(dtype, copy=False) for a in arrays])
     if not np.all(np.isfinite(vector)):
         raise InvalidInput("update contains NaN or infinite values")
     return vector, spec

@@ -154,10 +154,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServicer):
         self._engine.answer_stage(request.round_id, client_id, request.stage, request.body)
         ack = aggregator_pb2.StageAck(stage=request.stage)
         if request.await_next:
-            try:
+            with contextlib.suppress(SecureFLError):
                 ack.next.CopyFrom(self._next_stage(request.round_id, client_id, context))
-            except SecureFLError:
-                pass
         return ack
 
     def _next_stage(self, round_id: str, client_id: str, context) -> aggregator_pb2.StageMessage:
