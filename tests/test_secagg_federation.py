@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -17,6 +18,7 @@ from securefl.simulation import LocalFederation, SecAggSettings, SimulatedDropou
 from securefl.v1 import aggregator_pb2, aggregator_pb2_grpc, secagg_pb2
 from securefl.services.rpc import channel
 from tests.conftest import weighted_average
+from tests.secagg_attacks import wait_for
 
 SETTINGS = SecAggSettings(stage_timeout=1.5, value_bound=10.0, max_weight=100.0)
 DROPOUT_POINTS = (ADVERTISE, SHARE, MASK_SET, MASKED, CONFIRM, UNMASK)
@@ -105,30 +107,35 @@ def test_clients_that_never_show_up_count_as_dropouts_after_the_deadline(rng):
         assert np.abs(results[0] - np.mean(updates, axis=0)).max() <= tolerance(fed)
 
 
+def site_stubs(federation) -> dict[str, aggregator_pb2_grpc.AggregatorStub]:
+    """A stub per enrolled site, over mutual TLS with that site's certificate."""
+    return {identity.client_id: aggregator_pb2_grpc.AggregatorStub(channel(
+        federation.aggregator_address, federation.credentials(SITE, identity.client_id),
+        server=federation.federation.party(AGGREGATOR))) for identity in federation.identities}
+
+
+def advertisement(federation, stubs, index: int, round_id: str, await_next: bool) -> aggregator_pb2.StageMessage:
+    """Site `index` joins the round and makes its (genuine) key advertisement, not yet sent."""
+    site = federation.identities[index].client_id
+    stubs[site].JoinRound(aggregator_pb2.JoinRoundRequest(client_id=site, round_id=round_id), timeout=10)
+    stage = stubs[site].AwaitStage(aggregator_pb2.StageRequest(round_id=round_id, client_id=site), timeout=10)
+    assert stage.stage == ADVERTISE
+    body = federation.clients[index].scheme.start(round_id, np.zeros(3), 1.0).answer(Stage(stage.stage, stage.body))
+    return aggregator_pb2.StageMessage(round_id=round_id, client_id=site, stage=ADVERTISE, body=body,
+                                       await_next=await_next)
+
+
 def test_an_answer_that_asks_for_the_next_stage_is_acknowledged_with_it_once_it_opens(federation):
     """One call per stage instead of two (AnswerStage with await_next); an answer without it is
     acknowledged at once, as before."""
     round_id = "answers-bring-next-stages"
-    sites = [identity.client_id for identity in federation.identities]
-    stubs = {site: aggregator_pb2_grpc.AggregatorStub(channel(
-        federation.aggregator_address, federation.credentials(SITE, site),
-        server=federation.federation.party(AGGREGATOR))) for site in sites}
-    bodies = {}
-    for client, site in zip(federation.clients, sites):
-        stubs[site].JoinRound(aggregator_pb2.JoinRoundRequest(client_id=site, round_id=round_id), timeout=10)
-        stage = stubs[site].AwaitStage(aggregator_pb2.StageRequest(round_id=round_id, client_id=site), timeout=10)
-        assert stage.stage == ADVERTISE
-        job = client.scheme.start(round_id, np.zeros(3), 1.0)
-        bodies[site] = job.answer(Stage(stage.stage, stage.body))
-
-    def answer(site: str, await_next: bool) -> aggregator_pb2.StageAck:
-        return stubs[site].AnswerStage(aggregator_pb2.StageMessage(
-            round_id=round_id, client_id=site, stage=ADVERTISE, body=bodies[site], await_next=await_next), timeout=30)
-
+    stubs = site_stubs(federation)
+    sites = list(stubs)
     *waiting, last = sites
+    answers = {site: advertisement(federation, stubs, i, round_id, site != last) for i, site in enumerate(sites)}
     with ThreadPoolExecutor(len(waiting)) as pool:
-        acks = [pool.submit(answer, site, True) for site in waiting]
-        plain_ack = answer(last, False)  # the last answer opens the share stage
+        acks = [pool.submit(stubs[site].AnswerStage, answers[site], timeout=30) for site in waiting]
+        plain_ack = stubs[last].AnswerStage(answers[last], timeout=10)  # the last answer opens the share stage
         acks = [ack.result(timeout=30) for ack in acks]
     assert plain_ack.stage == ADVERTISE and not plain_ack.next.stage
     participants = secagg_pb2.Participants.FromString(acks[0].next.body)
@@ -136,3 +143,34 @@ def test_an_answer_that_asks_for_the_next_stage_is_acknowledged_with_it_once_it_
     assert [(ack.next.stage, ack.next.round_id, ack.next.client_id) for ack in acks] == [
         (SHARE, round_id, site) for site in waiting]
 
+
+def test_an_answer_from_a_site_at_its_cap_on_long_polls_is_taken_and_acknowledged_without_the_next_stage():
+    """The wait that `await_next` asks for counts against the site's long polls; refused it,
+    the answer still counts and the acknowledgement comes at once, with no next stage."""
+    settings = SecAggSettings(stage_timeout=60.0, value_bound=10.0, max_weight=100.0)
+    with ThreadPoolExecutor(1) as pool, LocalFederation(3, scheme="secagg", min_clients=3, secagg=settings,
+                                                        aggregator_args=["--max-waits-per-site", "1"]) as fed:
+        stubs = site_stubs(fed)
+        sites = list(stubs)
+        capped = sites[0]
+        answer = advertisement(fed, stubs, 0, "capped", True)
+        stubs[capped].AnswerStage(advertisement(fed, stubs, 0, "held", False), timeout=10)
+        pool.submit(stubs[capped].AwaitStage,  # its one long poll: a share stage that does not come
+                    aggregator_pb2.StageRequest(round_id="held", client_id=capped), timeout=60)
+
+        def at_cap() -> bool:
+            try:
+                stubs[capped].AwaitStage(aggregator_pb2.StageRequest(round_id="capped", client_id=capped), timeout=10)
+            except grpc.RpcError as refused:
+                return refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+        assert wait_for(at_cap)
+
+        started = time.monotonic()
+        ack = stubs[capped].AnswerStage(answer, timeout=30)
+        assert ack.stage == ADVERTISE and not ack.next.stage and time.monotonic() - started < 5
+        stubs[sites[1]].AnswerStage(advertisement(fed, stubs, 1, "capped", False), timeout=10)
+        last = stubs[sites[2]].AnswerStage(advertisement(fed, stubs, 2, "capped", True), timeout=30)
+        assert last.next.stage == SHARE
+        participants = secagg_pb2.Participants.FromString(last.next.body)
+        assert sorted(a.client_id for a in participants.clients) == sorted(sites)  # the capped answer counted
