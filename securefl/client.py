@@ -37,7 +37,7 @@ from .errors import InvalidInput, RoundClosed, SecureFLError, ServiceUnavailable
 from .federation import Federation
 from .identity import Identity, ack_message
 from .pki import AGGREGATOR, SITE, PartyName
-from .rounds.chunks import join_array
+from .rounds.chunks import join_array, receipt_digest_of
 from .rounds.sharding import shard_ranges, shard_round_id
 from .rounds.scheme import DONE, SUBMIT, ClientRound, ClientScheme, Protected, Stage, signed_receipt
 from .schemes import ClientPins, client_scheme
@@ -216,8 +216,9 @@ class _Run:
         """Protect the update (once: a stage asking again gets the same bytes) and send it."""
         if self._protected is None:
             self._protected = self._timed(stage.name, self._job.protect, stage)
-            self._receipt = signed_receipt(self._client.identity, self.round_id, self._client.session.scheme,
-                                           self._spec_hash, self._protected)
+            session = self._client.session
+            self._receipt = signed_receipt(self._client.identity, self.round_id, session.scheme, self._spec_hash,
+                                           self._protected, receipt_digest_of(session.receipt_digest))
             if self._before_upload is not None:
                 self._before_upload()
         self.upload_began = time.perf_counter()

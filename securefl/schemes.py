@@ -15,6 +15,7 @@ from .identity import Identity, Roster
 from .masking.client import SecAggClient
 from .masking.server import SECAGG, SecAggServer
 from .rounds.plain import PLAIN, PlainClient, PlainServer
+from .rounds.chunks import RECEIPT_DIGEST, receipt_digest_of
 from .rounds.scheme import ClientScheme, ServerScheme
 from .v1 import aggregator_pb2
 
@@ -84,6 +85,7 @@ def client_scheme(session: aggregator_pb2.Session, identity: Identity, pins: Cli
     """The client half for the scheme the aggregator runs, checked against the site's pins. A
     malicious aggregator cannot downgrade a site to the plain scheme unless the site allows it."""
     _known(session.scheme)
+    receipt_digest_of(session.receipt_digest)
     if session.scheme == PLAIN and not pins.allow_plain:
         raise VerificationFailed("the aggregator asks for the plain scheme, which sends updates unprotected; this "
                                  "site does not allow it (allow_plain)")
@@ -104,6 +106,6 @@ def needs_keyholder(name: str) -> bool:
 def session_of(protection: ServerScheme, roster: Roster) -> aggregator_pb2.Session:
     """The public parameters clients of `protection` need, for a federation of `roster`."""
     session = aggregator_pb2.Session(scheme=protection.name, chunk_values=protection.chunk_values,
-                                     max_clients=len(roster))
+                                     max_clients=len(roster), receipt_digest=RECEIPT_DIGEST)
     protection.describe(session)
     return session

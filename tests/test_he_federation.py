@@ -22,8 +22,11 @@ from securefl.errors import (
 )
 from securefl.federation import PartyKey
 from securefl.he.epochs import EpochSettings
-from securefl.identity import Identity
+from securefl.identity import Identity, sign_receipt
 from securefl.pki import SITE
+from securefl.schemes import ClientPins, client_scheme
+from securefl.v1 import aggregator_pb2
+from securefl.rounds.chunks import BLAKE3, SHA256, ChunkDigest
 from securefl.simulation import LocalFederation, SecAggSettings
 from tests.conftest import run_round, weighted_average
 from tests.submissions import RawAggregator
@@ -177,6 +180,35 @@ def test_bad_submission_is_refused_and_leaves_the_round_intact(federation, raw, 
 
     results = run_round(federation.clients[1:], ups[1:], weights[1:], round_id=round_id)
     assert_close(federation, results[0], ups, weights)
+
+
+def test_a_receipt_digesting_its_chunks_with_another_hash_than_the_session_names_is_refused(federation, raw, rng):
+    """The session names the hash a receipt digests the chunks with (BLAKE3). A site's receipt
+    that signs the SHA-256 of exactly the chunks it sends binds them just as well, but it is not
+    what this aggregator checks: refused as a digest mismatch, nothing counted, and the same
+    site's receipt made as the session says is then taken."""
+    assert raw.session.receipt_digest == BLAKE3
+    round_id = next(_round_ids)
+    raw.open_round(round_id, min_clients=1, expected_clients=3)
+    site, update = federation.identities[0], updates(rng)[0]
+    other_hash = raw.build(site, update, 1.0, round_id)
+    other_hash.receipt.digest = ChunkDigest.of(other_hash.chunks, SHA256)
+    sign_receipt(site, other_hash.receipt)
+    with pytest.raises(VerificationFailed, match="signed digest") as refused:
+        raw.submit(other_hash)
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert raw.round_info(round_id).contributors == 0
+
+    raw.submit(raw.build(site, update, 1.0, round_id))
+    assert raw.round_info(round_id).contributors == 1
+
+
+def test_a_site_refuses_an_aggregator_naming_a_receipt_digest_it_does_not_know(federation, raw):
+    session = aggregator_pb2.Session()
+    session.CopyFrom(raw.session)
+    session.receipt_digest = "md5"
+    with pytest.raises(InvalidInput, match="upgrade securefl"):
+        client_scheme(session, federation.identities[0], ClientPins(federation.federation))
 
 
 def test_late_submission_to_a_finished_round_is_refused(federation, raw, rng):

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import DuplicateSubmission, InvalidInput, PayloadTooLarge, PolicyViolation, SecureFLError
 from ..identity import Roster, check_identifier, length_prefixed, verify_receipt
-from ..rounds.chunks import ChunkDigest
+from ..rounds.chunks import SHA256, ChunkDigest
 from ..rounds.scheme import MAX_VECTOR_LENGTH
 from ..telemetry import NO_RELEASE_METRICS, ReleaseMetrics
 from ..v1 import common_pb2
@@ -115,7 +115,7 @@ class KeyHolderCore:
                 epoch = earlier[0] if earlier is not None else self.keystore.epoch_of_round(round_id)
                 codec = epoch.codec(self.keystore.policy.rotate_every)
                 self._check_receipts(epoch, round_id, vector_length, spec_hash, receipts)
-                digest = ChunkDigest()
+                digest = ChunkDigest(SHA256)  # the request's identity, kept in the key store: not the receipts'
                 raw, parsed = self._parse(epoch, codec, vector_length, chunks, digest,
                                           keep_raw=self._decryptor.uses_workers(codec.chunk_count(vector_length)))
                 seeds = [open_seed(r.sealed_seed, epoch.sealing_key, round_id, r.client_id, epoch.number)

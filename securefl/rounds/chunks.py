@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+import blake3
 import numpy as np
 
 from ..errors import InvalidInput
@@ -22,11 +23,37 @@ def chunk_length(index: int, vector_length: int, chunk_values: int) -> int:
     return min(chunk_values, vector_length - index * chunk_values)
 
 
-class ChunkDigest:
-    """SHA-256 over (index, length, bytes) of each chunk in order: what a receipt signs."""
+SHA256, BLAKE3 = "sha256", "blake3"
+RECEIPT_DIGEST = BLAKE3  # what this aggregator's receipts digest chunks with (`Session.receipt_digest`)
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256(b"securefl/chunks/v1")
+
+def receipt_digest_of(announced: str) -> str:
+    """The digest a session announces ("" from aggregators before the field: SHA-256)."""
+    algorithm = announced or SHA256
+    if algorithm not in (SHA256, BLAKE3):
+        raise InvalidInput(f"the aggregator digests receipts with {algorithm!r:.40}, which this securefl does not "
+                           "know: upgrade securefl")
+    return algorithm
+
+
+class ChunkDigest:
+    """A hash of (index, length, bytes) of each chunk in order: what a receipt signs.
+
+    BLAKE3 by default, SHA-256 for aggregators that announce none: both are 256-bit hashes with
+    128-bit collision resistance, so a receipt binds its submission either way, and a digest of
+    one cannot be passed off as the other's (that would be a collision across the two). BLAKE3
+    hashes 6.0 GB/s on one core here where SHA-256 (with the CPU's SHA extensions) does 1.7: every
+    submitted byte is hashed twice, by its site and by the aggregator, so SHA-256 was 0.24 of
+    the 4.6 CPU-s of a 50 x 1M SecAgg+ round and a fifth of the aggregator's work per ingested
+    byte."""
+
+    def __init__(self, algorithm: str = RECEIPT_DIGEST) -> None:
+        if algorithm == BLAKE3:
+            self._hash = blake3.blake3(b"securefl/chunks/blake3/v1")
+        elif algorithm == SHA256:
+            self._hash = hashlib.sha256(b"securefl/chunks/v1")
+        else:
+            raise InvalidInput(f"unknown receipt digest {algorithm!r:.40}")
 
     def update(self, index: int, data: bytes) -> None:
         self._hash.update(struct.pack(">II", index, len(data)))
@@ -36,8 +63,8 @@ class ChunkDigest:
         return self._hash.digest()
 
     @classmethod
-    def of(cls, chunks: list[bytes]) -> bytes:
-        digest = cls()
+    def of(cls, chunks: list[bytes], algorithm: str = RECEIPT_DIGEST) -> bytes:
+        digest = cls(algorithm)
         for index, data in enumerate(chunks):
             digest.update(index, data)
         return digest.digest()

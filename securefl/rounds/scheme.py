@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..identity import Identity, sign_receipt
 from ..v1 import aggregator_pb2, common_pb2
-from .chunks import ChunkDigest
+from .chunks import RECEIPT_DIGEST, ChunkDigest
 
 M = TypeVar("M")
 
@@ -252,14 +252,15 @@ class SingleStageRound:
         return True
 
 
-def signed_receipt(identity: Identity, round_id: str, scheme: str, spec_hash: bytes,
-                   protected: Protected) -> common_pb2.Receipt:
+def signed_receipt(identity: Identity, round_id: str, scheme: str, spec_hash: bytes, protected: Protected,
+                   digest: str = RECEIPT_DIGEST) -> common_pb2.Receipt:
     """The client's signed statement of what it submits: the scheme's receipt fields plus the
-    round, the client, the model spec, the length and the digest of the protected chunks."""
+    round, the client, the model spec, the length and the digest of the protected chunks (with
+    the hash the aggregator's session names: `receipt_digest_of`)."""
     receipt = common_pb2.Receipt()
     receipt.CopyFrom(protected.receipt)
     receipt.round_id, receipt.client_id, receipt.scheme = round_id, identity.client_id, scheme
     receipt.spec_hash, receipt.vector_length = spec_hash, protected.vector_length
-    receipt.digest = ChunkDigest.of(protected.chunks)
+    receipt.digest = ChunkDigest.of(protected.chunks, digest)
     sign_receipt(identity, receipt)
     return receipt

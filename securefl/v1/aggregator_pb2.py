@@ -26,7 +26,7 @@ from securefl.v1 import common_pb2 as securefl_dot_v1_dot_common__pb2
 from securefl.v1 import secagg_pb2 as securefl_dot_v1_dot_secagg__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csecurefl/v1/aggregator.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/common.proto\x1a\x18securefl/v1/secagg.proto\"\x10\n\x0eSessionRequest\"\xdb\x01\n\x07Session\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x14\n\x0c\x63hunk_values\x18\x05 \x01(\r\x12\x13\n\x0bmax_abs_sum\x18\x06 \x01(\x01\x12\x13\n\x0bmax_clients\x18\x07 \x01(\r\x12)\n\x06secagg\x18\x08 \x01(\x0b\x32\x19.securefl.v1.SecAggConfig\x12*\n\x08he_epoch\x18\t \x01(\x0b\x32\x18.securefl.v1.PublicEpoch\x12\x17\n\x0f\x63hunk_run_bytes\x18\n \x01(\rJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"l\n\x0bRoundConfig\x12\x13\n\x0bmin_clients\x18\x01 \x01(\r\x12\x18\n\x10\x65xpected_clients\x18\x02 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x15\n\rvector_length\x18\x04 \x01(\x04\"N\n\x10OpenRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.securefl.v1.RoundConfig\"7\n\x10JoinRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\" \n\x0cRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\"\xda\x01\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12(\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x18.securefl.v1.RoundConfig\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x15\n\rvector_length\x18\x05 \x01(\x04\x12\x11\n\tspec_hash\x18\x06 \x01(\x0c\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x1b\n\x13\x61ggregation_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereveal_seconds\x18\t \x01(\x01\"N\n\x10SubmissionHeader\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.securefl.v1.Receipt\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\r\"\x96\x01\n\rSubmitMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.securefl.v1.SubmissionHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x12\'\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x15.securefl.v1.ChunkRunH\x00\x42\x06\n\x04\x62ody\"|\n\tSubmitAck\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\r\x12\x16\n\x0e\x61ggregator_key\x18\x04 \x01(\x0c\x12\x1c\n\x14\x61ggregator_signature\x18\x05 \x01(\x0c\"\xa0\x01\n\x0cResultHeader\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x15\n\rvector_length\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x17\n\x0f\x63ontributor_ids\x18\x07 \x03(\t\"i\n\rResultMessage\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.securefl.v1.ResultHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x42\x06\n\x04\x62ody\"3\n\x0cStageRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"d\n\x0cStageMessage\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x12\n\nawait_next\x18\x05 \x01(\x08\"B\n\x08StageAck\x12\r\n\x05stage\x18\x01 \x01(\t\x12\'\n\x04next\x18\x02 \x01(\x0b\x32\x19.securefl.v1.StageMessage2\xa1\x04\n\nAggregator\x12?\n\nGetSession\x12\x1b.securefl.v1.SessionRequest\x1a\x14.securefl.v1.Session\x12\x42\n\tOpenRound\x12\x1d.securefl.v1.OpenRoundRequest\x1a\x16.securefl.v1.RoundInfo\x12\x42\n\tJoinRound\x12\x1d.securefl.v1.JoinRoundRequest\x1a\x16.securefl.v1.RoundInfo\x12=\n\x08GetRound\x12\x19.securefl.v1.RoundRequest\x1a\x16.securefl.v1.RoundInfo\x12>\n\x06Submit\x12\x1a.securefl.v1.SubmitMessage\x1a\x16.securefl.v1.SubmitAck(\x01\x12\x46\n\x0b\x41waitResult\x12\x19.securefl.v1.RoundRequest\x1a\x1a.securefl.v1.ResultMessage0\x01\x12\x42\n\nAwaitStage\x12\x19.securefl.v1.StageRequest\x1a\x19.securefl.v1.StageMessage\x12?\n\x0b\x41nswerStage\x12\x19.securefl.v1.StageMessage\x1a\x15.securefl.v1.StageAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csecurefl/v1/aggregator.proto\x12\x0bsecurefl.v1\x1a\x18securefl/v1/common.proto\x1a\x18securefl/v1/secagg.proto\"\x10\n\x0eSessionRequest\"\xf3\x01\n\x07Session\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x14\n\x0c\x63hunk_values\x18\x05 \x01(\r\x12\x13\n\x0bmax_abs_sum\x18\x06 \x01(\x01\x12\x13\n\x0bmax_clients\x18\x07 \x01(\r\x12)\n\x06secagg\x18\x08 \x01(\x0b\x32\x19.securefl.v1.SecAggConfig\x12*\n\x08he_epoch\x18\t \x01(\x0b\x32\x18.securefl.v1.PublicEpoch\x12\x17\n\x0f\x63hunk_run_bytes\x18\n \x01(\r\x12\x16\n\x0ereceipt_digest\x18\x0b \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"l\n\x0bRoundConfig\x12\x13\n\x0bmin_clients\x18\x01 \x01(\r\x12\x18\n\x10\x65xpected_clients\x18\x02 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x15\n\rvector_length\x18\x04 \x01(\x04\"N\n\x10OpenRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.securefl.v1.RoundConfig\"7\n\x10JoinRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\" \n\x0cRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\"\xda\x01\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12(\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x18.securefl.v1.RoundConfig\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x15\n\rvector_length\x18\x05 \x01(\x04\x12\x11\n\tspec_hash\x18\x06 \x01(\x0c\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x1b\n\x13\x61ggregation_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereveal_seconds\x18\t \x01(\x01\"N\n\x10SubmissionHeader\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.securefl.v1.Receipt\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\r\"\x96\x01\n\rSubmitMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.securefl.v1.SubmissionHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x12\'\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x15.securefl.v1.ChunkRunH\x00\x42\x06\n\x04\x62ody\"|\n\tSubmitAck\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\r\x12\x16\n\x0e\x61ggregator_key\x18\x04 \x01(\x0c\x12\x1c\n\x14\x61ggregator_signature\x18\x05 \x01(\x0c\"\xa0\x01\n\x0cResultHeader\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x15\n\rvector_length\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x17\n\x0f\x63ontributor_ids\x18\x07 \x03(\t\"i\n\rResultMessage\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.securefl.v1.ResultHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.securefl.v1.ChunkH\x00\x42\x06\n\x04\x62ody\"3\n\x0cStageRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"d\n\x0cStageMessage\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x12\n\nawait_next\x18\x05 \x01(\x08\"B\n\x08StageAck\x12\r\n\x05stage\x18\x01 \x01(\t\x12\'\n\x04next\x18\x02 \x01(\x0b\x32\x19.securefl.v1.StageMessage2\xa1\x04\n\nAggregator\x12?\n\nGetSession\x12\x1b.securefl.v1.SessionRequest\x1a\x14.securefl.v1.Session\x12\x42\n\tOpenRound\x12\x1d.securefl.v1.OpenRoundRequest\x1a\x16.securefl.v1.RoundInfo\x12\x42\n\tJoinRound\x12\x1d.securefl.v1.JoinRoundRequest\x1a\x16.securefl.v1.RoundInfo\x12=\n\x08GetRound\x12\x19.securefl.v1.RoundRequest\x1a\x16.securefl.v1.RoundInfo\x12>\n\x06Submit\x12\x1a.securefl.v1.SubmitMessage\x1a\x16.securefl.v1.SubmitAck(\x01\x12\x46\n\x0b\x41waitResult\x12\x19.securefl.v1.RoundRequest\x1a\x1a.securefl.v1.ResultMessage0\x01\x12\x42\n\nAwaitStage\x12\x19.securefl.v1.StageRequest\x1a\x19.securefl.v1.StageMessage\x12?\n\x0b\x41nswerStage\x12\x19.securefl.v1.StageMessage\x1a\x15.securefl.v1.StageAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONREQUEST']._serialized_start=97
   _globals['_SESSIONREQUEST']._serialized_end=113
   _globals['_SESSION']._serialized_start=116
-  _globals['_SESSION']._serialized_end=335
-  _globals['_ROUNDCONFIG']._serialized_start=337
-  _globals['_ROUNDCONFIG']._serialized_end=445
-  _globals['_OPENROUNDREQUEST']._serialized_start=447
-  _globals['_OPENROUNDREQUEST']._serialized_end=525
-  _globals['_JOINROUNDREQUEST']._serialized_start=527
-  _globals['_JOINROUNDREQUEST']._serialized_end=582
-  _globals['_ROUNDREQUEST']._serialized_start=584
-  _globals['_ROUNDREQUEST']._serialized_end=616
-  _globals['_ROUNDINFO']._serialized_start=619
-  _globals['_ROUNDINFO']._serialized_end=837
-  _globals['_SUBMISSIONHEADER']._serialized_start=839
-  _globals['_SUBMISSIONHEADER']._serialized_end=917
-  _globals['_SUBMITMESSAGE']._serialized_start=920
-  _globals['_SUBMITMESSAGE']._serialized_end=1070
-  _globals['_SUBMITACK']._serialized_start=1072
-  _globals['_SUBMITACK']._serialized_end=1196
-  _globals['_RESULTHEADER']._serialized_start=1199
-  _globals['_RESULTHEADER']._serialized_end=1359
-  _globals['_RESULTMESSAGE']._serialized_start=1361
-  _globals['_RESULTMESSAGE']._serialized_end=1466
-  _globals['_STAGEREQUEST']._serialized_start=1468
-  _globals['_STAGEREQUEST']._serialized_end=1519
-  _globals['_STAGEMESSAGE']._serialized_start=1521
-  _globals['_STAGEMESSAGE']._serialized_end=1621
-  _globals['_STAGEACK']._serialized_start=1623
-  _globals['_STAGEACK']._serialized_end=1689
-  _globals['_AGGREGATOR']._serialized_start=1692
-  _globals['_AGGREGATOR']._serialized_end=2237
+  _globals['_SESSION']._serialized_end=359
+  _globals['_ROUNDCONFIG']._serialized_start=361
+  _globals['_ROUNDCONFIG']._serialized_end=469
+  _globals['_OPENROUNDREQUEST']._serialized_start=471
+  _globals['_OPENROUNDREQUEST']._serialized_end=549
+  _globals['_JOINROUNDREQUEST']._serialized_start=551
+  _globals['_JOINROUNDREQUEST']._serialized_end=606
+  _globals['_ROUNDREQUEST']._serialized_start=608
+  _globals['_ROUNDREQUEST']._serialized_end=640
+  _globals['_ROUNDINFO']._serialized_start=643
+  _globals['_ROUNDINFO']._serialized_end=861
+  _globals['_SUBMISSIONHEADER']._serialized_start=863
+  _globals['_SUBMISSIONHEADER']._serialized_end=941
+  _globals['_SUBMITMESSAGE']._serialized_start=944
+  _globals['_SUBMITMESSAGE']._serialized_end=1094
+  _globals['_SUBMITACK']._serialized_start=1096
+  _globals['_SUBMITACK']._serialized_end=1220
+  _globals['_RESULTHEADER']._serialized_start=1223
+  _globals['_RESULTHEADER']._serialized_end=1383
+  _globals['_RESULTMESSAGE']._serialized_start=1385
+  _globals['_RESULTMESSAGE']._serialized_end=1490
+  _globals['_STAGEREQUEST']._serialized_start=1492
+  _globals['_STAGEREQUEST']._serialized_end=1543
+  _globals['_STAGEMESSAGE']._serialized_start=1545
+  _globals['_STAGEMESSAGE']._serialized_end=1645
+  _globals['_STAGEACK']._serialized_start=1647
+  _globals['_STAGEACK']._serialized_end=1713
+  _globals['_AGGREGATOR']._serialized_start=1716
+  _globals['_AGGREGATOR']._serialized_end=2261
 # @@protoc_insertion_point(module_scope)

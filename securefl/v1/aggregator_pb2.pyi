@@ -12,7 +12,7 @@ class SessionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("scheme", "chunk_values", "max_abs_sum", "max_clients", "secagg", "he_epoch", "chunk_run_bytes")
+    __slots__ = ("scheme", "chunk_values", "max_abs_sum", "max_clients", "secagg", "he_epoch", "chunk_run_bytes", "receipt_digest")
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     CHUNK_VALUES_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_SUM_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Session(_message.Message):
     SECAGG_FIELD_NUMBER: _ClassVar[int]
     HE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     CHUNK_RUN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     scheme: str
     chunk_values: int
     max_abs_sum: float
@@ -27,7 +28,8 @@ class Session(_message.Message):
     secagg: _secagg_pb2.SecAggConfig
     he_epoch: _common_pb2.PublicEpoch
     chunk_run_bytes: int
-    def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ..., chunk_run_bytes: _Optional[int] = ...) -> None: ...
+    receipt_digest: str
+    def __init__(self, scheme: _Optional[str] = ..., chunk_values: _Optional[int] = ..., max_abs_sum: _Optional[float] = ..., max_clients: _Optional[int] = ..., secagg: _Optional[_Union[_secagg_pb2.SecAggConfig, _Mapping]] = ..., he_epoch: _Optional[_Union[_common_pb2.PublicEpoch, _Mapping]] = ..., chunk_run_bytes: _Optional[int] = ..., receipt_digest: _Optional[str] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
     __slots__ = ("min_clients", "expected_clients", "timeout_seconds", "vector_length")

@@ -32,6 +32,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from ...errors import InvalidInput
 from ...identity import Identity
 from ...rounds.scheme import SUBMIT, ClientRound, ClientScheme, Stage, signed_receipt
+from ...rounds.chunks import receipt_digest_of
 from ...rounds.sealed import seal, unseal
 from ...schemes import client_scheme
 from ...tensors import ModelSpec, flatten
@@ -64,13 +65,9 @@ def securefl_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     return Message(wire.carrying(reply), reply_to=msg)
 
 
-def _scheme(session: bytes, identity: Identity, context: Context) -> ClientScheme:
-    return client_scheme(aggregator_pb2.Session.FromString(session), identity, node.pins(context))
-
-
 def _hello(request: wire.Hello, msg: Message, context: Context, identity: Identity) -> wire.HelloReply:
     """Accept the session if it matches this node's pins, keep it, and prove this identity."""
-    _scheme(request.session, identity, context)
+    client_scheme(aggregator_pb2.Session.FromString(request.session), identity, node.pins(context))
     context.state[STATE] = ConfigRecord({"session": request.session})
     digest = wire.session_digest(request.session)
     signed = wire.hello_message(context.run_id, context.node_id, request.nonce, digest)
@@ -84,7 +81,8 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
     session = kept.get("session") if kept is not None else None
     if not isinstance(session, bytes) or wire.session_digest(session) != request.session_digest:
         raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
-    scheme = _scheme(session, identity, context)
+    announced = aggregator_pb2.Session.FromString(session)
+    scheme = client_scheme(announced, identity, node.pins(context))
     binding = (str(context.run_id), str(context.node_id), request.round_id)
     job = _kept_round(kept, scheme, identity, binding, request)
     stage = Stage(request.stage, request.body)
@@ -97,7 +95,8 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
         else:
             job.provide(vector, weight)
         protected = job.protect(stage if stage.name == SUBMIT else Stage(SUBMIT))
-        receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected)
+        receipt = signed_receipt(identity, request.round_id, scheme.name, spec.hash, protected,
+                                 receipt_digest_of(announced.receipt_digest))
         reply = wire.Submission(request.round_id, receipt, protected.chunks, spec.to_json(), answer)
     elif answer is not None:
         reply = answer
