@@ -28,6 +28,7 @@ from securefl.prg import SEED_BYTES
 from securefl.rounds.engine import Round, RoundEngine
 from securefl.rounds.scheme import RoundConfig, Stage
 from securefl.rounds.store import RoundStore
+from securefl.schemes import session_of
 from securefl.services.aggregator import AggregatorService
 from securefl.services.rpc import start_server, translate_errors
 from securefl.v1 import aggregator_pb2, secagg_pb2
@@ -173,8 +174,7 @@ def lying_federation(n: int, lie: Lie, security: SecurityParameters = SECURITY):
     federation = enrolment.federation
     aggregator = enrolment.party(AGGREGATOR, "aggregator")
     scheme = SecAggServer.configured(federation, security.min_participants, STAGE_TIMEOUT)
-    session = aggregator_pb2.Session(scheme=scheme.name, chunk_values=scheme.chunk_values, max_clients=n)
-    scheme.describe(session)
+    session = session_of(scheme, federation.roster)
     engine = RoundEngine(scheme, RoundStore(), federation.roster, RoundConfig(security.min_participants, n))
     service = LyingAggregator(engine, federation, session, aggregator.identity, lie)
     server, port = start_server(service.register, "127.0.0.1", 0, workers=2 * n + 8, tls=aggregator.tls(enrolment.ca))
