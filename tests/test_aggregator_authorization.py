@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from securefl.pki import KEYHOLDER, OPERATOR, SITE
+from securefl.pki import AGGREGATOR, KEYHOLDER, OPERATOR, SITE
 from securefl.services.rpc import channel
 from securefl.simulation import LocalFederation
 from securefl.v1 import aggregator_pb2, keyholder_pb2, keyholder_pb2_grpc
@@ -45,6 +45,21 @@ def test_a_site_cannot_fetch_the_result_of_a_round_it_did_not_contribute_to(fede
     contributor = RawAggregator(federation).stub_as(SITE, "site-1")
     messages = list(contributor.AwaitResult(aggregator_pb2.RoundRequest(round_id=finished_round), timeout=10))
     assert messages[0].header.contributors == 2
+
+
+def test_a_result_is_the_same_for_a_caller_whose_stub_does_not_register_the_method(federation, finished_round):
+    """Results go out serialized once (`AwaitResult` has no response serializer); a call that
+    does not name a registered method must still be served by that handler, not fail."""
+    registered = RawAggregator(federation).stub_as(SITE, "site-2")
+    expected = list(registered.AwaitResult(aggregator_pb2.RoundRequest(round_id=finished_round), timeout=10))
+    unregistered = channel(federation.aggregator_address, federation.credentials(SITE, "site-2"),
+                           server=federation.federation.party(AGGREGATOR)).unary_stream(
+        "/securefl.v1.Aggregator/AwaitResult", request_serializer=aggregator_pb2.RoundRequest.SerializeToString,
+        response_deserializer=aggregator_pb2.ResultMessage.FromString)
+    messages = list(unregistered(aggregator_pb2.RoundRequest(round_id=finished_round), timeout=10))
+    assert messages == expected and messages[0].header.contributors == 2
+    average = np.frombuffer(b"".join(m.chunk.data for m in messages[1:]), messages[0].header.dtype)
+    assert np.allclose(average, np.full(4, 2.0))
 
 
 def test_a_site_cannot_read_a_round_it_takes_no_part_in(federation, finished_round):

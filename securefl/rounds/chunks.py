@@ -43,9 +43,8 @@ class ChunkDigest:
     128-bit collision resistance, so a receipt binds its submission either way, and a digest of
     one cannot be passed off as the other's (that would be a collision across the two). BLAKE3
     hashes 6.0 GB/s on one core here where SHA-256 (with the CPU's SHA extensions) does 1.7: every
-    submitted byte is hashed twice, by its site and by the aggregator, so SHA-256 was 0.24 of
-    the 4.6 CPU-s of a 50 x 1M SecAgg+ round and a fifth of the aggregator's work per ingested
-    byte."""
+    submitted byte is hashed twice, by its site and by the aggregator: SHA-256 took about 0.24 of
+    the 4.6 CPU-s of a 50 x 1M SecAgg+ round on two cores."""
 
     def __init__(self, algorithm: str = RECEIPT_DIGEST) -> None:
         if algorithm == BLAKE3:

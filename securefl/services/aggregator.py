@@ -217,22 +217,13 @@ class _SerializedResults:
         self._server = server
 
     def add_generic_rpc_handlers(self, handlers) -> None:  # noqa: ANN001
-        self._server.add_generic_rpc_handlers([_BytesThrough(handler) for handler in handlers])
+        # gRPC looks a call up among the registered methods below first, whether or not the
+        # caller's stub registered it: these serve only methods that are not registered.
+        self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         self._server.add_registered_method_handlers(
             service, {name: _bytes_through(h) if name == self.METHOD else h for name, h in handlers.items()})
-
-
-class _BytesThrough(grpc.GenericRpcHandler):
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
-        self._inner = inner
-
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        handler = self._inner.service(details)
-        if handler is not None and details.method.rpartition("/")[2] == _SerializedResults.METHOD:
-            return _bytes_through(handler)
-        return handler
 
 
 def _bytes_through(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
