@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from securefl.errors import ProtocolViolation, VerificationFailed
+from securefl.errors import InvalidInput, ProtocolViolation, VerificationFailed
 from securefl.masking.policy import secagg_config
 from securefl.masking.server import CONFIRM, MASK_SET, SHARE, UNMASK
 from securefl.rounds.engine import Round
@@ -209,6 +209,23 @@ def test_weaker_parameters_than_the_federation_file_are_refused_before_any_secre
         sent = fed.service.sent
     assert not sent.bodies(SHARE) and not sent.submissions
     assert all(isinstance(o, VerificationFailed) and expected in str(o) for o in outcomes), outcomes
+
+
+def test_a_receipt_digest_the_sites_do_not_know_is_refused_before_anything_is_sent():
+    """An aggregator naming a hash no site knows (one it could hope to break) gets no stage
+    answer and no update: every site refuses the session, naming the fix."""
+    class UnknownDigest(Lie):
+        def session(self, honest):
+            lied = aggregator_pb2.Session()
+            lied.CopyFrom(honest)
+            lied.receipt_digest = "md5"
+            return lied
+
+    with lying_federation(N, UnknownDigest()) as fed:
+        outcomes = fed.run("unknown-digest", vectors())
+        sent = fed.service.sent
+    assert not sent.answers and not sent.submissions
+    assert all(isinstance(o, InvalidInput) and "upgrade securefl" in str(o) for o in outcomes), outcomes
 
 
 def _unmask_answers(sent: Sent, round_id: str) -> list[bytes]:
