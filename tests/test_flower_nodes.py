@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -137,11 +137,25 @@ def _resend(grid: LocalGrid, original: Message, **changes: object) -> Message:
     return grid.deliver(message)
 
 
+class NothingAheadGrid(LocalGrid):
+    """The grid of a ServerApp that never asks a node to enter the next round ahead (a server
+    need not): each node keeps its round after answering its final stage."""
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        for message in messages:
+            record = message.content.config_records.get(wire.RECORD)
+            for key in ("ahead-round", "ahead-stage"):
+                if record is not None and key in record:
+                    del record[key]
+        return super().push_messages(messages)
+
+
 def test_a_node_deals_its_shares_once_and_answers_one_unmask_request(enrolment: Path):
     """A server that asks again for the key shares gets the same message (never a second set of
     shares), and one that asks for a second unmask naming other survivors, which could get both
     secrets of a neighbour, gets nothing: the kept state remembers what the node answered."""
-    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    grid = NothingAheadGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
     start(strategy(enrolment), grid)
     share = _messages(grid, NODES[0], SHARE)[0]
     again = _resend(grid, share)
@@ -155,11 +169,77 @@ def test_a_node_deals_its_shares_once_and_answers_one_unmask_request(enrolment: 
     assert reply.has_error() and "refusing to continue the round" in reply.error.reason
 
 
+def test_rounds_after_the_first_start_at_key_sharing_with_the_keys_nodes_gave_ahead(enrolment: Path):
+    """Each node answers the next round's opening stage (fresh SecAgg+ keys, bound to that
+    round's id) with its unmask answer, so later rounds send no advertise message; the model
+    is the same as without."""
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment), grid, rounds=3)
+    weights = np.array([10, 11, 12, 13])
+    assert np.allclose(result.arrays["w"].numpy(), 3 * (weights * np.arange(4)).sum() / weights.sum(), atol=1e-4)
+    for node in NODES:
+        assert len(_messages(grid, node, ADVERTISE)) == 1 and len(_messages(grid, node, SHARE)) == 3
+        unmasks = [wire.read_request(m.content) for m in _messages(grid, node, UNMASK)]
+        shares = [wire.read_request(m.content) for m in _messages(grid, node, SHARE)]
+        assert [u.ahead_round for u in unmasks[:2]] == [s.round_id for s in shares[1:]]
+        assert all(u.ahead_stage == ADVERTISE for u in unmasks)
+
+
+def test_a_node_that_entered_the_next_round_ahead_answers_nothing_more_of_the_last(enrolment: Path):
+    """Once a node has given its final answer and entered the next round, its kept state is that
+    round's: the last round's key shares and unmask request, asked again, get only errors."""
+    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    start(strategy(enrolment), grid)
+    unmask = _messages(grid, NODES[0], UNMASK)[0]
+    ahead = wire.read_request(unmask.content).ahead_round
+    assert grid.context(NODES[0]).state.config_records[STATE]["round"] == ahead
+    for message in (_messages(grid, NODES[0], SHARE)[0], unmask):
+        assert _resend(grid, message, ahead_round="", ahead_stage="").has_error()
+    assert grid.context(NODES[0]).state.config_records[STATE]["round"] == ahead
+
+
+def test_a_server_asking_a_node_ahead_into_its_own_round_or_with_an_update_is_refused(enrolment: Path):
+    grid = NothingAheadGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    start(strategy(enrolment), grid)
+    unmask = _messages(grid, NODES[0], UNMASK)[0]
+    request = wire.read_request(unmask.content)
+    reply = _resend(grid, unmask, ahead_round=request.round_id, ahead_stage=ADVERTISE)
+    assert reply.has_error() and "the round this node is in" in reply.error.reason
+    model = RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(5, np.float32))})})
+    fields = {**request.__dict__, "stage": SUBMIT, "body": b"", "train": True, "ahead_round": "next",
+              "ahead_stage": ADVERTISE}
+    message = Message(wire.carrying(wire.StageRequest(**fields), model), dst_node_id=NODES[0],
+                      message_type=MessageType.TRAIN)
+    message.metadata.__dict__["_message_id"] = "ahead-with-update"
+    reply = grid.deliver(message)
+    assert reply.has_error() and "never with an update" in reply.error.reason
+
+
+def test_a_forged_answer_given_ahead_drops_its_node_from_the_next_round(enrolment: Path, logs: list[str]):
+    """The engine checks an answer given ahead when its round opens, like any other: a node whose
+    early round keys are garbage takes no part in that round, which completes without it."""
+    def forge(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001
+        reply = call_next(msg, context)
+        record = reply.content.config_records[wire.RECORD]
+        if "ahead-body" in record:
+            record["ahead-body"] = b"\xff\x00garbage"
+        return reply
+
+    apps = {node: echo_app() for node in NODES[:3]} | {NODES[3]: echo_app(forge)}
+    grid = LocalGrid(apps, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment, min_clients=3, timeout=1.0), grid, rounds=2)
+    assert any(f"node {NODES[3]} is dropped" in line and "not a valid" in line for line in logs)
+    weights = np.array([10, 11, 12, 13])
+    first = (weights * np.arange(4)).sum() / weights.sum()
+    second = (weights[:3] * np.arange(3)).sum() / weights[:3].sum()
+    assert np.allclose(result.arrays["w"].numpy(), first + second, atol=1e-4)
+
+
 def test_a_server_asking_a_node_to_train_and_submit_at_the_wrong_stage_gets_no_update(enrolment: Path):
     """The mask set and the masked input travel in one exchange; a ServerApp that asks for the
     update with another stage (here the key shares, replayed with the model to train) gets an
     error from the node's scheme, never a submission."""
-    grid = LocalGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
+    grid = NothingAheadGrid({node: echo_app() for node in NODES}, node_configs(), settings(enrolment))
     start(strategy(enrolment), grid)
     share = _messages(grid, NODES[0], SHARE)[0]
     request = wire.read_request(share.content)

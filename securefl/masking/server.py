@@ -147,7 +147,7 @@ class SecAggRound:
 
     def stage_for(self, client_id: str, submitted: bool) -> Stage | None:
         if self.stage == ADVERTISE:
-            return None if client_id in self.adverts else Stage(ADVERTISE)
+            return None if client_id in self.adverts else Stage(ADVERTISE, opening=True)
         if self.stage == SHARE:
             self._require(client_id in self.adverts, f"client {client_id} did not advertise keys in time and counts as dropped")
             return None if client_id in self.shares else Stage(SHARE, self._participants)
@@ -163,7 +163,7 @@ class SecAggRound:
         if self.stage == UNMASK:
             self._require(client_id in self.survivors, f"the masked input of {client_id} was not part of round {self.round_id}")
             if client_id in self.confirmations and client_id not in self.reveals:
-                return Stage(UNMASK, self._unmask_request(client_id))
+                return Stage(UNMASK, self._unmask_request(client_id), final=True)
         return None
 
     def _require(self, condition: bool, message: str) -> None:

@@ -66,11 +66,17 @@ class Stage:
     """What a client must do next in a round: a stage name and its scheme-defined body.
     `submit_follows`: the client's answer is followed at once by its submission (a SUBMIT stage
     without a body), nothing in between, so a transport may carry the two in one exchange (the
-    client still answers first)."""
+    client still answers first). `opening`: the stage a client enters the round with; it has no
+    body and depends on nothing but the round id, so a client may answer it before the round
+    opens. `final`: the client's last stage of the round, after which it keeps nothing of the
+    round; a transport may ask, in the same exchange, for the opening answer of the round that
+    follows (one exchange fewer per round)."""
 
     name: str
     body: bytes = b""
     submit_follows: bool = False
+    opening: bool = False
+    final: bool = False
 
 
 @dataclass

@@ -83,7 +83,10 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
         raise InvalidInput("a securefl stage arrived for a session this node has not accepted (no hello)")
     announced = aggregator_pb2.Session.FromString(session)
     scheme = client_scheme(announced, identity, node.pins(context))
-    binding = (str(context.run_id), str(context.node_id), request.round_id)
+    if request.ahead_round and request.train:
+        raise InvalidInput("a node enters the next round ahead only with its final answer of this one, never with an "
+                           "update")
+    binding = _binding(context, request.round_id)
     job = _kept_round(kept, scheme, identity, binding, request)
     stage = Stage(request.stage, request.body)
     answer = None if stage.name == SUBMIT else wire.Answer(request.round_id, stage.name, job.answer(stage))
@@ -102,11 +105,36 @@ def _stage(request: wire.StageRequest, msg: Message, context: Context, identity:
         reply = answer
     else:  # asked to submit without training: nothing leaves but what train returns in the exchange
         raise InvalidInput("a node submits only the update its train function returns in that exchange")
+    kept_round = request.round_id
+    if request.ahead_round and answer is not None:  # with its final answer: it keeps the next round instead
+        job, kept_round, reply = _enter_ahead(request, scheme, answer)
+        binding = _binding(context, kept_round)
     state = ConfigRecord({"session": session})
     if scheme.interactive:
-        state.update({"round": request.round_id, "sealed": seal(identity, binding, job.export())})
+        state.update({"round": kept_round, "sealed": seal(identity, binding, job.export())})
     context.state[STATE] = state
     return reply
+
+
+def _binding(context: Context, round_id: str) -> tuple[str, ...]:
+    """What a round's sealed state is bound to: this run, this node, that round."""
+    return str(context.run_id), str(context.node_id), round_id
+
+
+def _enter_ahead(request: wire.StageRequest, scheme: ClientScheme,
+                 answer: wire.Answer) -> tuple[ClientRound, str, wire.Answer]:
+    """Begin the round that follows and answer its opening stage now, with this round's final
+    answer. The new round's keys are fresh and bound to its id, exactly as if asked when it
+    opens; this round is over for the node, so dropping its state loses nothing. A server that
+    asks before the node's final stage only ends the node's part in the current round, as a
+    dropout would."""
+    if request.ahead_round == request.round_id:
+        raise InvalidInput("asked to enter, ahead, the round this node is in")
+    if not scheme.interactive:
+        raise InvalidInput(f"the {scheme.name} scheme has no stage to answer ahead")
+    job = scheme.begin(request.ahead_round)
+    ahead = wire.Answer(request.ahead_round, request.ahead_stage, job.answer(Stage(request.ahead_stage)))
+    return job, request.ahead_round, wire.Answer(answer.round_id, answer.stage, answer.body, ahead)
 
 
 def _kept_round(kept: ConfigRecord, scheme: ClientScheme, identity: Identity, binding: tuple[str, ...],

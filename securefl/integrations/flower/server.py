@@ -13,7 +13,13 @@ Before a node takes part, it proves which enrolled site it is: it signs a hello 
 its node id, a fresh nonce and the session it accepted (its pins checked). A node that cannot
 (no `securefl_mod`, no identity, a session its pins refuse) is left out with an error saying
 what to fix. A node that fails or falls silent later counts as dropped at the stage's
-deadline, by the scheme's rules (SecAgg+ recovers its pairwise masks; HE needs its quorum)."""
+deadline, by the scheme's rules (SecAgg+ recovers its pairwise masks; HE needs its quorum).
+
+A node's final stage of a round (SecAgg+'s unmask) also asks it to answer the opening stage of
+the next round (SecAgg+'s fresh round keys), whose id is drawn then: the next round starts
+from its second stage, one exchange per node fewer. The early answer is checked by the engine
+like any other, when that round opens; one from a node the next round does not sample is
+never used."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flwr.app import Message, MessageType, RecordDict
@@ -42,6 +48,15 @@ from .updates import Average
 
 log = logging.getLogger("flwr")
 POLL_SECONDS = 0.01
+
+
+@dataclass
+class Upcoming:
+    """The next secure round, drawn ahead: its id, and the opening answers nodes gave for it
+    (node -> body). Whichever round of whichever run of the strategy comes next uses it."""
+
+    round_id: str = field(default_factory=lambda: f"flower-{os.urandom(8).hex()}")
+    answers: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,8 @@ class SecureRounds:
         self.session = session_of(self.protection, self.roster).SerializeToString()
         self.config = RoundConfig(quorum, 0, timeout).validate()
         self.clients: dict[int, str] = {}  # node id -> enrolled client id, proven by its hello
+        self.opening_stage: str | None = None  # the scheme's opening stage, once a round showed it
+        self._upcoming: Upcoming | None = None  # the next round, drawn ahead
 
     @property
     def scheme(self) -> str:
@@ -133,11 +150,12 @@ class SecureRounds:
             log.error("securefl round %s: %d identified nodes, %d needed; the round is skipped", server_round,
                       len(nodes), self.config.min_clients)
             return None
-        round_id = f"flower-{os.urandom(6).hex()}-{server_round}"
-        log.info("securefl round %s (%s, %s): %d nodes", server_round, round_id, self.scheme, len(nodes))
+        this, self._upcoming = self._upcoming or Upcoming(), Upcoming()
+        log.info("securefl round %s (%s, %s): %d nodes", server_round, this.round_id, self.scheme, len(nodes))
         started = time.perf_counter()
         try:
-            return _GridRound(self, grid, round_id, str(server_round), nodes, train, layout, weight_key).run()
+            return _GridRound(self, grid, this, self._upcoming, str(server_round), nodes, train, layout,
+                              weight_key).run()
         except SecureFLError as exc:
             log.error("securefl round %s failed: %s", server_round, exc)
             return None
@@ -148,12 +166,13 @@ class SecureRounds:
 class _GridRound:
     """One round: messages out as the engine has stages, replies into the engine as they come."""
 
-    def __init__(self, rounds: SecureRounds, grid: Grid, round_id: str, group_id: str, nodes: dict[int, str],
-                 train: Mapping[int, RecordDict], layout: str, weight_key: str) -> None:
+    def __init__(self, rounds: SecureRounds, grid: Grid, this: Upcoming, following: Upcoming, group_id: str,
+                 nodes: dict[int, str], train: Mapping[int, RecordDict], layout: str, weight_key: str) -> None:
         config = RoundConfig(rounds.config.min_clients, len(nodes), rounds.config.timeout_seconds)
         self.engine = RoundEngine(rounds.protection, RoundStore(), rounds.roster, config,
                                   implicit_rounds=False, watch=False)
-        self.rounds, self.grid, self.round_id, self.group_id = rounds, grid, round_id, group_id
+        self.rounds, self.grid, self.round_id, self.group_id = rounds, grid, this.round_id, group_id
+        self.answered_ahead, self.following = this.answers, following
         self.nodes, self.train, self.layout, self.weight_key = nodes, train, layout, weight_key
         self.idle = set(nodes)               # nodes without a message in flight that still take part
         self.in_flight: dict[str, int] = {}  # message id -> node
@@ -197,6 +216,11 @@ class _GridRound:
             return None
         if stage is None:
             return None
+        if stage.opening:
+            self.rounds.opening_stage = stage.name
+            if node in self.answered_ahead:
+                self._take_answer(node, wire.Answer(self.round_id, stage.name, self.answered_ahead.pop(node)))
+                return None
         self.idle.discard(node)
         if stage.name == DONE:
             return None
@@ -205,8 +229,11 @@ class _GridRound:
         # submission follows at once is answered and submitted in one exchange (one Grid round
         # trip fewer per round).
         train = stage.name == SUBMIT or stage.submit_follows
+        ahead = ("", "")
+        if stage.final and self.rounds.opening_stage:  # the node enters the next round in this exchange
+            ahead = (self.following.round_id, self.rounds.opening_stage)
         request = wire.StageRequest(self.round_id, stage.name, stage.body, wire.session_digest(self.rounds.session),
-                                    train, self.layout, self.weight_key)
+                                    train, self.layout, self.weight_key, *ahead)
         content = wire.carrying(request, self.train[node] if train else None)
         return Message(content, dst_node_id=node, message_type=MessageType.TRAIN, group_id=self.group_id,
                        ttl=self.rounds.config.timeout_seconds)
@@ -222,24 +249,34 @@ class _GridRound:
         replies = list(self.grid.pull_messages(list(self.in_flight)))
         for reply in replies:
             node = self.in_flight.pop(reply.metadata.reply_to_message_id, None)
-            if node is None:
-                continue
-            try:
-                self._take(node, reply)
-                self.idle.add(node)
-            except SecureFLError as exc:
-                log.warning("securefl round %s: node %s is dropped: %s", self.group_id, node, exc)
+            if node is not None:
+                self._take_answer(node, reply)
         return len(replies)
 
-    def _take(self, node: int, reply: Message) -> None:
-        if reply.has_error():
-            raise InvalidInput(f"its ClientApp failed: {reply.error.reason:.300}")
-        answer = wire.read_reply(reply.content)
+    def _take_answer(self, node: int, reply: Message | wire.Answer) -> None:
+        """Hand the engine a node's reply; a node whose reply is refused takes no further part."""
+        try:
+            self._take(node, reply)
+            self.idle.add(node)
+        except SecureFLError as exc:
+            self.idle.discard(node)
+            log.warning("securefl round %s: node %s is dropped: %s", self.group_id, node, exc)
+
+    def _take(self, node: int, reply: Message | wire.Answer) -> None:
+        if isinstance(reply, Message):
+            if reply.has_error():
+                raise InvalidInput(f"its ClientApp failed: {reply.error.reason:.300}")
+            answer = wire.read_reply(reply.content)
+        else:
+            answer = reply
         if isinstance(answer, wire.HelloReply) or answer.round_id != self.round_id:
             raise InvalidInput("it answered with a message of another exchange")
         client_id = self.nodes[node]
         if isinstance(answer, wire.Answer):
             self.engine.answer_stage(self.round_id, client_id, answer.stage, answer.body)
+            ahead = answer.ahead
+            if ahead is not None and (ahead.round_id, ahead.stage) == (self.following.round_id, self.rounds.opening_stage):
+                self.following.answers[node] = ahead.body  # checked by the engine when that round opens
             return
         if answer.receipt.client_id != client_id:
             raise InvalidInput(f"it submitted under {answer.receipt.client_id!r:.70}, not the identity it proved")

@@ -37,7 +37,9 @@ class Hello:
 @dataclass(frozen=True)
 class StageRequest:
     """Server → node: what to do next in a round. `train`: run the user's training first (the
-    message then also carries the strategy's instructions and global model)."""
+    message then also carries the strategy's instructions and global model). `ahead_round`,
+    `ahead_stage`: with the node's final stage of a round, the round that follows and its
+    opening stage, for the node to answer ahead (`Stage.opening`, `Stage.final`)."""
 
     round_id: str
     stage: str
@@ -46,6 +48,8 @@ class StageRequest:
     train: bool = False
     layout: str = MESSAGE_LAYOUT
     weight_key: str = "num-examples"
+    ahead_round: str = ""
+    ahead_stage: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,13 @@ class HelloReply:
 
 @dataclass(frozen=True)
 class Answer:
-    """Node → server: the scheme's reply to an interactive stage."""
+    """Node → server: the scheme's reply to an interactive stage; `ahead`: its answer to the
+    opening stage of the round that follows, when the request asked for it."""
 
     round_id: str
     stage: str
     body: bytes
+    ahead: Answer | None = None
 
 
 @dataclass(frozen=True)
@@ -103,10 +109,15 @@ def _record(message: Hello | StageRequest | HelloReply | Answer | Submission) ->
         values = {"kind": "stage", "round": message.round_id, "stage": message.stage, "body": message.body,
                   "session": message.session_digest, "train": message.train, "layout": message.layout,
                   "weight-key": message.weight_key}
+        if message.ahead_round:
+            values.update({"ahead-round": message.ahead_round, "ahead-stage": message.ahead_stage})
     elif isinstance(message, HelloReply):
         values = {"kind": "hello-reply", "client": message.client_id, "signature": message.signature}
     elif isinstance(message, Answer):
         values = {"kind": "answer", "round": message.round_id, "stage": message.stage, "body": message.body}
+        if message.ahead is not None:
+            values.update({"ahead-round": message.ahead.round_id, "ahead-stage": message.ahead.stage,
+                           "ahead-body": message.ahead.body})
     else:
         values = {"kind": "submission", "round": message.round_id, "receipt": message.receipt.SerializeToString(),
                   "chunks": message.chunks, "spec": message.spec}
@@ -129,9 +140,12 @@ def read_request(content: RecordDict) -> Hello | StageRequest | None:
         layout = _field(record, "layout", str)
         if layout not in (MESSAGE_LAYOUT, LEGACY_LAYOUT):
             raise InvalidInput(f"unknown update layout {layout!r:.40}")
+        ahead = ("", "")
+        if "ahead-round" in record:
+            ahead = (_field(record, "ahead-round", str), _field(record, "ahead-stage", str))
         return StageRequest(_field(record, "round", str), _field(record, "stage", str), _field(record, "body", bytes),
                             _field(record, "session", bytes), _field(record, "train", bool), layout,
-                            _field(record, "weight-key", str))
+                            _field(record, "weight-key", str), *ahead)
     raise InvalidInput(f"unknown securefl request {kind!r:.40}")
 
 
@@ -145,7 +159,11 @@ def read_reply(content: RecordDict) -> HelloReply | Answer | Submission:
     if kind == "hello-reply":
         return HelloReply(_field(record, "client", str), _field(record, "signature", bytes))
     if kind == "answer":
-        return Answer(_field(record, "round", str), _field(record, "stage", str), _field(record, "body", bytes))
+        ahead = None
+        if "ahead-round" in record:
+            ahead = Answer(_field(record, "ahead-round", str), _field(record, "ahead-stage", str),
+                           _field(record, "ahead-body", bytes))
+        return Answer(_field(record, "round", str), _field(record, "stage", str), _field(record, "body", bytes), ahead)
     if kind == "submission":
         chunks = record.get("chunks")
         if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
