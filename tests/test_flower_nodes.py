@@ -185,6 +185,28 @@ def test_rounds_after_the_first_start_at_key_sharing_with_the_keys_nodes_gave_ah
         assert all(u.ahead_stage == ADVERTISE for u in unmasks)
 
 
+def test_a_node_that_failed_its_unmask_advertises_in_the_next_round_beside_nodes_that_answered_ahead(
+        enrolment: Path, logs: list[str]):
+    """A node whose unmask fails gives no early answer: the next round sends it the opening stage
+    while the others start from their early keys, and it takes part in full."""
+    failed: list[str] = []
+
+    def fail_first_unmask(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001
+        request = wire.read_request(msg.content)
+        if isinstance(request, wire.StageRequest) and request.stage == UNMASK and not failed:
+            failed.append(request.round_id)
+            raise RuntimeError("the node's process died")
+        return call_next(msg, context)
+
+    apps = {node: echo_app() for node in NODES[:3]} | {NODES[3]: echo_app(fail_first_unmask)}
+    grid = LocalGrid(apps, node_configs(), settings(enrolment))
+    result = start(strategy(enrolment, min_clients=3, timeout=1.0), grid, rounds=2)
+    assert failed and any(f"node {NODES[3]} is dropped" in line for line in logs)
+    assert [len(_messages(grid, node, ADVERTISE)) for node in NODES] == [1, 1, 1, 2]
+    weights = np.array([10, 11, 12, 13])
+    assert np.allclose(result.arrays["w"].numpy(), 2 * (weights * np.arange(4)).sum() / weights.sum(), atol=1e-4)
+
+
 def test_a_node_that_entered_the_next_round_ahead_answers_nothing_more_of_the_last(enrolment: Path):
     """Once a node has given its final answer and entered the next round, its kept state is that
     round's: the last round's key shares and unmask request, asked again, get only errors."""
