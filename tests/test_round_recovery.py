@@ -20,7 +20,7 @@ from securefl.rounds.engine import FAILED
 from securefl.rounds.inprocess import SPEC_HASH, InProcessFederation, ManualClock, Restart
 from securefl.rounds.plain import PlainClient, PlainServer
 from securefl.rounds.scheme import SUBMIT, RoundConfig, Stage, signed_receipt
-from securefl.rounds.store import RoundStore
+from securefl.rounds.store import ANSWERED, Event, RoundRecord, RoundStore, _Log
 from tests.secagg_rounds import Enrolment
 from tests.test_masking import expected_average
 
@@ -214,3 +214,28 @@ def test_a_store_written_by_an_older_version_is_refused_not_misread(tmp_path):
     (tmp_path / "aggregator.db").chmod(0o600)
     with pytest.raises(InvalidInput, match="schema version"):
         RoundStore(tmp_path / "aggregator.db")
+
+
+def test_a_log_synced_after_its_round_was_recorded_and_deleted_is_not_brought_back(tmp_path):
+    """The engine syncs an answer's log record outside the round's lock; when that answer
+    completed the round, the reveal may already have recorded the outcome and deleted the log.
+    The late sync has nothing to make durable and must not recreate the file."""
+    store = RoundStore(tmp_path / "aggregator.db")
+    record = RoundRecord("r1", 0, "open", 2, 3, 60.0, 0.0)
+    store.create_round(record)
+    store.append_event(record, Event(ANSWERED, 1.0, "c000", UNMASK, b"reveal"))
+    store.purge(record)
+    store.sync_log(record)
+    assert not [name for name in (tmp_path / "aggregator.db-sums").iterdir() if name.suffix == ".log"]
+    store.close()
+
+
+def test_a_closed_log_is_never_synced_through_its_old_descriptor_number(tmp_path):
+    """A sync that lost the race to a close returns instead of calling fdatasync on a number
+    the process may already have given to another file (before: EBADF, or another file)."""
+    log = _Log(tmp_path / "round.log")
+    log.append(b"record")
+    log.close()
+    log.sync()
+    with pytest.raises(RuntimeError, match="already recorded"):
+        log.append(b"late")

@@ -156,30 +156,41 @@ def _unframe(data: bytes) -> list[bytes]:
 
 class _Log:
     """An append-only file with group commit: `append` writes (one `write` per record), `sync`
-    makes everything appended so far durable with one `fdatasync` shared by concurrent callers."""
+    makes everything appended so far durable with one `fdatasync` shared by concurrent callers.
+
+    A log is closed when its round's outcome is recorded and the log deleted, which can happen
+    between an answer's append and its sync (the engine syncs outside the round's lock, and
+    that answer may be the one that completes the round). Closing waits for a sync under way,
+    and a sync after it has nothing left to make durable: it never touches the descriptor
+    number again, which by then may be another file's."""
 
     def __init__(self, path: Path) -> None:
         self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._appended = self._synced = 0
+        self._closed = False
         self._write = threading.Lock()
         self._sync = threading.Lock()
 
     def append(self, data: bytes) -> None:
         with self._write:
+            if self._closed:
+                raise RuntimeError("a record was appended to the log of a round already recorded and deleted")
             os.write(self._descriptor, data)
             self._appended += 1
 
     def sync(self) -> None:
         wanted = self._appended
         with self._sync:
-            if self._synced >= wanted:
-                return  # another caller's fdatasync covered this record
+            if self._synced >= wanted or self._closed:
+                return  # another caller's fdatasync covered this record, or the round is recorded and its log gone
             reached = self._appended
             os.fdatasync(self._descriptor)
             self._synced = reached
 
     def close(self) -> None:
-        os.close(self._descriptor)
+        with self._write, self._sync:
+            self._closed = True
+            os.close(self._descriptor)
 
 
 class _Files:
@@ -232,8 +243,12 @@ class _Files:
         self._log(name).append(data)
 
     def sync(self, name: str) -> None:
-        """Everything appended to the log so far is on disk when this returns."""
-        self._log(name).sync()
+        """Everything appended to the log so far is on disk when this returns (a deleted log,
+        whose round is recorded, is not brought back)."""
+        with self._logs_lock:
+            log = self._logs.get(name)
+        if log is not None:
+            log.sync()
 
     def read_log(self, name: str) -> bytes:
         path = self._directory / name
