@@ -243,23 +243,33 @@ class _Files:
         self._log(name).append(data)
 
     def sync(self, name: str) -> None:
-        """Everything appended to the log so far is on disk when this returns (a deleted log,
-        whose round is recorded, is not brought back)."""
+        """Everything this process appended to the log is on disk when this returns; a deleted
+        log, whose round is recorded, is not brought back."""
         with self._logs_lock:
             log = self._logs.get(name)
         if log is not None:
             log.sync()
 
     def read_log(self, name: str) -> bytes:
+        """The log as it is on disk: made durable first, so that what a crashed process
+        appended but never synced is not acknowledged again (a resent answer or submission)
+        while it is still only in the page cache."""
         path = self._directory / name
-        return path.read_bytes() if path.exists() else b""
+        if not path.exists():
+            return b""
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+        return path.read_bytes()
 
     def delete(self, name: str) -> None:
-        with self._logs_lock:
+        with self._logs_lock:  # gone from the directory and the open logs at once (see `sync`)
             log = self._logs.pop(name, None)
+            (self._directory / name).unlink(missing_ok=True)
         if log is not None:
             log.close()
-        (self._directory / name).unlink(missing_ok=True)
 
     def names(self) -> set[str]:
         return {path.name for path in self._directory.iterdir()}
