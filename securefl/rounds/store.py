@@ -254,15 +254,12 @@ class _Files:
         """The log as it is on disk: made durable first, so that what a crashed process
         appended but never synced is not acknowledged again (a resent answer or submission)
         while it is still only in the page cache."""
-        path = self._directory / name
-        if not path.exists():
-            return b""
-        descriptor = os.open(path, os.O_RDONLY)
         try:
-            os.fdatasync(descriptor)
-        finally:
-            os.close(descriptor)
-        return path.read_bytes()
+            with open(self._directory / name, "rb") as log:
+                os.fdatasync(log.fileno())
+                return log.read()
+        except FileNotFoundError:
+            return b""
 
     def delete(self, name: str) -> None:
         with self._logs_lock:  # gone from the directory and the open logs at once (see `sync`)
