@@ -130,8 +130,6 @@ def _enter_ahead(request: wire.StageRequest, scheme: ClientScheme,
     dropout would."""
     if request.ahead_round == request.round_id:
         raise InvalidInput("asked to enter, ahead, the round this node is in")
-    if not scheme.interactive:
-        raise InvalidInput(f"the {scheme.name} scheme has no stage to answer ahead")
     job = scheme.begin(request.ahead_round)
     ahead = wire.Answer(request.ahead_round, request.ahead_stage, job.answer(Stage(request.ahead_stage)))
     return job, request.ahead_round, wire.Answer(answer.round_id, answer.stage, answer.body, ahead)
